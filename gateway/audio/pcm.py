@@ -1,0 +1,171 @@
+"""Pure PCM helpers: s16le <-> float, resampling, G.711 codecs, framing, levels.
+
+No I/O, no asyncio. Resampling uses libsoxr (``soxr``), not a hand-written filter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+Int16Array = npt.NDArray[np.int16]
+FloatArray = npt.NDArray[np.float32]
+
+SAMPLE_WIDTH = 2  # bytes per s16le sample
+
+
+def bytes_per_ms(sample_rate: int) -> float:
+    return sample_rate * SAMPLE_WIDTH / 1000.0
+
+
+def frame_bytes(sample_rate: int, frame_ms: int) -> int:
+    return sample_rate * frame_ms // 1000 * SAMPLE_WIDTH
+
+
+def duration_ms(pcm_len: int, sample_rate: int) -> float:
+    return pcm_len / SAMPLE_WIDTH / sample_rate * 1000.0
+
+
+def to_float(pcm: bytes) -> FloatArray:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def from_float(samples: npt.NDArray[np.floating]) -> bytes:
+    clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+    return bytes((clipped * 32767.0).astype("<i2").tobytes())
+
+
+def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
+    """Resample a whole mono s16le buffer (one-shot; use Resampler for streams)."""
+    if src_rate == dst_rate or not pcm:
+        return pcm
+    samples = np.frombuffer(pcm, dtype="<i2")
+    out = soxr.resample(samples, src_rate, dst_rate, quality="HQ")
+    return bytes(np.asarray(out, dtype="<i2").tobytes())
+
+
+class Resampler:
+    """Streaming resampler for chunked input (keeps filter state across chunks)."""
+
+    def __init__(self, src_rate: int, dst_rate: int) -> None:
+        self.src_rate = src_rate
+        self.dst_rate = dst_rate
+        self._stream = (
+            None
+            if src_rate == dst_rate
+            else soxr.ResampleStream(src_rate, dst_rate, 1, dtype="int16", quality="HQ")
+        )
+
+    def process(self, pcm: bytes, last: bool = False) -> bytes:
+        if self._stream is None:
+            return pcm
+        samples = np.frombuffer(pcm, dtype="<i2")
+        out = self._stream.resample_chunk(samples, last=last)
+        return bytes(np.asarray(out, dtype="<i2").tobytes())
+
+
+def rms_dbfs(pcm: bytes) -> float:
+    """Level of a buffer in dBFS (-inf for digital silence)."""
+    if len(pcm) < SAMPLE_WIDTH:
+        return float("-inf")
+    x = to_float(pcm)
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+    return 20.0 * float(np.log10(rms)) if rms > 0 else float("-inf")
+
+
+# --- G.711 (ITU-T) ---------------------------------------------------------------
+# Table-driven: decode tables have 256 entries, encode tables 65536 (one per s16 value).
+
+_MULAW_BIAS = 0x84
+
+
+def _mulaw_decode_table() -> Int16Array:
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    sign = u & 0x80
+    exponent = (u >> 4) & 0x07
+    mantissa = u & 0x0F
+    magnitude = (((mantissa << 3) + _MULAW_BIAS) << exponent) - _MULAW_BIAS
+    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
+
+
+def _mulaw_encode_table() -> npt.NDArray[np.uint8]:
+    # The reference G.711 segment search on 14-bit magnitudes (as in Sun's g711.c).
+    v = np.arange(-32768, 32768, dtype=np.int32) >> 2
+    mask = np.where(v < 0, 0x7F, 0xFF)
+    mag = np.minimum(np.abs(v), 8159) + (_MULAW_BIAS >> 2)
+    seg_end = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF])
+    seg = np.searchsorted(seg_end, mag)
+    uval = np.where(seg >= 8, 0x7F, (seg << 4) | ((mag >> (seg + 1)) & 0x0F))
+    return ((uval ^ mask) & 0xFF).astype(np.uint8)
+
+
+def _alaw_decode_table() -> Int16Array:
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    sign = a & 0x80
+    exponent = (a >> 4) & 0x07
+    mantissa = a & 0x0F
+    magnitude = np.where(
+        exponent == 0,
+        (mantissa << 4) + 8,
+        ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0),
+    )
+    return np.where(sign != 0, magnitude, -magnitude).astype(np.int16)
+
+
+def _alaw_encode_table() -> npt.NDArray[np.uint8]:
+    s = np.arange(-32768, 32768, dtype=np.int32)
+    sign = np.where(s >= 0, 0x80, 0)
+    mag = np.minimum(np.where(s >= 0, s, -s - 1), 32767) >> 3
+    exponent = np.where(mag >= 32, np.floor(np.log2(np.maximum(mag, 1))).astype(np.int32) - 4, 0)
+    exponent = np.clip(exponent, 0, 7)
+    mantissa = np.where(exponent == 0, mag >> 1, mag >> exponent) & 0x0F
+    return ((sign | (exponent << 4) | mantissa) ^ 0x55).astype(np.uint8)
+
+
+_ULAW_DEC = _mulaw_decode_table()
+_ULAW_ENC = _mulaw_encode_table()
+_ALAW_DEC = _alaw_decode_table()
+_ALAW_ENC = _alaw_encode_table()
+
+
+def mulaw_decode(data: bytes) -> bytes:
+    return bytes(_ULAW_DEC[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes())
+
+
+def mulaw_encode(pcm: bytes) -> bytes:
+    idx = np.frombuffer(pcm, dtype="<i2").astype(np.int32) + 32768
+    return bytes(_ULAW_ENC[idx].tobytes())
+
+
+def alaw_decode(data: bytes) -> bytes:
+    return bytes(_ALAW_DEC[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes())
+
+
+def alaw_encode(pcm: bytes) -> bytes:
+    idx = np.frombuffer(pcm, dtype="<i2").astype(np.int32) + 32768
+    return bytes(_ALAW_ENC[idx].tobytes())
+
+
+class Reframer:
+    """Cuts a byte stream into fixed-size frames, keeping the remainder."""
+
+    def __init__(self, frame_size: int) -> None:
+        self.frame_size = frame_size
+        self._buf = bytearray()
+
+    def push(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        n = len(self._buf) // self.frame_size
+        if n == 0:
+            return []
+        cut = n * self.frame_size
+        view = bytes(self._buf[:cut])
+        del self._buf[:cut]
+        fs = self.frame_size
+        return [view[i * fs : (i + 1) * fs] for i in range(n)]
+
+    def flush(self) -> bytes:
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest

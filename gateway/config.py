@@ -1,0 +1,271 @@
+"""The one configuration object: read once from TOML + environment, then frozen.
+
+Precedence: built-in defaults < TOML file < environment (``GATEWAY_<SECTION>__<KEY>``).
+Nothing else in the package reads ``os.environ``; secrets are read here too and passed
+on explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "GATEWAY_"
+
+
+class ConfigError(ValueError):
+    """The configuration file or environment holds a value that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "data"
+    # "auto": anonymous sessions only while bound to loopback.
+    allow_anonymous: str = "auto"
+    idle_timeout_s: float = 300.0
+    max_message_bytes: int = 1 << 20
+    # How many messages uvicorn buffers per socket before it stops reading (backpressure).
+    ws_max_queue: int = 64
+    session_close_timeout_s: float = 5.0
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "info"
+    cors_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AudioConfig:
+    input_sample_rate: int = 16000
+    input_encoding: str = "pcm_s16le"
+    output_sample_rate: int = 24000
+    # Output audio chunk size and how far ahead of real time the server may send.
+    output_chunk_ms: int = 20
+    pacing_lead_ms: int = 200
+    max_chunk_ms: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class VADConfig:
+    provider: str = "webrtcvad"  # webrtcvad | silero | null
+    aggressiveness: int = 2
+    frame_ms: int = 20
+    # Speech this long starts a turn; silence this long ends it.
+    start_ms: int = 60
+    stop_ms: int = 400
+    # Speech during a reply must last this long before it interrupts (a cough does not).
+    barge_in_min_ms: int = 250
+    # Audio kept from before the speech start, so STT hears the first syllable.
+    preroll_ms: int = 200
+    silero_threshold: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class STTConfig:
+    provider: str = "whisper"  # whisper | null
+    model: str = "tiny.en"  # tiny.en | base
+    language: str = "en"
+    interim_interval_ms: int = 1000
+    beam_size: int = 1
+    max_utterance_s: float = 30.0
+    timeout_s: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class LLMConfig:
+    provider: str = "llama"  # llama | extractive | openai | null
+    system_prompt: str = (
+        "You are the voice assistant of {assistant_name}. Answer in one or two short "
+        "spoken sentences, using only the facts in the passages below."
+    )
+    assistant_name: str = "the gateway"
+    max_tokens: int = 120
+    temperature: float = 0.2
+    history_turns: int = 8
+    first_token_timeout_s: float = 10.0
+    total_timeout_s: float = 60.0
+    # OpenAI-compatible servers (OpenAI, vLLM, llama.cpp server, Ollama).
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    api_key: str = field(default="", repr=False)
+    context_tokens: int = 2048
+    threads: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class TTSConfig:
+    provider: str = "piper"  # piper | espeak | null
+    voice: str = "joe"
+    speed: float = 1.0
+    timeout_s: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeConfig:
+    path: str = ""  # empty: the sample knowledge base shipped in the package
+    top_k: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersConfig:
+    # Threads running model inference; shared by every session in the process.
+    threads: int = 2
+    # Jobs waiting for a thread beyond this are refused, not queued forever.
+    max_waiting: int = 32
+    wait_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    audio_in: int = 100
+    stt: int = 4
+    llm: int = 2
+    tts: int = 16
+    playout: int = 1000
+    outbox: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    token_ttl_s: int = 600
+    token_ttl_min_s: int = 10
+    token_ttl_max_s: int = 7200
+    token_secret: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = ServerConfig()
+    audio: AudioConfig = AudioConfig()
+    vad: VADConfig = VADConfig()
+    stt: STTConfig = STTConfig()
+    llm: LLMConfig = LLMConfig()
+    tts: TTSConfig = TTSConfig()
+    knowledge: KnowledgeConfig = KnowledgeConfig()
+    workers: WorkersConfig = WorkersConfig()
+    queues: QueueConfig = QueueConfig()
+    auth: AuthConfig = AuthConfig()
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.server.data_dir)
+
+    def anonymous_allowed(self) -> bool:
+        value = self.server.allow_anonymous.lower()
+        if value in ("true", "yes", "1"):
+            return True
+        if value in ("false", "no", "0"):
+            return False
+        return _is_loopback(self.server.host)
+
+    def replace(self, **sections: Mapping[str, Any]) -> Config:
+        """A copy with some fields changed, e.g. ``cfg.replace(llm={"provider": "null"})``."""
+        return _merge(self, {k: dict(v) for k, v in sections.items()})
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    origin = typing.get_origin(typ)
+    try:
+        if typ is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if typ in (int, float, str):
+            if typ is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return typ(value)
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            return tuple(str(v) for v in value)
+        if origin in (types.UnionType, typing.Union):
+            return value
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot use {value!r} as {typ}") from exc
+    raise ConfigError(f"{where}: unsupported type {typ}")
+
+
+def _merge(cfg: Config, overrides: Mapping[str, Mapping[str, Any]]) -> Config:
+    hints = typing.get_type_hints(Config)
+    new_sections: dict[str, Any] = {}
+    for section, values in overrides.items():
+        if section not in hints:
+            raise ConfigError(f"unknown config section [{section}]")
+        current = getattr(cfg, section)
+        fhints = typing.get_type_hints(type(current))
+        changes: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in fhints:
+                raise ConfigError(f"unknown config key {section}.{key}")
+            changes[key] = _coerce(value, fhints[key], f"{section}.{key}")
+        new_sections[section] = dataclasses.replace(current, **changes)
+    return dataclasses.replace(cfg, **new_sections)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read the config file (if any) and the environment, once, into a frozen Config."""
+    env = dict(os.environ if environ is None else environ)
+    cfg = Config()
+    path = path or env.get("GATEWAY_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        cfg = _merge(cfg, data)
+    cfg = _merge(cfg, _env_overrides(env))
+    # Well-known secret variables, so a deployment needs no gateway-specific names.
+    if not cfg.llm.api_key and env.get("OPENAI_API_KEY"):
+        cfg = _merge(cfg, {"llm": {"api_key": env["OPENAI_API_KEY"]}})
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: Config) -> None:
+    if cfg.vad.frame_ms not in (10, 20, 30):
+        raise ConfigError("vad.frame_ms must be 10, 20 or 30")
+    if not 0 <= cfg.vad.aggressiveness <= 3:
+        raise ConfigError("vad.aggressiveness must be 0..3")
+    if cfg.audio.input_sample_rate not in (8000, 16000, 24000, 48000):
+        raise ConfigError("audio.input_sample_rate must be 8000, 16000, 24000 or 48000")
+    lo, hi = cfg.auth.token_ttl_min_s, cfg.auth.token_ttl_max_s
+    if not lo <= cfg.auth.token_ttl_s <= hi:
+        raise ConfigError(f"auth.token_ttl_s must be within {lo}..{hi}")
+    if cfg.server.allow_anonymous.lower() not in (
+        "auto", "true", "false", "yes", "no", "1", "0"
+    ):
+        raise ConfigError("server.allow_anonymous must be auto, true or false")

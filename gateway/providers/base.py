@@ -1,0 +1,153 @@
+"""One small interface per pipeline stage.
+
+Providers know nothing of frames, turns, queues or sessions: they turn audio into
+text, text into tokens, and text into audio. The runtime (``gateway.pipeline``)
+owns queues, timeouts, cancellation and the worker pool.
+
+Blocking providers (the embedded models) expose plain synchronous methods; the
+runtime runs them in the shared inference pool. Network providers expose ``async``
+methods and are awaited directly with timeouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+
+class ProviderError(Exception):
+    """A provider failed; the turn gets ``PROVIDER_ERROR`` and the session goes on."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+# --- VAD ---------------------------------------------------------------------------
+
+
+@runtime_checkable
+class VADStream(Protocol):
+    """Per-session VAD state, fed 16 kHz mono s16le frames of ``frame_ms``."""
+
+    def is_speech(self, frame: bytes) -> bool: ...
+
+
+@runtime_checkable
+class VAD(Protocol):
+    name: str
+    sample_rate: int  # always 16000 here
+
+    def stream(self, frame_ms: int) -> VADStream: ...
+
+
+# --- STT ---------------------------------------------------------------------------
+
+
+@runtime_checkable
+class STT(Protocol):
+    """Blocking: runs in the inference pool. Audio is 16 kHz mono s16le."""
+
+    name: str
+
+    def transcribe(self, pcm: bytes, *, language: str | None = None) -> str: ...
+
+
+# --- LLM ---------------------------------------------------------------------------
+
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A retrieved knowledge-base passage that grounds a reply."""
+
+    title: str
+    text: str
+    source: str
+    score: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """What the LLM stage asks a provider: the conversation and its grounding."""
+
+    messages: Sequence[Message]  # system prompt first, the new user message last
+    passages: Sequence[Passage] = ()
+    max_tokens: int = 120
+    temperature: float = 0.2
+
+    @property
+    def question(self) -> str:
+        for msg in reversed(self.messages):
+            if msg.role == "user":
+                return msg.content
+        return ""
+
+
+@runtime_checkable
+class BlockingLLM(Protocol):
+    """Local models: a synchronous token generator, driven by the runtime in the pool.
+
+    The runtime stops pulling (and closes the generator) when the turn is cancelled,
+    so a generator must stop promptly after a ``close()``.
+    """
+
+    name: str
+
+    def generate(self, request: ChatRequest) -> Iterator[str]: ...
+
+
+@runtime_checkable
+class StreamingLLM(Protocol):
+    """Network models: an async token stream."""
+
+    name: str
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[str]: ...
+
+
+LLM = BlockingLLM | StreamingLLM
+
+
+# --- TTS ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PhonemeTiming:
+    """One phoneme (IPA) and where it sits in the synthesised audio."""
+
+    phoneme: str
+    start_ms: float
+    end_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Speech:
+    """Synthesised audio for one piece of text: mono s16le at ``sample_rate``."""
+
+    pcm: bytes
+    sample_rate: int
+    phonemes: tuple[PhonemeTiming, ...] = field(default=())
+
+    @property
+    def duration_ms(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate * 1000.0
+
+
+@runtime_checkable
+class TTS(Protocol):
+    """Blocking: runs in the inference pool. One call per sentence."""
+
+    name: str
+    sample_rate: int
+
+    def synthesize(self, text: str, *, voice: str | None = None) -> Speech: ...
