@@ -37,6 +37,7 @@ class ServerConfig:
     # How many messages uvicorn buffers per socket before it stops reading (backpressure).
     ws_max_queue: int = 64
     session_close_timeout_s: float = 5.0
+    max_sessions: int = 1000
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     cors_origins: tuple[str, ...] = ()

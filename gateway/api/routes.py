@@ -1,0 +1,68 @@
+"""HTTP routes of the core: health and session tokens."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway import __version__
+
+from .auth import AuthError, bearer_or_header
+from .errors import ApiError
+
+router = APIRouter()
+
+
+class AccessTokenRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    avatarId: str | None = Field(default=None, max_length=200)
+    voiceId: str | None = Field(default=None, max_length=200)
+    systemPrompt: str | None = Field(default=None, max_length=8000)
+    ttlSeconds: int | None = Field(default=None, description="token lifetime, 10 s to 2 h")
+
+
+class AccessTokenResponse(BaseModel):
+    token: str
+    sessionId: str
+    expiresAt: str
+
+
+class HealthResponse(BaseModel):
+    status: str
+    timestamp: str
+    version: str
+    providers: dict[str, str]
+
+
+@router.get("/api/health", response_model=HealthResponse, tags=["health"])
+async def health(request: Request) -> dict[str, Any]:
+    runtime = request.app.state.runtime
+    providers = runtime.health()
+    ok = all(v == "ok" for v in providers.values())
+    return {
+        "status": "ok" if ok else "degraded",
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "version": __version__,
+        "providers": providers,
+    }
+
+
+@router.post("/api/get-access-token", response_model=AccessTokenResponse, tags=["auth"])
+async def get_access_token(request: Request, body: AccessTokenRequest) -> dict[str, Any]:
+    auth = request.app.state.auth
+    try:
+        key = await asyncio.to_thread(auth.api_key, bearer_or_header(request.headers))
+    except AuthError as exc:
+        raise ApiError(401, "UNAUTHORIZED", str(exc)) from None
+    extra = {k: v for k, v in (("avatarId", body.avatarId), ("voiceId", body.voiceId),
+                               ("systemPrompt", body.systemPrompt)) if v}
+    try:
+        result: dict[str, Any] = auth.mint(key, body.ttlSeconds, extra)
+        return result
+    except ValueError as exc:
+        raise ApiError(400, "INVALID_REQUEST", str(exc)) from None

@@ -1,0 +1,77 @@
+"""The ASGI application. Resources (models, key store) are owned by the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from gateway import __version__
+from gateway.api.auth import Authenticator, load_token_secret
+from gateway.api.errors import install_error_handlers
+from gateway.api.routes import router
+from gateway.config import Config
+from gateway.pipeline.runtime import Runtime
+from gateway.store.keys import KeyStore
+from gateway.transports.websocket import voice_ws
+
+log = structlog.get_logger("gateway.app")
+
+
+class SessionRegistry:
+    """Counts live sessions so the process refuses, rather than drowns in, overload."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self.total = 0
+
+    def admit(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        self.total += 1
+        return True
+
+    def release(self) -> None:
+        self.active -= 1
+
+
+def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastAPI:
+    """``providers`` injects ready provider objects by stage (tests share loaded models)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        data = Path(cfg.server.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        keys = KeyStore(data / "gateway.db")
+        runtime = await asyncio.to_thread(Runtime.load, cfg, overrides=providers)
+        app.state.cfg = cfg
+        app.state.keys = keys
+        app.state.auth = Authenticator(cfg, keys, load_token_secret(cfg))
+        app.state.runtime = runtime
+        app.state.sessions = SessionRegistry(cfg.server.max_sessions)
+        log.info("gateway_ready", host=cfg.server.host, port=cfg.server.port,
+                 providers={s: getattr(runtime, s).name for s in ("vad", "stt", "llm", "tts")})
+        try:
+            yield
+        finally:
+            await runtime.aclose()
+            keys.close()
+
+    app = FastAPI(title="gateway", version=__version__, lifespan=lifespan,
+                  description="Real-time voice and avatar gateway. WebSocket protocol: "
+                  "docs/protocol.md (ws /api/v1/voice/ws).")
+    if cfg.server.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.server.cors_origins),
+                           allow_methods=["*"], allow_headers=["*"])
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_api_websocket_route("/api/v1/voice/ws", voice_ws)
+    return app

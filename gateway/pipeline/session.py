@@ -1,0 +1,472 @@
+"""One voice session: VAD -> STT -> LLM -> TTS -> playout, as asyncio tasks on bounded queues.
+
+Queues and their overflow policies:
+
+- ``audio_in`` (client audio): drop the oldest chunk and tell the client once; the
+  VAD stage is microseconds per frame, so this only fills when the loop is starved.
+- ``stt`` (transcription jobs): interim jobs are dropped when full (a newer one will
+  come); the final job of a turn waits for room.
+- ``llm`` (user turns): a newer turn supersedes queued older ones.
+- ``tts`` (sentences) and ``playout`` (synthesised audio): the producer waits for
+  room, which paces the LLM to the speech; on barge-in both are emptied.
+
+Every item carries its turn id; each stage drops items of a turn older than
+``current_turn``. That, plus purging the outbox, is what makes barge-in exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from gateway.audio import pcm
+from gateway.protocol import v1
+from gateway.providers.base import ChatRequest, Message, ProviderError
+
+from .outbox import AudioOut, Outbox
+from .pacing import Pacer
+from .runtime import Runtime
+from .text import SentenceSplitter, SpokenSegment, heard_text
+from .turns import (
+    BargeIn,
+    Endpointer,
+    EndpointerSettings,
+    InterimAudio,
+    SpeechStarted,
+    SpeechStopped,
+    TurnEvent,
+)
+
+VAD_RATE = 16000
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    input: v1.AudioFormat
+    output: v1.AudioFormat
+    language: str | None = None
+    voice: str | None = None
+    system_prompt: str | None = None
+
+
+@dataclass(slots=True)
+class _SttJob:
+    turn_id: int
+    pcm: bytes
+    final: bool
+    stopped_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _UserTurn:
+    turn_id: int
+    text: str
+    stopped_at: float | None = None  # loop time of the VAD end-of-speech decision
+    final_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Sentence:
+    turn_id: int
+    response_id: str
+    text: str
+
+
+@dataclass(slots=True)
+class _Segment:
+    turn_id: int
+    response_id: str
+    text: str
+    pcm: bytes
+
+
+@dataclass(slots=True)
+class _EndOfReply:
+    turn_id: int
+    response_id: str
+
+
+@dataclass
+class Response:
+    """The assistant's reply to one user turn, from stream_start to stream_end."""
+
+    response_id: str
+    turn: _UserTurn
+    pacer: Pacer
+    segments: list[SpokenSegment] = field(default_factory=list)
+    text: str = ""
+    tts_started: bool = False
+    cancelled: bool = False
+    first_token_at: float | None = None
+    first_audio_at: float | None = None
+
+
+class Session:
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: SessionSettings,
+        outbox: Outbox,
+        *,
+        session_id: str,
+        conversation_id: str,
+        history: list[Message] | None = None,
+    ) -> None:
+        cfg = runtime.cfg
+        self.runtime = runtime
+        self.cfg = cfg
+        self.session_id = session_id
+        self.conversation_id = conversation_id
+        self.outbox = outbox
+        self.log = structlog.get_logger("gateway.session").bind(session_id=session_id)
+        self.history: list[Message] = list(history or [])
+        self.settings = settings
+        self.endpointer = Endpointer(
+            EndpointerSettings(
+                frame_ms=cfg.vad.frame_ms, start_ms=cfg.vad.start_ms, stop_ms=cfg.vad.stop_ms,
+                barge_in_min_ms=cfg.vad.barge_in_min_ms, preroll_ms=cfg.vad.preroll_ms,
+                interim_interval_ms=cfg.stt.interim_interval_ms,
+                max_utterance_ms=int(cfg.stt.max_utterance_s * 1000),
+            )
+        )
+        q = cfg.queues
+        self.audio_in: asyncio.Queue[bytes | None] = asyncio.Queue(q.audio_in)
+        self.stt_q: asyncio.Queue[_SttJob] = asyncio.Queue(q.stt)
+        self.llm_q: asyncio.Queue[_UserTurn] = asyncio.Queue(q.llm)
+        self.tts_q: asyncio.Queue[_Sentence | _EndOfReply] = asyncio.Queue(q.tts)
+        self.play_q: asyncio.Queue[_Segment | _EndOfReply] = asyncio.Queue(q.playout)
+        self.current_turn = 0
+        self.response: Response | None = None
+        self._gen_task: asyncio.Task[None] | None = None
+        self._interim_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dropped_audio = 0
+        self.turns_completed = 0
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        stages = (self._vad_stage, self._stt_stage, self._llm_stage, self._tts_stage,
+                  self._playout_stage)
+        for stage in stages:
+            task = asyncio.create_task(stage(), name=f"{self.session_id}:{stage.__name__}")
+            task.add_done_callback(self._stage_done)
+            self._tasks.append(task)
+
+    def _stage_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            # A bug, not bad input: tell the client without details and end the session.
+            self.log.error("stage_crashed", stage=task.get_name(), exc_info=exc)
+            self.emit(v1.error(v1.INTERNAL_ERROR, "internal error; the session ends"))
+            self.outbox.close()
+
+    async def close(self) -> None:
+        if self.response is not None:
+            self.response.cancelled = True
+        tasks = [t for t in (*self._tasks, self._gen_task, self._interim_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.cfg.server.session_close_timeout_s):
+                await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._gen_task = None
+
+    def reconfigure(self, settings: SessionSettings) -> None:
+        """Apply a ``start`` message (before any audio: the VAD stage has no state yet)."""
+        self.settings = settings
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.outbox.put(event)
+
+    @property
+    def replying(self) -> bool:
+        return self.response is not None
+
+    # --- client input (called by the transport, never blocks) -----------------------
+
+    def feed_audio(self, pcm_in: bytes) -> None:
+        if self.audio_in.full():
+            self.audio_in.get_nowait()  # drop the oldest: late audio is useless audio
+            self._dropped_audio += 1
+            if self._dropped_audio == 1:
+                self.emit(v1.error(v1.INTERNAL_ERROR, "server is behind; audio dropped",
+                                   retryable=True))
+        self.audio_in.put_nowait(pcm_in)
+
+    def end_of_speech(self) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.audio_in.put_nowait(None)
+
+    def user_text(self, text: str) -> None:
+        turn_id = self.endpointer.new_turn_id()
+        self.interrupt(new_turn=turn_id)
+        self.current_turn = turn_id
+        self._submit_turn(_UserTurn(turn_id, text))
+
+    def interrupt(self, new_turn: int | None = None) -> None:
+        """Barge-in or client ``interrupt``: stop the live reply now, keep what was heard."""
+        r = self.response
+        if new_turn is not None:
+            self.current_turn = max(self.current_turn, new_turn)
+        if r is None:
+            return
+        r.cancelled = True
+        self.response = None
+        if self._gen_task is not None:
+            self._gen_task.cancel()
+        for q in (self.tts_q, self.play_q):
+            while not q.empty():
+                q.get_nowait()
+        purged = self.outbox.purge_audio(r.response_id)
+        now = _ms()
+        delivered = r.pacer.sent_ms - purged
+        played = min(r.pacer.played_ms(now), delivered)
+        self.emit({"type": "interrupted", "response_id": r.response_id})
+        if r.tts_started:
+            self.emit({"type": "tts_complete", "response_id": r.response_id,
+                       "duration_ms": round(delivered), "interrupted": True,
+                       "played_ms": round(played)})
+        self.emit({"type": "stream_end", "response_id": r.response_id})
+        heard = heard_text(r.segments, played)
+        if heard:
+            self.history.append(Message("assistant", heard))
+        self.log.info("interrupted", response_id=r.response_id, played_ms=round(played),
+                      heard_chars=len(heard), reply_chars=len(r.text))
+
+    # --- VAD stage --------------------------------------------------------------------
+
+    async def _vad_stage(self) -> None:
+        stream = self.runtime.vad.stream(self.cfg.vad.frame_ms)
+        reframer = pcm.Reframer(pcm.frame_bytes(VAD_RATE, self.cfg.vad.frame_ms))
+        resampler: pcm.Resampler | None = None
+        while True:
+            chunk = await self.audio_in.get()
+            if chunk is None:
+                await self._turn_events(self.endpointer.force_stop())
+                continue
+            if resampler is None:
+                resampler = pcm.Resampler(self.settings.input.sample_rate, VAD_RATE)
+            for frame in reframer.push(resampler.process(chunk)):
+                events = self.endpointer.push(frame, stream.is_speech(frame), self.replying)
+                if events:
+                    await self._turn_events(events)
+
+    async def _turn_events(self, events: list[TurnEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, SpeechStarted):
+                if not ev.during_reply:
+                    self.current_turn = ev.turn_id
+                    self.emit({"type": "speech_started", "turn_id": ev.turn_id})
+            elif isinstance(ev, BargeIn):
+                self.emit({"type": "speech_started", "turn_id": ev.turn_id})
+                self.interrupt(new_turn=ev.turn_id)
+            elif isinstance(ev, InterimAudio):
+                with contextlib.suppress(asyncio.QueueFull):
+                    self.stt_q.put_nowait(_SttJob(ev.turn_id, ev.pcm, final=False))
+            elif isinstance(ev, SpeechStopped):
+                if ev.discarded:
+                    self.log.debug("speech_discarded", turn_id=ev.turn_id)
+                    continue
+                self.emit({"type": "speech_stopped", "turn_id": ev.turn_id})
+                await self.stt_q.put(_SttJob(ev.turn_id, ev.pcm, final=True, stopped_at=_ms()))
+
+    # --- STT stage --------------------------------------------------------------------
+
+    async def _stt_stage(self) -> None:
+        while True:
+            job = await self.stt_q.get()
+            if not job.final:
+                # One interim decode in flight at a time, beside (never ahead of) finals.
+                if self._interim_task is None or self._interim_task.done():
+                    self._interim_task = asyncio.create_task(self._interim(job))
+                continue
+            if self._interim_task is not None:
+                self._interim_task.cancel()
+            try:
+                text = await self.runtime.transcribe(job.pcm, self.settings.language)
+            except ProviderError as exc:
+                self._provider_error("stt", exc)
+                continue
+            self.emit({"type": "transcription", "text": text, "final": True,
+                       "turn_id": job.turn_id})
+            if text:
+                self._submit_turn(_UserTurn(job.turn_id, text, job.stopped_at, _ms()))
+
+    async def _interim(self, job: _SttJob) -> None:
+        try:
+            text = await self.runtime.transcribe(job.pcm, self.settings.language)
+        except ProviderError:
+            return  # an interim result is best effort; the final one reports errors
+        if text and self.endpointer.speaking and self.endpointer.turn_id == job.turn_id:
+            self.emit({"type": "transcription", "text": text, "final": False,
+                       "turn_id": job.turn_id})
+
+    def _submit_turn(self, turn: _UserTurn) -> None:
+        while self.llm_q.full():  # a newer turn supersedes a queued older one
+            self.llm_q.get_nowait()
+        self.llm_q.put_nowait(turn)
+
+    # --- LLM stage --------------------------------------------------------------------
+
+    async def _llm_stage(self) -> None:
+        while True:
+            turn = await self.llm_q.get()
+            if turn.turn_id < self.current_turn:
+                self.history.append(Message("user", turn.text))
+                continue
+            self._gen_task = asyncio.create_task(self._respond(turn))
+            # wait() does not raise when a barge-in cancels the reply, but our own
+            # cancellation (session close) still propagates.
+            await asyncio.wait({self._gen_task})
+            self._gen_task = None
+
+    async def _respond(self, turn: _UserTurn) -> None:
+        cfg = self.cfg
+        response_id = "resp_" + uuid.uuid4().hex[:16]
+        r = Response(response_id, turn, Pacer(cfg.audio.pacing_lead_ms))
+        self.response = r
+        self.emit({"type": "stream_start", "turn_id": turn.turn_id, "response_id": response_id})
+        passages = self.runtime.kb.search(turn.text, cfg.knowledge.top_k)
+        request = ChatRequest(
+            messages=[Message("system", self._system_prompt()),
+                      *self.history[-2 * cfg.llm.history_turns:], Message("user", turn.text)],
+            passages=passages, max_tokens=cfg.llm.max_tokens, temperature=cfg.llm.temperature,
+        )
+        self.history.append(Message("user", turn.text))
+        splitter = SentenceSplitter()
+        try:
+            async for token in self.runtime.reply_tokens(request):
+                if r.cancelled:
+                    return
+                if r.first_token_at is None:
+                    r.first_token_at = _ms()
+                r.text += token
+                self.emit({"type": "token", "text": token, "response_id": response_id})
+                for sentence in splitter.push(token):
+                    await self.tts_q.put(_Sentence(turn.turn_id, response_id, sentence))
+        except ProviderError as exc:
+            self._provider_error("llm", exc)
+        for sentence in splitter.flush():
+            await self.tts_q.put(_Sentence(turn.turn_id, response_id, sentence))
+        if r.text:
+            self.emit({"type": "agent_response", "text": r.text.strip(),
+                       "response_id": response_id,
+                       "sources": [{"title": p.title, "source": p.source} for p in passages]})
+        await self.tts_q.put(_EndOfReply(turn.turn_id, response_id))
+
+    def _system_prompt(self) -> str:
+        template = self.settings.system_prompt or self.cfg.llm.system_prompt
+        try:
+            return template.format(assistant_name=self.cfg.llm.assistant_name)
+        except (KeyError, IndexError, ValueError):
+            return template  # a client prompt with literal braces is used as it is
+
+    def _provider_error(self, stage: str, exc: ProviderError) -> None:
+        self.log.warning("provider_error", stage=stage, error=str(exc))
+        self.emit(v1.error(v1.PROVIDER_ERROR, f"{stage}: {exc}", retryable=exc.retryable))
+
+    def _live(self, turn_id: int, response_id: str) -> Response | None:
+        r = self.response
+        if r is None or r.cancelled or r.response_id != response_id:
+            return None
+        return r if turn_id >= self.current_turn else None
+
+    # --- TTS stage --------------------------------------------------------------------
+
+    async def _tts_stage(self) -> None:
+        out_rate = self.settings.output.sample_rate
+        while True:
+            item = await self.tts_q.get()
+            if self._live(item.turn_id, item.response_id) is None:
+                continue
+            if isinstance(item, _EndOfReply):
+                await self.play_q.put(item)
+                continue
+            try:
+                speech = await self.runtime.synthesize(item.text, self.settings.voice, out_rate)
+            except ProviderError as exc:
+                self._provider_error("tts", exc)
+                continue
+            if self._live(item.turn_id, item.response_id) is not None:
+                await self.play_q.put(_Segment(item.turn_id, item.response_id, item.text,
+                                               speech.pcm))
+
+    # --- playout ----------------------------------------------------------------------
+
+    async def _playout_stage(self) -> None:
+        while True:
+            item = await self.play_q.get()
+            r = self._live(item.turn_id, item.response_id)
+            if r is None:
+                continue
+            if isinstance(item, _Segment):
+                await self._play_segment(r, item)
+            else:
+                await self._finish(r)
+
+    async def _play_segment(self, r: Response, seg: _Segment) -> None:
+        out = self.settings.output
+        if not r.tts_started:
+            r.tts_started = True
+            self.emit({"type": "tts_start", "response_id": r.response_id,
+                       "encoding": out.encoding, "sample_rate": out.sample_rate})
+        chunk = pcm.frame_bytes(out.sample_rate, self.cfg.audio.output_chunk_ms)
+        r.segments.append(SpokenSegment(seg.text, pcm.duration_ms(len(seg.pcm), out.sample_rate)))
+        for start in range(0, len(seg.pcm), chunk):
+            delay = r.pacer.delay_ms(_ms())
+            if delay > 0:
+                await asyncio.sleep(delay / 1000.0)
+            if r.cancelled:
+                return
+            data = seg.pcm[start : start + chunk]
+            dur = pcm.duration_ms(len(data), out.sample_rate)
+            if r.first_audio_at is None:
+                r.first_audio_at = _ms()
+                self._log_latency(r)
+            self.outbox.put(AudioOut(r.response_id, data, dur))
+            r.pacer.sent(dur, _ms())
+
+    async def _finish(self, r: Response) -> None:
+        # Stay interruptible until the listener has heard the last chunk.
+        while not r.cancelled and r.pacer.buffered_ms(_ms()) > 0:
+            await asyncio.sleep(min(r.pacer.buffered_ms(_ms()), 50) / 1000.0)
+        if r.cancelled or self.response is not r:
+            return
+        if r.tts_started:
+            self.emit({"type": "tts_complete", "response_id": r.response_id,
+                       "duration_ms": round(r.pacer.sent_ms), "interrupted": False,
+                       "played_ms": round(r.pacer.sent_ms)})
+        self.emit({"type": "stream_end", "response_id": r.response_id})
+        if r.text:
+            self.history.append(Message("assistant", r.text.strip()))
+        self.response = None
+        self.turns_completed += 1
+
+    def _log_latency(self, r: Response) -> None:
+        t = r.turn
+        figures: dict[str, Any] = {"turn_id": t.turn_id, "response_id": r.response_id}
+        if t.stopped_at is not None:
+            base = t.stopped_at
+            figures["stt_ms"] = _rnd((t.final_at or base) - base)
+            figures["first_token_ms"] = _rnd((r.first_token_at or base) - base)
+            figures["first_audio_ms"] = _rnd((r.first_audio_at or base) - base)
+        self.log.info("turn_latency", **figures)
+        self.emit({"type": "metrics", **figures})
+
+
+def _ms() -> float:
+    return time.monotonic() * 1000.0
+
+
+def _rnd(value: float) -> float:
+    return round(value, 1)

@@ -1,0 +1,97 @@
+"""Text helpers for the LLM -> TTS hop: streaming sentence splitting and reply truncation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Words whose trailing period does not end a sentence.
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st vs etc e.g i.e no approx inc ltd co fig".split()
+)
+_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)|\n+")
+
+
+class SentenceSplitter:
+    """Feed LLM tokens; get back whole sentences as soon as they are complete.
+
+    A sentence ends at ., !, ? or … followed by whitespace (so "3.5" and "e.g." stay
+    whole), or at a newline. Very long runs without punctuation are cut at a comma or
+    space so TTS never waits for a whole paragraph.
+    """
+
+    def __init__(self, max_chars: int = 220, min_chars: int = 2) -> None:
+        self.max_chars = max_chars
+        self.min_chars = min_chars
+        self._buf = ""
+
+    def push(self, token: str) -> list[str]:
+        self._buf += token
+        out: list[str] = []
+        while True:
+            cut = self._find_cut()
+            if cut is None:
+                break
+            sentence, self._buf = self._buf[:cut].strip(), self._buf[cut:]
+            if sentence:
+                out.append(sentence)
+        return out
+
+    def flush(self) -> list[str]:
+        rest, self._buf = self._buf.strip(), ""
+        return [rest] if rest else []
+
+    def _find_cut(self) -> int | None:
+        for m in _END.finditer(self._buf):
+            end = m.end()
+            head = self._buf[:end].strip()
+            if len(head) < self.min_chars:
+                continue
+            if m.group().startswith(".") and self._is_abbreviation(m.start()):
+                continue
+            return end
+        if len(self._buf) > self.max_chars:
+            window = self._buf[: self.max_chars]
+            pos = max(window.rfind(", "), window.rfind("; "))
+            if pos < self.max_chars // 3:
+                pos = window.rfind(" ")
+            return pos + 1 if pos > 0 else self.max_chars
+        return None
+
+    def _is_abbreviation(self, dot: int) -> bool:
+        word = self._buf[:dot].rsplit(None, 1)[-1].lower() if self._buf[:dot].strip() else ""
+        word = word.lstrip("(\"'")
+        return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha())
+
+
+@dataclass(frozen=True, slots=True)
+class SpokenSegment:
+    """A piece of reply text and how long its audio lasts."""
+
+    text: str
+    duration_ms: float
+
+
+def heard_text(segments: Sequence[SpokenSegment], played_ms: float) -> str:
+    """The part of a reply the listener heard, given how much audio was played.
+
+    Whole segments that were played are kept; the one playing at the cut is kept
+    up to the word at the proportional position (like the Realtime API's
+    ``conversation.item.truncate``, which cuts at an audio offset).
+    """
+    parts: list[str] = []
+    remaining = played_ms
+    for seg in segments:
+        if remaining <= 0:
+            break
+        if remaining >= seg.duration_ms:
+            parts.append(seg.text)
+            remaining -= seg.duration_ms
+            continue
+        words = seg.text.split()
+        keep = int(len(words) * remaining / seg.duration_ms) if seg.duration_ms > 0 else 0
+        if keep:
+            parts.append(" ".join(words[:keep]))
+        break
+    return " ".join(parts)

@@ -1,0 +1,144 @@
+"""Endpointing: VAD decisions per frame in, turn events out. Pure; the clock is the audio.
+
+The ``Endpointer`` is fed one fixed-size frame at a time with the VAD's verdict. It
+decides when a user turn starts and stops (start/stop hangovers), collects the
+utterance audio (with a pre-roll so the first syllable is kept), asks for interim
+transcriptions at an interval, and decides when speech during a reply is long enough
+to be a barge-in rather than a cough.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    turn_id: int
+    at_ms: float  # audio time when speech began (start of the start run)
+    during_reply: bool  # true: this may become a barge-in, not yet a turn
+
+
+@dataclass(frozen=True, slots=True)
+class InterimAudio:
+    turn_id: int
+    pcm: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BargeIn:
+    turn_id: int
+    at_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    turn_id: int
+    at_ms: float
+    pcm: bytes
+    # Speech during a reply that never reached the barge-in minimum: dropped.
+    discarded: bool = False
+
+
+TurnEvent = SpeechStarted | InterimAudio | BargeIn | SpeechStopped
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointerSettings:
+    frame_ms: int = 20
+    start_ms: int = 60
+    stop_ms: int = 400
+    barge_in_min_ms: int = 250
+    preroll_ms: int = 200
+    interim_interval_ms: int = 1000
+    max_utterance_ms: int = 30000
+
+
+class Endpointer:
+    """State machine: SILENT <-> SPEAKING, one utterance buffer, turn ids from a counter."""
+
+    def __init__(self, settings: EndpointerSettings, first_turn_id: int = 1) -> None:
+        s = settings
+        self.settings = s
+        self._start_frames = max(1, s.start_ms // s.frame_ms)
+        self._stop_frames = max(1, s.stop_ms // s.frame_ms)
+        self._barge_frames = max(1, s.barge_in_min_ms // s.frame_ms)
+        self._interim_frames = max(1, s.interim_interval_ms // s.frame_ms)
+        self._max_frames = max(1, s.max_utterance_ms // s.frame_ms)
+        self._preroll: deque[bytes] = deque(maxlen=max(1, s.preroll_ms // s.frame_ms))
+        self._next_turn = first_turn_id
+        self.now_ms = 0.0
+        self.speaking = False
+        self.turn_id = 0
+        self._during_reply = False
+        self._confirmed = False
+        self._speech_run = 0
+        self._silence_run = 0
+        self._voiced = 0
+        self._frames = 0
+        self._since_interim = 0
+        self._utterance = bytearray()
+
+    def new_turn_id(self) -> int:
+        """Allocate a turn id (also used for typed turns that bypass the VAD)."""
+        tid = self._next_turn
+        self._next_turn += 1
+        return tid
+
+    def push(self, frame: bytes, is_speech: bool, replying: bool) -> list[TurnEvent]:
+        """Feed one frame; ``replying`` says whether the assistant is answering now."""
+        self.now_ms += self.settings.frame_ms
+        if self.speaking:
+            return self._push_speaking(frame, is_speech)
+        return self._push_silent(frame, is_speech, replying)
+
+    def force_stop(self) -> list[TurnEvent]:
+        """Client-side endpointing (``end_of_speech``): close the open utterance now."""
+        if not self.speaking:
+            return []
+        return [self._stop()]
+
+    def _push_silent(self, frame: bytes, is_speech: bool, replying: bool) -> list[TurnEvent]:
+        self._preroll.append(frame)
+        self._speech_run = self._speech_run + 1 if is_speech else 0
+        if self._speech_run < self._start_frames:
+            return []
+        self.speaking = True
+        self.turn_id = self.new_turn_id()
+        self._during_reply = replying
+        self._confirmed = not replying
+        self._utterance = bytearray(b"".join(self._preroll))
+        self._preroll.clear()
+        self._voiced = self._frames = self._speech_run
+        self._silence_run = 0
+        self._since_interim = 0
+        at = self.now_ms - self._speech_run * self.settings.frame_ms
+        return [SpeechStarted(self.turn_id, at, replying)]
+
+    def _push_speaking(self, frame: bytes, is_speech: bool) -> list[TurnEvent]:
+        self._utterance += frame
+        self._frames += 1
+        self._since_interim += 1
+        events: list[TurnEvent] = []
+        if is_speech:
+            self._voiced += 1
+            self._silence_run = 0
+        else:
+            self._silence_run += 1
+        if not self._confirmed and self._voiced >= self._barge_frames:
+            self._confirmed = True
+            events.append(BargeIn(self.turn_id, self.now_ms))
+        if self._silence_run >= self._stop_frames or self._frames >= self._max_frames:
+            events.append(self._stop())
+        elif self._confirmed and self._since_interim >= self._interim_frames:
+            self._since_interim = 0
+            events.append(InterimAudio(self.turn_id, bytes(self._utterance)))
+        return events
+
+    def _stop(self) -> SpeechStopped:
+        self.speaking = False
+        self._speech_run = 0
+        pcm_data = bytes(self._utterance)
+        self._utterance = bytearray()
+        return SpeechStopped(self.turn_id, self.now_ms, pcm_data, discarded=not self._confirmed)

@@ -1,0 +1,227 @@
+"""``openai``: any OpenAI-compatible chat-completions server (OpenAI, vLLM, llama.cpp, Ollama).
+
+Streams content deltas with the official ``openai.AsyncOpenAI`` client. The client retries
+once on its own (429, 5xx, timeouts, connection errors) before the first byte; the
+first-token and total timeouts are enforced here around every step of the stream, so a
+retry sleep or a silent server can never hold a turn longer than configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import openai
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+
+from gateway.config import Config
+
+from .base import ChatRequest, Message, Passage, ProviderError
+
+# Local servers ignore the key, but the client refuses to start without one.
+PLACEHOLDER_KEY = "not-needed"
+CONNECT_TIMEOUT_S = 5.0
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+_MAX_DETAIL = 300
+
+
+class OpenAILLM:
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str = "",
+        first_token_timeout_s: float = 10.0,
+        total_timeout_s: float = 60.0,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        max_retries: int = 1,
+    ) -> None:
+        if not base_url or not model:
+            raise ProviderError("llm.base_url and llm.model must be set", retryable=False)
+        if first_token_timeout_s <= 0 or total_timeout_s <= 0:
+            raise ProviderError("LLM timeouts must be positive", retryable=False)
+        self.model = model
+        self.first_token_timeout_s = first_token_timeout_s
+        self.total_timeout_s = total_timeout_s
+        self._api_key = api_key or PLACEHOLDER_KEY
+        self._where = _safe_url(base_url)
+        self._client = AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=base_url,
+            # openai.Timeout is httpx2.Timeout, the transport the v3 client runs on.
+            # The read timeout also bounds every gap between two streamed chunks.
+            timeout=openai.Timeout(
+                first_token_timeout_s, connect=connect_timeout_s, read=first_token_timeout_s
+            ),
+            max_retries=max_retries,
+        )
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> OpenAILLM:
+        llm = cfg.llm
+        return cls(
+            base_url=llm.base_url,
+            model=llm.model,
+            api_key=llm.api_key,
+            first_token_timeout_s=llm.first_token_timeout_s,
+            total_timeout_s=llm.total_timeout_s,
+        )
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAILLM(model={self.model!r}, base_url={self._where!r})"
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
+        """Content deltas in order; closing this generator closes the HTTP response."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        total_deadline = start + self.total_timeout_s
+        first_deadline = min(start + self.first_token_timeout_s, total_deadline)
+        response: AsyncStream[ChatCompletionChunk] | None = None
+        got_token = False
+        try:
+            response = await self._step(self._create(request), first_deadline, got_token)
+            while True:
+                deadline = total_deadline if got_token else first_deadline
+                chunk = await self._step(_next_chunk(response), deadline, got_token)
+                if chunk is None:
+                    return
+                text = _content(chunk)
+                if text:
+                    got_token = True
+                    yield text
+        finally:
+            if response is not None:
+                await response.close()
+
+    async def _create(self, request: ChatRequest) -> AsyncStream[ChatCompletionChunk]:
+        return await self._client.chat.completions.create(
+            model=self.model,
+            messages=build_messages(request.messages, request.passages),
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            stream=True,
+        )
+
+    async def _step(self, awaitable: Any, deadline: float, got_token: bool) -> Any:
+        # A timeout per await, never across a ``yield``: a scope left open while the
+        # consumer runs would cancel the consumer's code instead of ours.
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await awaitable
+        except TimeoutError as exc:
+            raise self._timeout_error(got_token) from exc
+        except openai.OpenAIError as exc:
+            raise self._map_error(exc) from exc
+        except json.JSONDecodeError as exc:  # the client does not wrap bad SSE data
+            raise ProviderError(
+                f"LLM server at {self._where} sent a malformed stream", retryable=False
+            ) from exc
+
+    def _timeout_error(self, got_token: bool) -> ProviderError:
+        if got_token:
+            return ProviderError(
+                f"LLM reply exceeded the total timeout of {self.total_timeout_s:g} s"
+            )
+        limit = min(self.first_token_timeout_s, self.total_timeout_s)
+        return ProviderError(f"LLM sent no token within {limit:g} s (first-token timeout)")
+
+    def _map_error(self, exc: openai.OpenAIError) -> ProviderError:
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderError(f"LLM server at {self._where} timed out")
+        if isinstance(exc, openai.APIConnectionError):
+            cause = type(exc.__cause__).__name__ if exc.__cause__ else "connection error"
+            return ProviderError(f"cannot reach LLM server at {self._where} ({cause})")
+        if isinstance(exc, openai.APIStatusError):
+            return self._status_error(exc)
+        if isinstance(exc, openai.APIResponseValidationError):
+            return ProviderError("LLM server sent an invalid response", retryable=False)
+        if isinstance(exc, openai.APIError):  # an error event inside the stream
+            detail = self._scrub(exc.message)
+            return ProviderError(f"LLM stream error: {detail}")
+        return ProviderError(f"LLM client error: {type(exc).__name__}", retryable=False)
+
+    def _status_error(self, exc: openai.APIStatusError) -> ProviderError:
+        status = exc.status_code
+        body = exc.body if isinstance(exc.body, dict) else {}
+        code = exc.code or exc.type or "error"
+        retryable = status in _RETRYABLE_STATUS or status >= 500
+        if code == "insufficient_quota":  # a 429 that no retry will fix
+            retryable = False
+        if status == 401:
+            # OpenAI echoes part of the key in its 401 message; leave the message out.
+            detail = "the API key was rejected; check llm.api_key"
+        else:
+            detail = self._scrub(str(body.get("message") or exc.message))
+        request_id = f", request id {exc.request_id}" if exc.request_id else ""
+        return ProviderError(
+            f"LLM server returned HTTP {status} ({code}{request_id}): {detail}",
+            retryable=retryable,
+        )
+
+    def _scrub(self, text: str) -> str:
+        if self._api_key != PLACEHOLDER_KEY:
+            text = text.replace(self._api_key, "***")
+        return text[:_MAX_DETAIL]
+
+
+async def _next_chunk(response: AsyncStream[ChatCompletionChunk]) -> ChatCompletionChunk | None:
+    try:
+        return await response.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+def _content(chunk: ChatCompletionChunk) -> str:
+    # Role-only chunks, usage-only chunks (no choices) and reasoning deltas carry no content.
+    if not chunk.choices:
+        return ""
+    delta = getattr(chunk.choices[0], "delta", None)
+    return getattr(delta, "content", None) or ""
+
+
+def build_messages(
+    messages: Sequence[Message], passages: Sequence[Passage]
+) -> list[ChatCompletionMessageParam]:
+    """System prompt (with the passages as a numbered Facts block), history, user message."""
+    system = messages[0].content if messages and messages[0].role == "system" else ""
+    rest = messages[1:] if messages and messages[0].role == "system" else messages
+    if passages:
+        system = f"{system}\n\n{facts_block(passages)}".strip()
+    out: list[ChatCompletionMessageParam] = []
+    if system:
+        out.append({"role": "system", "content": system})
+    for msg in rest:
+        if msg.role == "system":
+            out.append({"role": "system", "content": msg.content})
+        elif msg.role == "user":
+            out.append({"role": "user", "content": msg.content})
+        elif msg.role == "assistant":
+            out.append({"role": "assistant", "content": msg.content})
+        # "tool" messages are skipped: the API requires a tool_call_id we do not have.
+    return out
+
+
+def facts_block(passages: Sequence[Passage]) -> str:
+    lines = ["Facts:"]
+    for i, passage in enumerate(passages, 1):
+        title = f"{passage.title}: " if passage.title else ""
+        lines.append(f"{i}. {title}{' '.join(passage.text.split())}")
+    return "\n".join(lines)
+
+
+def _safe_url(url: str) -> str:
+    # Error messages name the server, without any user:password@ in the URL.
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else url

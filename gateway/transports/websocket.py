@@ -1,0 +1,204 @@
+"""Protocol v1 over a WebSocket (``/api/v1/voice/ws``): a thin adapter.
+
+The reader feeds each message to the sans-I/O ``ProtocolState`` and hands the
+resulting events to the session; the writer drains the session's outbox to the
+socket. Auth is settled before any audio is taken; a refusal closes with 4401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from typing import Any
+
+import structlog
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
+from gateway.audio import pcm
+from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
+from gateway.pipeline.session import Session, SessionSettings
+from gateway.protocol import v1
+
+log = structlog.get_logger("gateway.ws")
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_IDLE = 4408
+CLOSE_SLOW_CONSUMER = 4413
+CLOSE_OVERLOADED = 1013
+START_WAIT_S = 0.5  # how long to wait for an optional ``start`` before the defaults apply
+
+
+async def voice_ws(websocket: WebSocket) -> None:
+    state = websocket.app.state
+    grant = await _authenticate(websocket)
+    if grant is None:
+        return
+    registry = state.sessions
+    if not registry.admit():
+        await websocket.accept()
+        await websocket.close(CLOSE_OVERLOADED, "server at session capacity")
+        return
+    try:
+        await websocket.accept()
+        await VoiceConnection(websocket, grant).run()
+    finally:
+        registry.release()
+
+
+async def _authenticate(websocket: WebSocket) -> SessionGrant | None:
+    auth = websocket.app.state.auth
+    token = websocket.query_params.get("token")
+    key = bearer_or_header(websocket.headers)
+    try:
+        return await asyncio.to_thread(auth.websocket_grant, token, key)
+    except AuthError as exc:
+        await websocket.accept()
+        await websocket.close(CLOSE_UNAUTHORIZED, str(exc))
+        log.info("ws_auth_refused", reason=str(exc))
+        return None
+
+
+class VoiceConnection:
+    def __init__(self, websocket: WebSocket, grant: SessionGrant) -> None:
+        app_state = websocket.app.state
+        self.ws = websocket
+        self.grant = grant
+        self.cfg = app_state.cfg
+        self.runtime = app_state.runtime
+        self.proto = v1.ProtocolState(
+            input=v1.AudioFormat(self.cfg.audio.input_encoding, self.cfg.audio.input_sample_rate),
+            max_chunk_ms=self.cfg.audio.max_chunk_ms,
+        )
+        self.outbox = Outbox(self.cfg.queues.outbox)
+        self.log = log.bind(session_id=grant.session_id)
+        self.session: Session | None = None
+
+    def _settings(self, start: v1.Start | None) -> SessionSettings:
+        fmt = self.proto.input
+        out_rate = (start.output_sample_rate if start else None) or (
+            8000 if fmt.encoding == "mulaw" else self.cfg.audio.output_sample_rate
+        )
+        claims = self.grant.claims
+        return SessionSettings(
+            input=fmt,
+            output=v1.AudioFormat(fmt.encoding, out_rate),
+            language=(start.language if start else None) or self.cfg.stt.language,
+            voice=(start.voice if start else None) or claims.get("voiceId"),
+            system_prompt=(start.system_prompt if start else None) or claims.get("systemPrompt"),
+        )
+
+    def _session_started(self, session: Session) -> dict[str, Any]:
+        return {
+            "type": "session_started", "session_id": session.session_id,
+            "conversation_id": session.conversation_id,
+            "input": session.settings.input.as_dict(),
+            "output": session.settings.output.as_dict(),
+        }
+
+    async def run(self) -> None:
+        first = await self._receive(timeout=START_WAIT_S)
+        event = self._parse(first) if first is not None else None
+        start = event if isinstance(event, v1.Start) else None
+        conv = (start.conversation_id if start else None) or "conv_" + self.grant.session_id[5:]
+        session = Session(self.runtime, self._settings(start), self.outbox,
+                          session_id=self.grant.session_id, conversation_id=conv)
+        self.session = session
+        session.emit(self._session_started(session))
+        session.start()
+        self.log.info("session_started", key_id=self.grant.key_id,
+                      input=session.settings.input.as_dict())
+        writer = asyncio.create_task(self._writer())
+        try:
+            if event is not None and start is None:
+                self._dispatch(event)
+            if first is None or first.get("type") != "websocket.disconnect":
+                await self._reader()
+        finally:
+            self.outbox.close()
+            await session.close()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            self.log.info("session_closed", turns=session.turns_completed)
+
+    async def _receive(self, timeout: float) -> dict[str, Any] | None:
+        try:
+            async with asyncio.timeout(timeout):
+                message: dict[str, Any] = await self.ws.receive()
+                return message
+        except TimeoutError:
+            return None
+
+    def _parse(self, message: dict[str, Any]) -> v1.ClientEvent | None:
+        if message["type"] != "websocket.receive":
+            return None
+        data = message.get("bytes")
+        if data is not None:
+            return self.proto.receive_bytes(data)
+        return self.proto.receive_text(message.get("text") or "")
+
+    async def _reader(self) -> None:
+        idle = self.cfg.server.idle_timeout_s
+        while True:
+            message = await self._receive(timeout=idle)
+            if message is None:
+                await self._close(CLOSE_IDLE, f"idle for {idle:.0f} s")
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            event = self._parse(message)
+            if event is not None:
+                self._dispatch(event)
+            if self.outbox.overflowed:
+                await self._close(CLOSE_SLOW_CONSUMER, "client is not reading")
+                return
+            if self.outbox.closed:  # the session ended itself (internal error)
+                await self._close(1011, "internal error")
+                return
+
+    def _dispatch(self, event: v1.ClientEvent) -> None:
+        session = self.session
+        assert session is not None
+        match event:
+            case v1.Audio(pcm=data):
+                session.feed_audio(data)
+            case v1.Start():
+                session.reconfigure(self._settings(event))
+                session.emit(self._session_started(session))
+            case v1.Text(text=text):
+                session.user_text(text)
+            case v1.Interrupt():
+                session.interrupt()
+            case v1.EndOfSpeech():
+                session.end_of_speech()
+            case v1.Ping():
+                session.emit({"type": "pong"})
+            case v1.ProtocolError():
+                session.emit(event.event())
+
+    async def _writer(self) -> None:
+        assert self.session is not None
+        settings = self.session
+        try:
+            while True:
+                item = await self.outbox.get()
+                if isinstance(item, AudioOut):
+                    mulaw = settings.settings.output.encoding == "mulaw"
+                    data = pcm.mulaw_encode(item.pcm) if mulaw else item.pcm
+                    await self.ws.send_bytes(data)
+                else:
+                    await self.ws.send_text(v1.encode(item))
+        except (OutboxClosed, WebSocketDisconnect, RuntimeError):
+            return
+
+    async def _close(self, code: int, reason: str) -> None:
+        self.log.info("ws_closing", code=code, reason=reason)
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason)
+
+
+def audio_event(data: bytes) -> dict[str, Any]:
+    """The JSON form of an audio chunk (for clients that cannot send binary)."""
+    return {"type": "audio", "data": base64.b64encode(data).decode()}

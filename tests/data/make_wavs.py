@@ -1,0 +1,45 @@
+"""Regenerate the test utterances: real speech from the piper "joe" voice.
+
+Run from the repository root: ``PYTHONPATH=. python tests/data/make_wavs.py``. Output is 16 kHz mono
+s16le with 300 ms of silence before and 700 ms after each utterance. Piper's VITS
+model samples noise, so each run produces slightly different (equally valid) audio.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import soundfile as sf
+
+from gateway.audio.pcm import resample
+from gateway.providers.piper_tts import PiperTTS
+
+RATE = 16000
+LEAD_MS, TAIL_MS = 300, 700
+# file -> (text, speaking speed); the counting is slowed to last over 3 s of speech.
+UTTERANCES = {
+    "what_is_the_gateway.wav": ("What is the gateway?", 1.0),
+    "hello_weather.wav": ("Hello, what is the weather like today?", 1.0),
+    "tell_me_about_barge_in.wav": ("Tell me about barge in.", 1.0),
+    "count_numbers.wav": ("One two three four five six seven eight nine ten.", 0.85),
+}
+
+
+def silence(ms: int) -> bytes:
+    return b"\x00\x00" * (RATE * ms // 1000)
+
+
+def main() -> None:
+    out_dir = Path(__file__).resolve().parent
+    voices = {speed: PiperTTS("joe", speed) for _, speed in UTTERANCES.values()}
+    for filename, (text, speed) in UTTERANCES.items():
+        speech = voices[speed].synthesize(text)
+        pcm = silence(LEAD_MS) + resample(speech.pcm, speech.sample_rate, RATE) + silence(TAIL_MS)
+        path = out_dir / filename
+        with sf.SoundFile(path, "w", RATE, 1, subtype="PCM_16", format="WAV") as fh:
+            fh.buffer_write(pcm, dtype="int16")
+        print(f"{path.name}: {len(pcm) / 2 / RATE:.2f} s, {path.stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()

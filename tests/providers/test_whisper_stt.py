@@ -1,0 +1,97 @@
+"""Whisper STT (faster-whisper, int8) on the recorded utterances."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config
+from gateway.providers.base import STT, ProviderError
+from gateway.providers.whisper_stt import WhisperSTT, base_dir, resolve_model_dir
+
+
+@pytest.fixture(scope="module")
+def tiny() -> WhisperSTT:
+    return WhisperSTT.from_config(Config())
+
+
+@pytest.fixture(scope="module")
+def base_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gateway-data")
+
+
+def check_words(text: str, words: tuple[str, ...], normalize: Callable[[str], str]) -> None:
+    norm = normalize(text)
+    missing = [w for w in words if w not in norm]
+    assert not missing, f"{missing} not in {text!r}"
+
+
+def test_tiny_en(
+    tiny: WhisperSTT,
+    speech_wavs: dict[str, bytes],
+    expected_words: dict[str, tuple[str, ...]],
+    normalize: Callable[[str], str],
+) -> None:
+    assert isinstance(tiny, STT)
+    assert not tiny.multilingual
+    for name, pcm in speech_wavs.items():
+        text = tiny.transcribe(pcm)
+        assert text == text.strip()
+        check_words(text, expected_words[name], normalize)
+
+
+def test_tiny_en_ignores_language(tiny: WhisperSTT, speech_wavs: dict[str, bytes]) -> None:
+    # English-only models take no language; passing one must not fail.
+    assert "gateway" in tiny.transcribe(speech_wavs["what_is_the_gateway.wav"], language="de")
+
+
+def test_empty_and_odd_input(tiny: WhisperSTT) -> None:
+    assert tiny.transcribe(b"") == ""
+    assert isinstance(tiny.transcribe(b"\x00" * 16001), str)  # odd byte count
+
+
+def test_concurrent_calls(
+    tiny: WhisperSTT,
+    speech_wavs: dict[str, bytes],
+    expected_words: dict[str, tuple[str, ...]],
+    normalize: Callable[[str], str],
+) -> None:
+    names = list(speech_wavs) * 2
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        texts = list(pool.map(lambda n: tiny.transcribe(speech_wavs[n]), names))
+    for name, text in zip(names, texts, strict=True):
+        check_words(text, expected_words[name], normalize)
+
+
+def test_unknown_model(tmp_path: Path) -> None:
+    with pytest.raises(ProviderError):
+        resolve_model_dir("large-v3", tmp_path)
+
+
+@pytest.mark.slow
+def test_base_joined_once(base_data_dir: Path) -> None:
+    target = base_dir(base_data_dir)
+    model = target / "model.bin"
+    assert {p.name for p in target.iterdir()} == {
+        "model.bin", "config.json", "tokenizer.json", "vocabulary.txt"
+    }
+    mtime = model.stat().st_mtime_ns
+    assert base_dir(base_data_dir) == target
+    assert model.stat().st_mtime_ns == mtime  # complete: not written again
+
+
+@pytest.mark.slow
+def test_base_multilingual(
+    base_data_dir: Path,
+    speech_wavs: dict[str, bytes],
+    expected_words: dict[str, tuple[str, ...]],
+    normalize: Callable[[str], str],
+) -> None:
+    cfg = Config().replace(server={"data_dir": str(base_data_dir)}, stt={"model": "base"})
+    stt = WhisperSTT.from_config(cfg)
+    assert stt.multilingual
+    for name, pcm in speech_wavs.items():
+        check_words(stt.transcribe(pcm, language="en"), expected_words[name], normalize)
