@@ -18,6 +18,8 @@ from gateway.api.errors import install_error_handlers
 from gateway.api.routes import router
 from gateway.config import Config
 from gateway.pipeline.runtime import Runtime
+from gateway.pipeline.session import Session
+from gateway.providers.base import Message
 from gateway.store.keys import KeyStore
 from gateway.transports.websocket import voice_ws
 
@@ -31,6 +33,16 @@ class SessionRegistry:
         self.limit = limit
         self.active = 0
         self.total = 0
+        self.live: dict[str, Session] = {}
+
+    def add(self, session: Session) -> None:
+        self.live[session.session_id] = session
+
+    def remove(self, session: Session) -> None:
+        self.live.pop(session.session_id, None)
+
+    def history_of(self, session_id: str) -> list[Message]:
+        return list(self.live[session_id].history)
 
     def admit(self) -> bool:
         if self.active >= self.limit:

@@ -13,6 +13,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -66,7 +67,7 @@ def measure_stt(label: str, cfg: Config, repeat: int) -> None:
     for path in WAVS:
         pcm = read_pcm(path)
         audio_s = len(pcm) / 32000
-        times = [timed(lambda p=pcm: stt.transcribe(p))[0] for _ in range(repeat)]
+        times = [timed(partial(stt.transcribe, pcm))[0] for _ in range(repeat)]
         text = stt.transcribe(pcm)
         best = min(times)
         rtfs.append(best / audio_s)
@@ -80,7 +81,7 @@ def measure_tts(tts: TTS, repeat: int) -> None:
     rtfs = []
     for text in SENTENCES:
         best, speech = min(
-            (timed(lambda t=text: tts.synthesize(t)) for _ in range(repeat)), key=lambda r: r[0]
+            (timed(partial(tts.synthesize, text)) for _ in range(repeat)), key=lambda r: r[0]
         )
         audio_s = speech.duration_ms / 1000
         rtfs.append(best / audio_s)

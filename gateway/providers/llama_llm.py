@@ -92,6 +92,7 @@ class LlamaLLM:
         self.model_path = model_path
         self.context_tokens = context_tokens
         self.busy_timeout_s = busy_timeout_s
+        # A plain Lock, not an RLock: close() may come from another pool thread.
         self._lock = threading.Lock()
 
     @classmethod

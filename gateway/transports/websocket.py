@@ -107,6 +107,8 @@ class VoiceConnection:
         self.session = session
         session.emit(self._session_started(session))
         session.start()
+        registry = self.ws.app.state.sessions
+        registry.add(session)
         self.log.info("session_started", key_id=self.grant.key_id,
                       input=session.settings.input.as_dict())
         writer = asyncio.create_task(self._writer())
@@ -116,6 +118,7 @@ class VoiceConnection:
             if first is None or first.get("type") != "websocket.disconnect":
                 await self._reader()
         finally:
+            registry.remove(session)
             self.outbox.close()
             await session.close()
             writer.cancel()

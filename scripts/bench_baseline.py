@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""A bare ``websockets`` server for ``scripts/bench --baseline``: the floor to compare with.
+
+It does what the gateway must do for every 20 ms of client audio and nothing else:
+accept the WebSocket (asyncio ``websockets.serve``, no ASGI, no FastAPI), read the
+optional ``start`` text message, cut the binary audio into 20 ms frames and run the
+VAD on each frame (webrtcvad by default, or the same energy gate as the gateway's
+``null`` VAD). It never replies. ``GET /api/health`` answers 200 so the bench can
+wait for it like it waits for the gateway.
+
+    python scripts/bench_baseline.py --port 8765 [--vad webrtcvad|null] [--aggressiveness 2]
+
+The WebSocket settings mirror ``gateway/server.py`` (1 MiB messages, ping every 20 s;
+compression is whatever the client offers, as with uvicorn's default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from http import HTTPStatus
+from typing import Any
+
+import numpy as np
+import websockets
+from websockets.asyncio.server import ServerConnection, serve
+
+RATE = 16000
+FRAME_MS = 20
+FRAME_BYTES = RATE * FRAME_MS // 1000 * 2
+_THRESHOLD_SQ = (32768.0 * 10.0 ** (-45.0 / 20.0)) ** 2  # gateway.providers.null's gate
+
+
+class EnergyGate:
+    def is_speech(self, frame: bytes, rate: int) -> bool:
+        x = np.frombuffer(frame, dtype="<i2").astype(np.float32)
+        return bool(x.size) and float(np.dot(x, x)) > _THRESHOLD_SQ * x.size
+
+
+def make_vad(kind: str, aggressiveness: int) -> Any:
+    if kind == "webrtcvad":
+        import webrtcvad
+
+        return webrtcvad.Vad(aggressiveness)
+    return EnergyGate()
+
+
+def health(connection: ServerConnection, request: Any) -> Any:
+    if request.path.startswith("/api/health"):
+        return connection.respond(HTTPStatus.OK, '{"status": "ok"}\n')
+    return None
+
+
+def handler_factory(kind: str, aggressiveness: int) -> Any:
+    async def handler(ws: ServerConnection) -> None:
+        vad = make_vad(kind, aggressiveness)
+        is_speech = vad.is_speech
+        buf = bytearray()
+        speech_frames = 0
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for message in ws:
+                if isinstance(message, str):
+                    with contextlib.suppress(ValueError):
+                        json.loads(message)
+                    continue
+                buf += message
+                n = len(buf) // FRAME_BYTES
+                if not n:
+                    continue
+                cut = n * FRAME_BYTES
+                data = bytes(buf[:cut])
+                del buf[:cut]
+                for i in range(n):
+                    if is_speech(data[i * FRAME_BYTES : (i + 1) * FRAME_BYTES], RATE):
+                        speech_frames += 1
+
+    return handler
+
+
+async def main(args: argparse.Namespace) -> None:
+    stop = asyncio.get_running_loop().create_future()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
+    async with serve(
+        handler_factory(args.vad, args.aggressiveness), args.host, args.port,
+        process_request=health, max_size=1 << 20, max_queue=64,
+        ping_interval=20.0, ping_timeout=20.0, server_header=None,
+    ):
+        print(f"baseline listening on {args.host}:{args.port}", file=sys.stderr, flush=True)
+        await stop
+
+
+def cli(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--vad", choices=("webrtcvad", "null"), default="webrtcvad")
+    p.add_argument("--aggressiveness", type=int, default=2)
+    p.add_argument("--no-uvloop", action="store_true", help="plain asyncio loop")
+    args = p.parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        p.error("the baseline server binds to loopback only")
+    runner: Any = asyncio.run
+    if not args.no_uvloop:  # uvicorn runs on uvloop when it is installed: match it
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            runner = uvloop.run
+    runner(main(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,80 @@
+"""Bad input gets a clear error and the session goes on; only abuse closes the socket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import pytest
+import websockets
+from voice_client import VoiceClient, silence
+
+
+async def expect_error_then_pong(client: VoiceClient, n: int, fragment: str) -> None:
+    err = await client.wait_for("error", count=n, timeout=5)
+    assert err["code"] == "INVALID_REQUEST", err
+    assert fragment in err["message"], err
+    await client.send_json({"type": "ping"})
+    await client.wait_for("pong", count=n, timeout=5)
+
+
+async def test_each_bad_input_gets_an_error_and_the_session_goes_on(gateway) -> None:
+    client = await VoiceClient.connect(gateway.ws_url)
+    await client.wait_for("session_started")
+    cases = [
+        ("this is not json", "not valid JSON"),
+        ('{"type": "dance"}', "unknown message type"),
+        ('{"no_type": 1}', "missing field: type"),
+        ('{"type": "text"}', "missing field: text"),
+        ('{"type": "audio"}', "missing field: data"),
+        ('{"type": "audio", "data": "***"}', "base64"),
+        ("[1, 2, 3]", "JSON object"),
+    ]
+    for i, (raw, fragment) in enumerate(cases, start=1):
+        await client.ws.send(raw)
+        await expect_error_then_pong(client, i, fragment)
+    n = len(cases)
+    await client.ws.send(silence(1100))  # over 1 s
+    await expect_error_then_pong(client, n + 1, "longer than 1000 ms")
+    await client.ws.send(b"\x01\x02\x03")  # odd length
+    await expect_error_then_pong(client, n + 2, "even number of bytes")
+    await client.ws.send(silence(100))  # fine
+    await client.send_json({"type": "start", "sample_rate": 8000})
+    await expect_error_then_pong(client, n + 3, "may not change the audio format")
+    b64 = base64.b64encode(silence(20)).decode()
+    await client.send_json({"type": "audio", "data": b64})
+    await client.send_json({"type": "ping"})
+    await client.wait_for("pong", count=n + 4, timeout=5)
+    assert len(client.events("error")) == n + 3
+    assert not client.closed.is_set()
+    await client.close()
+
+
+async def test_start_then_format_is_used(gateway) -> None:
+    client = await VoiceClient.connect(gateway.ws_url)
+    await client.send_json({"type": "start", "sample_rate": 8000, "encoding": "mulaw"})
+    started = await client.wait_for("session_started")
+    assert started["input"] == {"encoding": "mulaw", "sample_rate": 8000}
+    assert started["output"] == {"encoding": "mulaw", "sample_rate": 8000}
+    await client.send_json({"type": "start", "sample_rate": 16000})
+    err = await client.wait_for("error")
+    assert "only once" in err["message"]
+    await client.close()
+
+
+async def test_oversized_message_closes_the_socket(gateway) -> None:
+    client = await VoiceClient.connect(gateway.ws_url)
+    await client.wait_for("session_started")
+    with pytest.raises(websockets.ConnectionClosed):
+        await client.ws.send(b"\x00" * (2 << 20))
+        await asyncio.wait_for(client.closed.wait(), 5)
+        await client.ws.send(b"\x00\x00")
+    assert client.ws.close_code == 1009
+
+
+async def test_idle_client_is_disconnected(gateway_factory) -> None:
+    gw = gateway_factory(server={"idle_timeout_s": 1.0})
+    client = await VoiceClient.connect(gw.ws_url)
+    await client.wait_for("session_started")
+    await asyncio.wait_for(client.closed.wait(), 5)
+    assert client.ws.close_code == 4408
