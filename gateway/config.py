@@ -67,6 +67,8 @@ class VADConfig:
     # Audio kept from before the speech start, so STT hears the first syllable.
     preroll_ms: int = 200
     silero_threshold: float = 0.5
+    # Frames quieter than this are never speech (cuts webrtcvad's smoothing tail).
+    min_speech_dbfs: float = -50.0
 
 
 @dataclass(frozen=True, slots=True)
