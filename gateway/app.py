@@ -61,8 +61,7 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         data = Path(cfg.server.data_dir)
-        data.mkdir(parents=True, exist_ok=True)
-        keys = KeyStore(data / "gateway.db")
+        keys = await asyncio.to_thread(KeyStore, data / "gateway.db")  # creates the dir
         runtime = await asyncio.to_thread(Runtime.load, cfg, overrides=providers)
         app.state.cfg = cfg
         app.state.keys = keys

@@ -51,7 +51,7 @@ def _cmd_keys(cfg: Config, args: argparse.Namespace) -> int:
 
 def _cmd_token(cfg: Config, args: argparse.Namespace) -> int:
     """Mint a session token locally with an API key (handy for trying the kiosk/client)."""
-    from gateway.api.auth import AuthError, Authenticator, load_token_secret
+    from gateway.api.auth import Authenticator, AuthError, load_token_secret
 
     store = _keystore(cfg)
     auth = Authenticator(cfg, store, load_token_secret(cfg))

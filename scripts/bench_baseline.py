@@ -9,6 +9,7 @@ VAD on each frame (webrtcvad by default, or the same energy gate as the gateway'
 wait for it like it waits for the gateway.
 
     python scripts/bench_baseline.py --port 8765 [--vad webrtcvad|null] [--aggressiveness 2]
+        [--min-dbfs -50]
 
 The WebSocket settings mirror ``gateway/server.py`` (1 MiB messages, ping every 20 s;
 compression is whatever the client offers, as with uvicorn's default).
@@ -41,8 +42,27 @@ class EnergyGate:
         return bool(x.size) and float(np.dot(x, x)) > _THRESHOLD_SQ * x.size
 
 
-def make_vad(kind: str, aggressiveness: int) -> Any:
+class WebRTCGated:
+    """webrtcvad, then an energy floor on frames it calls speech (as the gateway's
+    webrtcvad provider does when ``vad.min_speech_dbfs`` is set)."""
+
+    def __init__(self, aggressiveness: int, min_dbfs: float) -> None:
+        import webrtcvad
+
+        self._vad = webrtcvad.Vad(aggressiveness).is_speech
+        self._min_energy = (FRAME_BYTES // 2) * (32768.0 * 10 ** (min_dbfs / 20)) ** 2
+
+    def is_speech(self, frame: bytes, rate: int) -> bool:
+        if not self._vad(frame, rate):
+            return False
+        x = np.frombuffer(frame, dtype=np.int16).astype(np.int64)
+        return float(np.dot(x, x)) >= self._min_energy
+
+
+def make_vad(kind: str, aggressiveness: int, min_dbfs: float | None) -> Any:
     if kind == "webrtcvad":
+        if min_dbfs is not None:
+            return WebRTCGated(aggressiveness, min_dbfs)
         import webrtcvad
 
         return webrtcvad.Vad(aggressiveness)
@@ -55,9 +75,9 @@ def health(connection: ServerConnection, request: Any) -> Any:
     return None
 
 
-def handler_factory(kind: str, aggressiveness: int) -> Any:
+def handler_factory(kind: str, aggressiveness: int, min_dbfs: float | None) -> Any:
     async def handler(ws: ServerConnection) -> None:
-        vad = make_vad(kind, aggressiveness)
+        vad = make_vad(kind, aggressiveness, min_dbfs)
         is_speech = vad.is_speech
         buf = bytearray()
         speech_frames = 0
@@ -86,7 +106,7 @@ async def main(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
     async with serve(
-        handler_factory(args.vad, args.aggressiveness), args.host, args.port,
+        handler_factory(args.vad, args.aggressiveness, args.min_dbfs), args.host, args.port,
         process_request=health, max_size=1 << 20, max_queue=64,
         ping_interval=20.0, ping_timeout=20.0, server_header=None,
     ):
@@ -101,6 +121,8 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--vad", choices=("webrtcvad", "null"), default="webrtcvad")
     p.add_argument("--aggressiveness", type=int, default=2)
+    p.add_argument("--min-dbfs", type=float,
+                   help="energy floor after webrtcvad (the gateway's vad.min_speech_dbfs)")
     p.add_argument("--no-uvloop", action="store_true", help="plain asyncio loop")
     args = p.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -22,10 +22,10 @@ import uvicorn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from gateway.app import create_app  # noqa: E402
-from gateway.config import Config  # noqa: E402
-from gateway.providers import registry  # noqa: E402
-from gateway.server import uvicorn_config  # noqa: E402
+from gateway.app import create_app
+from gateway.config import Config
+from gateway.providers import registry
+from gateway.server import uvicorn_config
 
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"

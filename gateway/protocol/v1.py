@@ -125,7 +125,8 @@ class ProtocolState:
         handler = _HANDLERS.get(kind)
         if handler is None:
             return _err(f"unknown message type: {kind!r}")
-        return handler(self, msg)
+        event: ClientEvent = handler(self, msg)
+        return event
 
     # -- handlers ------------------------------------------------------------------
 

@@ -60,6 +60,33 @@ def fts_query(question: str) -> str:
     return " OR ".join('"' + t.replace('"', "") + '"' for t in unique)
 
 
+def trigram_query(question: str) -> str:
+    """OR of the trigrams of the question's content words (for the fuzzy fallback)."""
+    words = [w.lower() for w in _TOKEN.findall(question)]
+    grams: list[str] = []
+    for word in words:
+        if word in _STOPWORDS or len(word) < 4:
+            continue
+        word = word.replace("'", "")
+        grams.extend(word[i : i + 3] for i in range(len(word) - 2))
+    unique = list(dict.fromkeys(grams))[:64]
+    return " OR ".join('"' + g.replace('"', "") + '"' for g in unique)
+
+
+def _close_match(question: str, text: str) -> bool:
+    """Some content word of the question has at least half its trigrams in the text."""
+    text = text.lower()
+    for word in _TOKEN.findall(question.lower()):
+        word = word.replace("'", "")
+        if word in _STOPWORDS or len(word) < 4:
+            continue
+        grams = {word[i : i + 3] for i in range(len(word) - 2)}
+        hits = sum(g in text for g in grams)
+        if hits >= 2 and hits * 2 >= len(grams):
+            return True
+    return False
+
+
 class KnowledgeBase:
     def __init__(self) -> None:
         self._db = sqlite3.connect(":memory:", check_same_thread=False)
@@ -67,6 +94,11 @@ class KnowledgeBase:
         self._db.execute(
             "CREATE VIRTUAL TABLE passages USING fts5("
             "title, heading, body, source UNINDEXED, tokenize='porter unicode61')"
+        )
+        # Fuzzy fallback: STT misspells names and jargon ("barge in" -> "bargin'"),
+        # which word matching misses; OR-ed trigrams still find the passage.
+        self._db.execute(
+            "CREATE VIRTUAL TABLE passages_tri USING fts5(heading, body, tokenize='trigram')"
         )
         self.count = 0
 
@@ -87,9 +119,14 @@ class KnowledgeBase:
     def add_rows(self, rows: Iterable[tuple[str, str, str, str]]) -> int:
         rows = list(rows)
         with self._lock:
-            self._db.executemany(
-                "INSERT INTO passages(title, heading, body, source) VALUES (?,?,?,?)", rows
-            )
+            for row in rows:
+                cur = self._db.execute(
+                    "INSERT INTO passages(title, heading, body, source) VALUES (?,?,?,?)", row
+                )
+                self._db.execute(
+                    "INSERT INTO passages_tri(rowid, heading, body) VALUES (?,?,?)",
+                    (cur.lastrowid, row[1], row[2]),
+                )
         self.count += len(rows)
         return len(rows)
 
@@ -104,6 +141,16 @@ class KnowledgeBase:
                 "FROM passages WHERE passages MATCH ? ORDER BY r LIMIT ?",
                 (query, k),
             ).fetchall()
+            fuzzy = trigram_query(question)
+            if not rows and fuzzy:
+                rows = self._db.execute(
+                    "SELECT p.title, p.heading, p.body, p.source, "
+                    "bm25(passages_tri, 2.0, 1.0) AS r FROM passages_tri "
+                    "JOIN passages p ON p.rowid = passages_tri.rowid "
+                    "WHERE passages_tri MATCH ? ORDER BY r LIMIT ?",
+                    (fuzzy, k * 4),
+                ).fetchall()
+                rows = [r for r in rows if _close_match(question, f"{r[1]} {r[2]}")][:k]
         return [
             Passage(title=(h or t), text=body, source=src, score=round(-r, 4))
             for t, h, body, src, r in rows
