@@ -77,6 +77,9 @@ class STTConfig:
     model: str = "tiny.en"  # tiny.en | base
     language: str = "en"
     interim_interval_ms: int = 1000
+    # Decode speculatively after this much silence; if the turn then ends with no more
+    # speech, that decode is the final transcript (saves stop_ms - early_final_ms). 0: off.
+    early_final_ms: int = 200
     beam_size: int = 1
     max_utterance_s: float = 30.0
     timeout_s: float = 15.0
@@ -171,7 +174,9 @@ class Config:
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
         """A copy with some fields changed, e.g. ``cfg.replace(llm={"provider": "null"})``."""
-        return _merge(self, {k: dict(v) for k, v in sections.items()})
+        cfg = _merge(self, {k: dict(v) for k, v in sections.items()})
+        _validate(cfg)
+        return cfg
 
 
 def _is_loopback(host: str) -> bool:
@@ -194,7 +199,14 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
                     return False
                 raise ValueError(value)
             return bool(value)
-        if typ in (int, float, str):
+        if typ is str:
+            if not isinstance(value, str):
+                raise TypeError(value)
+            return value
+        if typ in (int, float):
+            # From TOML a number, from the environment a string; never a bool or a list.
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise TypeError(value)
             if typ is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return typ(value)
@@ -215,6 +227,8 @@ def _merge(cfg: Config, overrides: Mapping[str, Mapping[str, Any]]) -> Config:
     for section, values in overrides.items():
         if section not in hints:
             raise ConfigError(f"unknown config section [{section}]")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{section}] must be a table of keys")
         current = getattr(cfg, section)
         fhints = typing.get_type_hints(type(current))
         changes: dict[str, Any] = {}

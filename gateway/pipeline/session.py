@@ -38,6 +38,7 @@ from .turns import (
     Endpointer,
     EndpointerSettings,
     InterimAudio,
+    PauseAudio,
     SpeechStarted,
     SpeechStopped,
     TurnEvent,
@@ -61,6 +62,8 @@ class _SttJob:
     pcm: bytes
     final: bool
     stopped_at: float = 0.0
+    early: bool = False  # a speculative decode at a pause (see turns.PauseAudio)
+    use_early: bool = False  # a final whose audio the early decode already covers
 
 
 @dataclass(slots=True)
@@ -132,6 +135,7 @@ class Session:
                 frame_ms=cfg.vad.frame_ms, start_ms=cfg.vad.start_ms, stop_ms=cfg.vad.stop_ms,
                 barge_in_min_ms=cfg.vad.barge_in_min_ms, preroll_ms=cfg.vad.preroll_ms,
                 interim_interval_ms=cfg.stt.interim_interval_ms,
+                early_final_ms=cfg.stt.early_final_ms,
                 max_utterance_ms=int(cfg.stt.max_utterance_s * 1000),
             )
         )
@@ -273,34 +277,61 @@ class Session:
             elif isinstance(ev, InterimAudio):
                 with contextlib.suppress(asyncio.QueueFull):
                     self.stt_q.put_nowait(_SttJob(ev.turn_id, ev.pcm, final=False))
+            elif isinstance(ev, PauseAudio):
+                await self.stt_q.put(_SttJob(ev.turn_id, ev.pcm, final=False, early=True))
             elif isinstance(ev, SpeechStopped):
                 if ev.discarded:
                     self.log.debug("speech_discarded", turn_id=ev.turn_id)
                     continue
                 self.emit({"type": "speech_stopped", "turn_id": ev.turn_id})
-                await self.stt_q.put(_SttJob(ev.turn_id, ev.pcm, final=True, stopped_at=_ms()))
+                await self.stt_q.put(_SttJob(ev.turn_id, ev.pcm, final=True, stopped_at=_ms(),
+                                             use_early=ev.pause_is_final))
 
     # --- STT stage --------------------------------------------------------------------
 
     async def _stt_stage(self) -> None:
+        early: tuple[int, asyncio.Task[str]] | None = None
         while True:
             job = await self.stt_q.get()
+            if job.early:
+                # A pause: decode now; if the turn ends here, this is its transcript.
+                if early is not None:
+                    early[1].cancel()
+                early = (job.turn_id, asyncio.create_task(self._decode(job.pcm)))
+                continue
             if not job.final:
                 # One interim decode in flight at a time, beside (never ahead of) finals.
                 if self._interim_task is None or self._interim_task.done():
                     self._interim_task = asyncio.create_task(self._interim(job))
                 continue
-            if self._interim_task is not None:
-                self._interim_task.cancel()
-            try:
-                text = await self.runtime.transcribe(job.pcm, self.settings.language)
-            except ProviderError as exc:
+            self._cancel_interim()
+            reuse = early if early is not None and early[0] == job.turn_id else None
+            if early is not None and (reuse is None or not job.use_early):
+                early[1].cancel()
+                reuse = None
+            early = None
+            await self._final(job, reuse[1] if reuse else None)
+
+    async def _decode(self, pcm16k: bytes) -> str:
+        return await self.runtime.transcribe(pcm16k, self.settings.language)
+
+    def _cancel_interim(self) -> None:
+        if self._interim_task is not None:
+            self._interim_task.cancel()
+
+    async def _final(self, job: _SttJob, early: asyncio.Task[str] | None) -> None:
+        try:
+            text = await early if early is not None else await self._decode(job.pcm)
+        except ProviderError as exc:
+            if early is None:
                 self._provider_error("stt", exc)
-                continue
-            self.emit({"type": "transcription", "text": text, "final": True,
-                       "turn_id": job.turn_id})
-            if text:
-                self._submit_turn(_UserTurn(job.turn_id, text, job.stopped_at, _ms()))
+                return
+            await self._final(job, None)  # the early decode failed: decode afresh
+            return
+        self.emit({"type": "transcription", "text": text, "final": True,
+                   "turn_id": job.turn_id})
+        if text:
+            self._submit_turn(_UserTurn(job.turn_id, text, job.stopped_at, _ms()))
 
     async def _interim(self, job: _SttJob) -> None:
         try:

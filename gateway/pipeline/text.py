@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 # Words whose trailing period does not end a sentence.
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st vs etc e.g i.e no approx inc ltd co fig".split()
+    "mr mrs ms dr prof sr jr st vs etc e.g i.e approx inc ltd co fig".split()
 )
 _END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)|\n+")
 

@@ -27,6 +27,18 @@ class InterimAudio:
 
 
 @dataclass(frozen=True, slots=True)
+class PauseAudio:
+    """The user paused for ``early_final_ms``: decode now, in case this is the end.
+
+    If the turn does end with no further speech, the final transcript is this decode's
+    result, which is ready up to ``stop_ms - early_final_ms`` sooner.
+    """
+
+    turn_id: int
+    pcm: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class BargeIn:
     turn_id: int
     at_ms: float
@@ -39,9 +51,11 @@ class SpeechStopped:
     pcm: bytes
     # Speech during a reply that never reached the barge-in minimum: dropped.
     discarded: bool = False
+    # No speech since the last PauseAudio: its decode is this turn's final transcript.
+    pause_is_final: bool = False
 
 
-TurnEvent = SpeechStarted | InterimAudio | BargeIn | SpeechStopped
+TurnEvent = SpeechStarted | InterimAudio | PauseAudio | BargeIn | SpeechStopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +67,12 @@ class EndpointerSettings:
     preroll_ms: int = 200
     interim_interval_ms: int = 1000
     max_utterance_ms: int = 30000
+    early_final_ms: int = 200  # 0: no speculative decode at pauses
+
+
+def _frames(ms: int, frame_ms: int) -> int:
+    """Whole frames covering ``ms`` (rounded up: 250 ms of 20 ms frames is 13, not 12)."""
+    return max(1, -(-ms // frame_ms))
 
 
 class Endpointer:
@@ -61,12 +81,19 @@ class Endpointer:
     def __init__(self, settings: EndpointerSettings, first_turn_id: int = 1) -> None:
         s = settings
         self.settings = s
-        self._start_frames = max(1, s.start_ms // s.frame_ms)
-        self._stop_frames = max(1, s.stop_ms // s.frame_ms)
-        self._barge_frames = max(1, s.barge_in_min_ms // s.frame_ms)
-        self._interim_frames = max(1, s.interim_interval_ms // s.frame_ms)
-        self._max_frames = max(1, s.max_utterance_ms // s.frame_ms)
-        self._preroll: deque[bytes] = deque(maxlen=max(1, s.preroll_ms // s.frame_ms))
+        self._start_frames = _frames(s.start_ms, s.frame_ms)
+        self._stop_frames = _frames(s.stop_ms, s.frame_ms)
+        self._barge_frames = _frames(s.barge_in_min_ms, s.frame_ms)
+        self._interim_frames = _frames(s.interim_interval_ms, s.frame_ms)
+        self._max_frames = _frames(s.max_utterance_ms, s.frame_ms)
+        self._pause_frames = _frames(s.early_final_ms, s.frame_ms) if s.early_final_ms else 0
+        if self._pause_frames >= self._stop_frames:
+            self._pause_frames = 0  # the pause would come after the stop: pointless
+        self._pause_sent = False
+        # Holds the start run itself plus preroll_ms before it.
+        self._preroll: deque[bytes] = deque(
+            maxlen=self._start_frames + s.preroll_ms // s.frame_ms
+        )
         self._next_turn = first_turn_id
         self.now_ms = 0.0
         self.speaking = False
@@ -124,6 +151,7 @@ class Endpointer:
         if is_speech:
             self._voiced += 1
             self._silence_run = 0
+            self._pause_sent = False
         else:
             self._silence_run += 1
         if not self._confirmed and self._voiced >= self._barge_frames:
@@ -131,6 +159,9 @@ class Endpointer:
             events.append(BargeIn(self.turn_id, self.now_ms))
         if self._silence_run >= self._stop_frames or self._frames >= self._max_frames:
             events.append(self._stop())
+        elif self._confirmed and self._pause_frames and self._silence_run == self._pause_frames:
+            self._pause_sent = True
+            events.append(PauseAudio(self.turn_id, bytes(self._utterance)))
         elif self._confirmed and self._since_interim >= self._interim_frames:
             self._since_interim = 0
             events.append(InterimAudio(self.turn_id, bytes(self._utterance)))
@@ -141,4 +172,6 @@ class Endpointer:
         self._speech_run = 0
         pcm_data = bytes(self._utterance)
         self._utterance = bytearray()
-        return SpeechStopped(self.turn_id, self.now_ms, pcm_data, discarded=not self._confirmed)
+        pause_is_final, self._pause_sent = self._pause_sent, False
+        return SpeechStopped(self.turn_id, self.now_ms, pcm_data, discarded=not self._confirmed,
+                             pause_is_final=pause_is_final)

@@ -115,7 +115,7 @@ class ProtocolState:
     def receive_text(self, text: str) -> ClientEvent:
         try:
             msg = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # incl. the int-digits limit
             return _err("message is not valid JSON")
         if not isinstance(msg, dict):
             return _err("message must be a JSON object")
@@ -181,6 +181,7 @@ class ProtocolState:
         text = msg.get("text")
         if not isinstance(text, str) or not text.strip():
             return _err("missing field: text")
+        text = text.strip()
         if len(text) > self.max_text_chars:
             return _err(f"text longer than {self.max_text_chars} characters")
         return Text(text.strip())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gateway.providers.base import Passage
 
-_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
+_TOKEN = re.compile(r"[^\W_][\w'\-]*")
 # Words too common to rank by; FTS5's BM25 already discounts them, but an OR query
 # made only of them would match everything.
 _STOPWORDS = frozenset(

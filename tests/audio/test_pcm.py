@@ -102,8 +102,18 @@ def peak_hz(data: bytes, rate: int) -> float:
 
 @pytest.mark.parametrize(
     ("sample", "code"),
-    [(0, 0xFF), (-1, 0x7E), (32767, 0x80), (-32768, 0x00), (32124, 0x80), (-32124, 0x00),
-     (100, 0xF2), (-100, 0x72), (1000, 0xCE), (-1000, 0x4E)],
+    [
+        (0, 0xFF),
+        (-1, 0x7E),
+        (32767, 0x80),
+        (-32768, 0x00),
+        (32124, 0x80),
+        (-32124, 0x00),
+        (100, 0xF2),
+        (-100, 0x72),
+        (1000, 0xCE),
+        (-1000, 0x4E),
+    ],
 )
 def test_mulaw_encode_known_values(sample: int, code: int) -> None:
     assert ref_linear2ulaw(sample) == code  # the reference port agrees with g711.c
@@ -112,8 +122,16 @@ def test_mulaw_encode_known_values(sample: int, code: int) -> None:
 
 @pytest.mark.parametrize(
     ("code", "sample"),
-    [(0xFF, 0), (0x7F, 0), (0x80, 32124), (0x00, -32124), (0xFE, 8), (0x7E, -8),
-     (0xF0, 120), (0x70, -120)],
+    [
+        (0xFF, 0),
+        (0x7F, 0),
+        (0x80, 32124),
+        (0x00, -32124),
+        (0xFE, 8),
+        (0x7E, -8),
+        (0xF0, 120),
+        (0x70, -120),
+    ],
 )
 def test_mulaw_decode_known_values(code: int, sample: int) -> None:
     assert ref_ulaw2linear(code) == sample
@@ -149,8 +167,18 @@ def test_mulaw_codes_are_stable() -> None:
 
 @pytest.mark.parametrize(
     ("sample", "code"),
-    [(0, 0xD5), (-1, 0x55), (32767, 0xAA), (-32768, 0x2A), (8, 0xD5), (16, 0xD4),
-     (-16, 0x55), (-17, 0x54), (1000, 0xFA), (-1000, 0x7A)],
+    [
+        (0, 0xD5),
+        (-1, 0x55),
+        (32767, 0xAA),
+        (-32768, 0x2A),
+        (8, 0xD5),
+        (16, 0xD4),
+        (-16, 0x55),
+        (-17, 0x54),
+        (1000, 0xFA),
+        (-1000, 0x7A),
+    ],
 )
 def test_alaw_encode_known_values(sample: int, code: int) -> None:
     assert ref_linear2alaw(sample) == code
@@ -227,7 +255,11 @@ def test_float_conversion() -> None:
     assert f.dtype == np.float32
     assert list(f) == [0.0, 0.5, -0.5, 32767 / 32768, -1.0]
     assert samples_of(pcm.from_float(np.array([0.0, 0.5, -0.5, 1.0, -1.0]))) == [
-        0, 16383, -16383, 32767, -32767
+        0,
+        16383,
+        -16383,
+        32767,
+        -32767,
     ]
     # out-of-range floats are clipped, not wrapped
     assert samples_of(pcm.from_float(np.array([2.0, -3.0]))) == [32767, -32767]

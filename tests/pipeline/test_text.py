@@ -157,8 +157,27 @@ def test_splitter_is_reusable_after_flush() -> None:
 @settings(max_examples=100, deadline=None, database=None)
 @given(
     st.lists(
-        st.sampled_from(["Hello", " world", ".", " ", "!", "?", "\n", ",", " Dr", " e.g", "3",
-                         ".5", " a", "…", '"', ")", "x" * 30]),
+        st.sampled_from(
+            [
+                "Hello",
+                " world",
+                ".",
+                " ",
+                "!",
+                "?",
+                "\n",
+                ",",
+                " Dr",
+                " e.g",
+                "3",
+                ".5",
+                " a",
+                "…",
+                '"',
+                ")",
+                "x" * 30,
+            ]
+        ),
         max_size=60,
     )
 )

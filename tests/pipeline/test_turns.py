@@ -9,6 +9,7 @@ from gateway.pipeline.turns import (
     Endpointer,
     EndpointerSettings,
     InterimAudio,
+    PauseAudio,
     SpeechStarted,
     SpeechStopped,
     TurnEvent,
@@ -26,9 +27,7 @@ def frame(i: int) -> bytes:
 
 def frame_ids(pcm: bytes) -> list[int]:
     assert len(pcm) % FRAME_BYTES == 0
-    return [
-        int.from_bytes(pcm[k : k + 2], "little") for k in range(0, len(pcm), FRAME_BYTES)
-    ]
+    return [int.from_bytes(pcm[k : k + 2], "little") for k in range(0, len(pcm), FRAME_BYTES)]
 
 
 class Feeder:
@@ -55,9 +54,13 @@ class Feeder:
 def test_defaults() -> None:
     s = EndpointerSettings()
     assert (s.frame_ms, s.start_ms, s.stop_ms, s.barge_in_min_ms, s.preroll_ms) == (
-        20, 60, 400, 250, 200,
+        20,
+        60,
+        400,
+        250,
+        200,
     )
-    assert (s.interim_interval_ms, s.max_utterance_ms) == (1000, 30000)
+    assert (s.interim_interval_ms, s.max_utterance_ms, s.early_final_ms) == (1000, 30000, 200)
 
 
 def test_clock_is_the_audio() -> None:
@@ -79,7 +82,7 @@ def test_start_after_start_ms_of_speech() -> None:
     f = Feeder()
     assert f.feed([F] * 10 + [T, T]) == []  # 40 ms of speech: not yet
     assert not f.ep.speaking
-    (i, ev), = f.feed([T])  # the 3rd speech frame: 60 ms
+    ((i, ev),) = f.feed([T])  # the 3rd speech frame: 60 ms
     assert i == 12
     assert ev == SpeechStarted(turn_id=1, at_ms=10 * FRAME_MS, during_reply=False)
     assert f.ep.speaking and f.ep.turn_id == 1
@@ -94,9 +97,10 @@ def test_interrupted_speech_runs_do_not_start_a_turn() -> None:
 def test_stop_after_stop_ms_of_silence() -> None:
     f = Feeder()
     f.feed([F] * 5 + [T] * 10)  # starts at frame 7 (speech began at frame 5 = 100 ms)
-    assert f.feed([F] * 19) == []  # 380 ms of silence: still speaking
+    f.feed([F] * 19)  # 380 ms of silence: still speaking
+    assert f.of(SpeechStopped) == []
     assert f.ep.speaking
-    (i, ev), = f.feed([F])
+    ((i, ev),) = f.feed([F])
     assert i == 5 + 10 + 19
     assert isinstance(ev, SpeechStopped)
     assert ev.turn_id == 1 and not ev.discarded
@@ -116,7 +120,7 @@ def test_short_pauses_do_not_end_the_turn() -> None:
 def test_utterance_audio_is_contiguous_with_preroll_and_trailing_silence() -> None:
     f = Feeder()
     f.feed([F] * 30 + [T] * 25 + [F] * 20)
-    (_, stopped), = f.of(SpeechStopped)
+    ((_, stopped),) = f.of(SpeechStopped)
     assert isinstance(stopped, SpeechStopped)
     ids = frame_ids(stopped.pcm)
     assert ids == list(range(ids[0], 75))  # contiguous, up to the last silent frame
@@ -124,32 +128,22 @@ def test_utterance_audio_is_contiguous_with_preroll_and_trailing_silence() -> No
     assert ids[0] >= 30 - 200 // FRAME_MS  # but no more than preroll_ms of it
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG turns.py:69,111: the pre-roll deque holds preroll_ms INCLUDING the start run, "
-    "so only preroll_ms - start_ms (140 ms) of audio before the speech start is kept",
-)
 def test_preroll_is_preroll_ms_before_the_speech_start() -> None:
     f = Feeder()
     f.feed([F] * 30 + [T] * 25 + [F] * 20)
-    (_, started), = f.of(SpeechStarted)
-    (_, stopped), = f.of(SpeechStopped)
+    ((_, started),) = f.of(SpeechStarted)
+    ((_, stopped),) = f.of(SpeechStopped)
     assert isinstance(started, SpeechStarted) and isinstance(stopped, SpeechStopped)
     first = frame_ids(stopped.pcm)[0]
     assert first * FRAME_MS == started.at_ms - 200  # frames 20..29 are the pre-roll
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG turns.py:69,111: with preroll_ms < start_ms the pre-roll deque is shorter "
-    "than the start run, so the first speech frames are lost from the utterance",
-)
 @pytest.mark.parametrize("preroll_ms", [0, 20, 40])
 def test_utterance_keeps_the_whole_start_run(preroll_ms: int) -> None:
     f = Feeder(EndpointerSettings(preroll_ms=preroll_ms))
     f.feed([F] * 10 + [T] * 10 + [F] * 20)
-    (_, started), = f.of(SpeechStarted)
-    (_, stopped), = f.of(SpeechStopped)
+    ((_, started),) = f.of(SpeechStarted)
+    ((_, stopped),) = f.of(SpeechStopped)
     assert isinstance(started, SpeechStarted) and isinstance(stopped, SpeechStopped)
     assert started.at_ms == 200
     assert frame_ids(stopped.pcm)[0] <= 10  # speech began with frame 10
@@ -168,11 +162,11 @@ def test_interim_requests_every_interval_while_speaking() -> None:
 
 
 def test_interim_interval_setting_and_reset_per_turn() -> None:
-    f = Feeder(EndpointerSettings(interim_interval_ms=100))  # 5 frames
+    f = Feeder(EndpointerSettings(interim_interval_ms=100, early_final_ms=0))  # 5 frames
     f.feed([T] * 13)  # start at frame 2
     assert [i for i, _ in f.of(InterimAudio)] == [7, 12]
     f.feed([F] * 20)  # the trailing pause is still part of the turn; stop at frame 32
-    (stop_i, _), = f.of(SpeechStopped)
+    ((stop_i, _),) = f.of(SpeechStopped)
     assert stop_i == 32
     assert [i for i, _ in f.of(InterimAudio)] == [7, 12, 17, 22, 27]  # none with the stop
     f.feed([F] * 50)  # nothing while silent
@@ -192,14 +186,14 @@ def test_barge_in_after_barge_in_min_ms_of_voiced_speech() -> None:
     settings = EndpointerSettings(barge_in_min_ms=200)  # 10 frames
     f = Feeder(settings)
     f.feed([F] * 5, replying=True)
-    (i, started), = f.feed([T] * 3, replying=True)
+    ((i, started),) = f.feed([T] * 3, replying=True)
     assert started == SpeechStarted(turn_id=1, at_ms=100, during_reply=True)
     assert f.feed([T] * 6, replying=True) == []  # 9 voiced frames = 180 ms
-    (i, ev), = f.feed([T], replying=True)
+    ((i, ev),) = f.feed([T], replying=True)
     assert ev == BargeIn(turn_id=1, at_ms=(i + 1) * FRAME_MS)
     assert ev.at_ms - started.at_ms == 200
     f.feed([T] * 10 + [F] * 20, replying=True)
-    (_, stopped), = f.of(SpeechStopped)
+    ((_, stopped),) = f.of(SpeechStopped)
     assert isinstance(stopped, SpeechStopped) and not stopped.discarded
     assert len(f.of(BargeIn)) == 1
 
@@ -212,11 +206,6 @@ def test_barge_in_counts_voiced_frames_only() -> None:
     assert len(f.of(BargeIn)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG turns.py:66: barge_in_min_ms // frame_ms rounds down, so with the defaults "
-    "(250 ms, 20 ms frames) 12 frames = 240 ms of voiced speech already barge in",
-)
 def test_no_barge_in_before_barge_in_min_ms_with_defaults() -> None:
     f = Feeder()  # barge_in_min_ms=250, frame_ms=20
     f.feed([T] * 12, replying=True)  # 240 ms of voiced speech
@@ -228,12 +217,12 @@ def test_short_speech_during_reply_is_discarded() -> None:
     f.feed([T] * 9 + [F] * 20, replying=True)
     assert f.of(BargeIn) == []
     assert f.of(InterimAudio) == []  # no interim transcription of a cough
-    (_, stopped), = f.of(SpeechStopped)
+    ((_, stopped),) = f.of(SpeechStopped)
     assert isinstance(stopped, SpeechStopped)
     assert stopped.discarded and stopped.turn_id == 1
     # the next turn is a normal one with a new id
     f.feed([T] * 3 + [F] * 20, replying=False)
-    (_, second), = f.of(SpeechStopped)[1:]
+    ((_, second),) = f.of(SpeechStopped)[1:]
     assert isinstance(second, SpeechStopped)
     assert second.turn_id == 2 and not second.discarded
 
@@ -241,7 +230,7 @@ def test_short_speech_during_reply_is_discarded() -> None:
 def test_interim_only_after_barge_in_during_reply() -> None:
     f = Feeder(EndpointerSettings(barge_in_min_ms=200, interim_interval_ms=100))
     f.feed([T] * 20, replying=True)
-    (barge_i, _), = f.of(BargeIn)
+    ((barge_i, _),) = f.of(BargeIn)
     assert barge_i == 9
     assert all(i >= barge_i for i, _ in f.of(InterimAudio))
     assert f.of(InterimAudio)
@@ -252,7 +241,7 @@ def test_speech_that_started_outside_a_reply_never_barges_in() -> None:
     f.feed([T] * 3, replying=False)
     f.feed([T] * 30 + [F] * 20, replying=True)  # a reply began meanwhile
     assert f.of(BargeIn) == []
-    (_, stopped), = f.of(SpeechStopped)
+    ((_, stopped),) = f.of(SpeechStopped)
     assert isinstance(stopped, SpeechStopped) and not stopped.discarded
 
 
@@ -267,7 +256,7 @@ def test_max_utterance_forces_a_stop() -> None:
     assert first_stop.at_ms - first_start.at_ms == 400
     assert not first_stop.discarded
     # speech goes on: a new turn starts after start_ms more speech
-    (i, second), = [(i, ev) for i, ev in starts if ev.turn_id == 2]
+    ((i, second),) = [(i, ev) for i, ev in starts if ev.turn_id == 2]
     assert i == stops[0][0] + 3
     assert isinstance(second, SpeechStarted) and second.at_ms == first_stop.at_ms
 
@@ -309,8 +298,93 @@ def test_at_ms_with_30_ms_frames() -> None:
     s = EndpointerSettings(frame_ms=30, start_ms=90, stop_ms=300)
     f = Feeder(s)
     f.feed([F] * 4 + [T] * 3 + [F] * 10)
-    (_, started), = f.of(SpeechStarted)
-    (i, stopped), = f.of(SpeechStopped)
+    ((_, started),) = f.of(SpeechStarted)
+    ((i, stopped),) = f.of(SpeechStopped)
     assert isinstance(started, SpeechStarted) and isinstance(stopped, SpeechStopped)
     assert started.at_ms == 120
     assert i == 16 and stopped.at_ms == 17 * 30
+
+
+# --- early final: PauseAudio after early_final_ms of silence ---------------------------------
+
+
+def test_pause_audio_after_early_final_ms_of_silence() -> None:
+    f = Feeder()  # early_final_ms=200: 10 frames
+    f.feed([T] * 10)
+    assert f.feed([F] * 9) == []
+    ((i, pause),) = f.feed([F])
+    assert i == 19
+    assert isinstance(pause, PauseAudio) and pause.turn_id == 1
+    assert frame_ids(pause.pcm) == list(range(20))  # all audio so far
+    assert f.feed([F] * 9) == []  # one pause per silence run
+    ((i, stopped),) = f.feed([F])
+    assert isinstance(stopped, SpeechStopped) and i == 29
+    assert stopped.pause_is_final  # no speech since the pause: its decode is final
+    assert stopped.pcm.startswith(pause.pcm)
+
+
+def test_speech_after_the_pause_makes_it_not_final() -> None:
+    f = Feeder()
+    f.feed([T] * 10 + [F] * 12 + [T] * 5 + [F] * 5)  # pause at frame 19, then more speech
+    assert [i for i, _ in f.of(PauseAudio)] == [19]
+    (ev,) = f.ep.force_stop()
+    assert isinstance(ev, SpeechStopped) and not ev.pause_is_final
+
+
+def test_a_second_pause_after_more_speech_is_final_again() -> None:
+    f = Feeder()
+    f.feed([T] * 10 + [F] * 12 + [T] * 5 + [F] * 20)
+    pauses = f.of(PauseAudio)
+    assert [i for i, _ in pauses] == [19, 36]
+    ((_, stopped),) = f.of(SpeechStopped)
+    assert isinstance(stopped, SpeechStopped) and stopped.pause_is_final
+    ((_, second),) = pauses[1:]
+    assert isinstance(second, PauseAudio)
+    assert frame_ids(second.pcm)[-1] == 36
+
+
+def test_force_stop_after_a_pause_is_final() -> None:
+    f = Feeder()
+    f.feed([T] * 10 + [F] * 15)
+    (ev,) = f.ep.force_stop()
+    assert isinstance(ev, SpeechStopped) and ev.pause_is_final
+    f.feed([T] * 10)
+    (ev,) = f.ep.force_stop()  # a new turn does not inherit the last turn's pause
+    assert isinstance(ev, SpeechStopped) and not ev.pause_is_final
+
+
+def test_no_pause_audio_when_disabled_or_not_before_the_stop() -> None:
+    for settings in (
+        EndpointerSettings(early_final_ms=0),
+        EndpointerSettings(early_final_ms=400),  # == stop_ms: would come with the stop
+        EndpointerSettings(early_final_ms=1000),
+    ):
+        f = Feeder(settings)
+        f.feed([T] * 10 + [F] * 20)
+        assert f.of(PauseAudio) == []
+        ((_, stopped),) = f.of(SpeechStopped)
+        assert isinstance(stopped, SpeechStopped) and not stopped.pause_is_final
+
+
+def test_no_pause_audio_for_unconfirmed_speech_during_a_reply() -> None:
+    f = Feeder(EndpointerSettings(barge_in_min_ms=200))
+    f.feed([T] * 5 + [F] * 20, replying=True)
+    assert f.of(PauseAudio) == []
+    ((_, stopped),) = f.of(SpeechStopped)
+    assert isinstance(stopped, SpeechStopped) and stopped.discarded
+    assert not stopped.pause_is_final
+
+
+def test_pause_audio_after_a_barge_in() -> None:
+    f = Feeder(EndpointerSettings(barge_in_min_ms=200))
+    f.feed([T] * 12 + [F] * 20, replying=True)
+    assert len(f.of(BargeIn)) == 1 and len(f.of(PauseAudio)) == 1
+    ((_, stopped),) = f.of(SpeechStopped)
+    assert isinstance(stopped, SpeechStopped) and stopped.pause_is_final
+
+
+def test_pause_takes_the_frame_and_the_interim_follows() -> None:
+    f = Feeder(EndpointerSettings(interim_interval_ms=100))  # interim every 5 frames
+    f.feed([T] * 13 + [F] * 20)  # start at frame 2; silence from frame 13; pause at frame 22
+    assert [i for i, _ in f.of(PauseAudio)] == [22]
+    assert [i for i, _ in f.of(InterimAudio)] == [7, 12, 17, 23, 28]

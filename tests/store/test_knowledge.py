@@ -15,6 +15,7 @@ from gateway.store.knowledge import (
     KnowledgeBase,
     fts_query,
     split_passages,
+    trigram_query,
 )
 
 
@@ -27,23 +28,13 @@ def sample_kb() -> KnowledgeBase:
 
 
 def test_split_at_headings_and_paragraphs() -> None:
-    text = """Intro paragraph
-with two lines.
-
-# First heading
-
-Para one.
-
-Para two.
-
-## Second heading
-Body right under the heading.
-   
-# Empty heading
-
-# Third
-Last.
-"""
+    text = (
+        "Intro paragraph\nwith two lines.\n\n"
+        "# First heading\n\nPara one.\n\nPara two.\n\n"
+        "## Second heading\nBody right under the heading.\n   \n"  # blank line with spaces
+        "# Empty heading\n\n"
+        "# Third\nLast.\n"
+    )
     assert split_passages(text) == [
         ("", "Intro paragraph with two lines."),
         ("First heading", "Para one."),
@@ -77,8 +68,7 @@ def test_long_paragraph_without_sentence_ends_is_cut_hard() -> None:
 def test_sample_kb_files_split_into_sections() -> None:
     text = (SAMPLE_KNOWLEDGE / "gateway.md").read_text("utf-8")
     headings = [h for h, _ in split_passages(text)]
-    assert headings == ["What the gateway is", "How a turn works", "Offline by default",
-                        "Barge-in"]
+    assert headings == ["What the gateway is", "How a turn works", "Offline by default", "Barge-in"]
 
 
 # --- fts_query ------------------------------------------------------------------------
@@ -184,7 +174,8 @@ def test_k_limits_results(sample_kb: KnowledgeBase) -> None:
 
 
 def test_no_match(sample_kb: KnowledgeBase) -> None:
-    assert sample_kb.search("xylophone") == []
+    assert sample_kb.search("zebra") == []
+    assert sample_kb.search("quantum chromodynamics") == []
     assert sample_kb.search("") == []
     assert sample_kb.search("?") == []
 
@@ -194,16 +185,48 @@ def test_stemming(sample_kb: KnowledgeBase) -> None:
     assert sample_kb.search("interrupting")[0].title == "Barge-in"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG knowledge.py:18 (_TOKEN is ASCII-only): fts_query('café') queries \"caf\", "
-    "so non-ASCII words never match although FTS5's unicode61 tokenizer indexes them",
+# --- fuzzy (trigram) fallback -------------------------------------------------------------
+
+
+def test_trigram_query() -> None:
+    assert trigram_query("Tell me about bargin'") == '"bar" OR "arg" OR "rgi" OR "gin"'
+    assert trigram_query("what is it") == ""  # stopwords and words under 4 letters
+    assert trigram_query("gate gate") == '"gat" OR "ate"'  # de-duplicated
+    assert trigram_query(" ".join(f"w{i:03d}xyz" for i in range(50))).count(" OR ") == 63
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["Tell me about bargin'", "what is vargen", "bargin"],  # how Whisper hears "barge-in"
 )
+def test_fuzzy_fallback_finds_misheard_jargon(sample_kb: KnowledgeBase, question: str) -> None:
+    assert fts_query(question)  # there are words, but no exact match for them ...
+    results = sample_kb.search(question)
+    assert results and results[0].title == "Barge-in"  # ... the trigrams still find it
+
+
+def test_fuzzy_fallback_respects_k(sample_kb: KnowledgeBase) -> None:
+    assert 1 < len(sample_kb.search("teh gatewey")) <= 3
+    assert len(sample_kb.search("teh gatewey", k=1)) == 1
+
+
+def test_fuzzy_fallback_only_when_words_do_not_match(sample_kb: KnowledgeBase) -> None:
+    exact = sample_kb.search("latency")
+    assert [p.title for p in exact] == ["Latency"]
+
+
+@pytest.mark.parametrize("attack", ['bargin" OR NEAR(', "barg* OR body:x", "NEAR(bargin"])
+def test_fuzzy_fallback_injection_is_harmless(sample_kb: KnowledgeBase, attack: str) -> None:
+    for term in filter(None, trigram_query(attack).split(" OR ")):
+        assert term.startswith('"') and term.endswith('"') and '"' not in term[1:-1]
+    sample_kb.search(attack)
+
+
 def test_non_ascii_question_words_match() -> None:
     kb = KnowledgeBase()
     kb.add("menu", "# Café\n\nThe café opens at nine. Crème brûlée is served daily.", source="m")
-    assert fts_query("café") == '"café"'
-    assert kb.search("Is there crème brûlée?")
+    assert [p.title for p in kb.search("café")] == ["Café"]
+    assert [p.title for p in kb.search("Is there crème brûlée?")] == ["Café"]
 
 
 # --- from_folder -----------------------------------------------------------------------
@@ -220,8 +243,12 @@ def test_from_folder(tmp_path: Path) -> None:
     kb = KnowledgeBase.from_folder(tmp_path)
     assert kb.count == 3
     (hours,) = kb.search("when do you close?", k=1)
-    assert hours == Passage(title="Opening hours", text="We close at five.",
-                            source="opening_hours.md", score=hours.score)
+    assert hours == Passage(
+        title="Opening hours",
+        text="We close at five.",
+        source="opening_hours.md",
+        score=hours.score,
+    )
     (parking,) = kb.search("parking")
     # no heading: the title comes from the file name
     assert parking.title == "parking info"

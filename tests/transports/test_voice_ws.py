@@ -12,12 +12,13 @@ from gateway.audio import pcm
 from gateway.providers.base import ProviderError
 
 
-async def ask(gateway, name: str = "what_is_the_gateway.wav", **start) -> VoiceClient:
+async def ask(gateway, name: str = "what_is_the_gateway.wav", speed: float = 3.0,
+              **start) -> VoiceClient:
     client = await VoiceClient.connect(gateway.ws_url)
     if start:
         await client.send_json({"type": "start", **start})
     await client.wait_for("session_started")
-    await client.stream(wav(name) + silence(600), speed=3.0)
+    await client.stream(wav(name) + silence(600), speed=speed)
     return client
 
 
@@ -76,7 +77,7 @@ async def test_reply_audio_is_paced_not_burst(gateway) -> None:
 
 
 async def test_interim_transcriptions_while_speaking(gateway) -> None:
-    client = await ask(gateway, "count_numbers.wav")
+    client = await ask(gateway, "count_numbers.wav", speed=1.0)
     await client.wait_for("transcription", final=True, timeout=60)
     await client.close()
     interims = [e for e in client.events("transcription") if not e["final"]]
