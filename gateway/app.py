@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from fastapi import FastAPI
@@ -26,6 +26,12 @@ from gateway.transports.websocket import voice_ws
 log = structlog.get_logger("gateway.app")
 
 
+class Drainable(Protocol):
+    session: Session | None
+
+    async def drain(self, deadline: float) -> None: ...
+
+
 class SessionRegistry:
     """Counts live sessions so the process refuses, rather than drowns in, overload."""
 
@@ -33,19 +39,31 @@ class SessionRegistry:
         self.limit = limit
         self.active = 0
         self.total = 0
-        self.live: dict[str, Session] = {}
+        self.live: dict[str, Drainable] = {}
+        self.draining = False
 
-    def add(self, session: Session) -> None:
-        self.live[session.session_id] = session
+    def add(self, session_id: str, conn: Drainable) -> None:
+        self.live[session_id] = conn
 
-    def remove(self, session: Session) -> None:
-        self.live.pop(session.session_id, None)
+    def remove(self, session_id: str) -> None:
+        self.live.pop(session_id, None)
 
     def history_of(self, session_id: str) -> list[Message]:
-        return list(self.live[session_id].history)
+        return list(self.live[session_id].session.history)  # type: ignore[union-attr]
+
+    async def drain(self, timeout: float) -> None:
+        """Shutdown: each session finishes its reply (within ``timeout``), then closes."""
+        self.draining = True
+        if not self.live:
+            return
+        log.info("draining_sessions", count=len(self.live))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await asyncio.gather(*(conn.drain(deadline) for conn in list(self.live.values())),
+                             return_exceptions=True)
 
     def admit(self) -> bool:
-        if self.active >= self.limit:
+        if self.draining or self.active >= self.limit:
             return False
         self.active += 1
         self.total += 1

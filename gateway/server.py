@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import uvicorn
@@ -28,7 +29,29 @@ def uvicorn_config(cfg: Config, app: Any) -> uvicorn.Config:
     )
 
 
+class DrainingServer(uvicorn.Server):
+    """On shutdown, lets live voice sessions finish their reply and closes them with 1001.
+
+    Plain uvicorn closes every WebSocket at once with 1012, cutting replies mid-word.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+        super().__init__(config)
+        self.gateway_app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # no new connections while draining
+        registry = getattr(self.gateway_app.state, "sessions", None)
+        if registry is not None:
+            await registry.drain(self.config.timeout_graceful_shutdown or 5)
+        await super().shutdown(sockets)
+
+
+def make_server(cfg: Config, app: Any) -> DrainingServer:
+    return DrainingServer(uvicorn_config(cfg, app), app)
+
+
 def serve(cfg: Config) -> None:
     configure_logging(cfg)
-    server = uvicorn.Server(uvicorn_config(cfg, create_app(cfg)))
-    server.run()
+    make_server(cfg, create_app(cfg)).run()

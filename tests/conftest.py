@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from gateway.app import create_app
 from gateway.config import Config
 from gateway.providers import registry
-from gateway.server import uvicorn_config
+from gateway.server import make_server
 
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"
@@ -52,7 +51,7 @@ def models() -> dict[str, Any]:
 class RunningGateway:
     cfg: Config
     app: Any
-    server: uvicorn.Server
+    server: Any
     thread: threading.Thread
 
     @property
@@ -70,7 +69,7 @@ class RunningGateway:
 
 def start_gateway(cfg: Config, providers: dict[str, Any]) -> RunningGateway:
     app = create_app(cfg, providers=providers)
-    server = uvicorn.Server(uvicorn_config(cfg, app))
+    server = make_server(cfg, app)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()

@@ -38,7 +38,8 @@ async def voice_ws(websocket: WebSocket) -> None:
     registry = state.sessions
     if not registry.admit():
         await websocket.accept()
-        await websocket.close(CLOSE_OVERLOADED, "server at session capacity")
+        reason = "server shutting down" if registry.draining else "server at session capacity"
+        await websocket.close(CLOSE_OVERLOADED, reason)
         return
     try:
         await websocket.accept()
@@ -108,7 +109,7 @@ class VoiceConnection:
         session.emit(self._session_started(session))
         session.start()
         registry = self.ws.app.state.sessions
-        registry.add(session)
+        registry.add(session.session_id, self)
         self.log.info("session_started", key_id=self.grant.key_id,
                       input=session.settings.input.as_dict())
         writer = asyncio.create_task(self._writer())
@@ -118,7 +119,7 @@ class VoiceConnection:
             if first is None or first.get("type") != "websocket.disconnect":
                 await self._reader()
         finally:
-            registry.remove(session)
+            registry.remove(session.session_id)
             self.outbox.close()
             await session.close()
             writer.cancel()
@@ -195,6 +196,13 @@ class VoiceConnection:
                     await self.ws.send_text(v1.encode(item))
         except (OutboxClosed, WebSocketDisconnect, RuntimeError):
             return
+
+    async def drain(self, deadline: float) -> None:
+        """Server shutdown: let the current reply finish, then close with 1001."""
+        loop = asyncio.get_running_loop()
+        while self.session is not None and self.session.replying and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await self._close(1001, "server shutting down")
 
     async def _close(self, code: int, reason: str) -> None:
         self.log.info("ws_closing", code=code, reason=reason)

@@ -78,3 +78,17 @@ async def test_idle_client_is_disconnected(gateway_factory) -> None:
     await client.wait_for("session_started")
     await asyncio.wait_for(client.closed.wait(), 5)
     assert client.ws.close_code == 4408
+
+
+async def test_shutdown_lets_the_reply_finish_then_closes_1001(gateway_factory) -> None:
+    gw = gateway_factory()
+    client = await VoiceClient.connect(gw.ws_url)
+    await client.wait_for("session_started")
+    await client.send_json({"type": "text", "text": "How is the weather?"})
+    await client.wait_for("tts_start", timeout=30)
+    gw.server.should_exit = True  # what SIGTERM does
+    await asyncio.wait_for(client.closed.wait(), 15)
+    assert client.ws.close_code == 1001
+    complete = client.events("tts_complete")
+    assert complete and complete[0]["interrupted"] is False
+    assert client.events("stream_end")
