@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -20,7 +19,10 @@ from gateway.config import Config
 from gateway.pipeline.runtime import Runtime
 from gateway.pipeline.session import Session
 from gateway.providers.base import Message
+from gateway.store.assistants import ensure_default_assistant
+from gateway.store.db import Database
 from gateway.store.keys import KeyStore
+from gateway.store.retriever import Retriever
 from gateway.transports.websocket import voice_ws
 
 log = structlog.get_logger("gateway.app")
@@ -78,12 +80,16 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        data = Path(cfg.server.data_dir)
-        keys = await asyncio.to_thread(KeyStore, data / "gateway.db")  # creates the dir
+        db = Database.from_config(cfg)
+        await db.migrate()
+        await ensure_default_assistant(db, cfg)
+        keys = KeyStore(db)
         runtime = await asyncio.to_thread(Runtime.load, cfg, overrides=providers)
+        runtime.retriever = Retriever(db)
         app.state.cfg = cfg
+        app.state.db = db
         app.state.keys = keys
-        app.state.auth = Authenticator(cfg, keys, load_token_secret(cfg))
+        app.state.auth = Authenticator(cfg, db, keys, load_token_secret(cfg))
         app.state.runtime = runtime
         app.state.sessions = SessionRegistry(cfg.server.max_sessions)
         log.info("gateway_ready", host=cfg.server.host, port=cfg.server.port,
@@ -92,7 +98,7 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
             yield
         finally:
             await runtime.aclose()
-            keys.close()
+            await db.close()
 
     app = FastAPI(title="gateway", version=__version__, lifespan=lifespan,
                   description="Real-time voice and avatar gateway. WebSocket protocol: "

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.config import Config, ConfigError, load_config
 
 
-def _keystore(cfg: Config):  # type: ignore[no-untyped-def]
-    from gateway.store.keys import KeyStore
+async def _with_db(cfg: Config, job: Callable[[Any], Awaitable[int]]) -> int:
+    from gateway.store.assistants import ensure_default_assistant
+    from gateway.store.db import Database
 
-    return KeyStore(cfg.data_path / "gateway.db")
+    db = Database.from_config(cfg)
+    try:
+        await db.migrate()
+        await ensure_default_assistant(db, cfg)
+        return await job(db)
+    finally:
+        await db.close()
 
 
 def _cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
@@ -29,39 +38,30 @@ def _cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_keys(cfg: Config, args: argparse.Namespace) -> int:
-    store = _keystore(cfg)
-    if args.keys_cmd == "create":
-        record, key = store.create(args.name)
-        print(key)
-        print(f"# key id {record.key_id}: store the key now, it is not shown again",
-              file=sys.stderr)
-    elif args.keys_cmd == "list":
-        for k in store.list():
-            made = datetime.fromtimestamp(k.created_at, UTC).isoformat(timespec="seconds")
-            state = "revoked" if k.revoked_at else "active"
-            print(f"{k.key_id}\t{state}\t{made}\t{k.name}")
-    elif args.keys_cmd == "revoke":
-        if not store.revoke(args.key_id):
-            print(f"no active key {args.key_id}", file=sys.stderr)
-            return 1
-        print(f"revoked {args.key_id}")
-    store.close()
-    return 0
+    from gateway.store.keys import KeyStore
 
+    async def job(db: Any) -> int:
+        store = KeyStore(db)
+        if args.keys_cmd == "create":
+            record, key = await store.create(args.name, assistant_id=args.assistant,
+                                             tier=args.tier)
+            print(key)
+            scope = f"assistant {args.assistant}" if args.assistant else "all assistants (admin)"
+            print(f"# key id {record.key_id} for {scope}: store the key now, it is not "
+                  "shown again", file=sys.stderr)
+        elif args.keys_cmd == "list":
+            for k in await store.list():
+                made = datetime.fromtimestamp(k.created_at, UTC).isoformat(timespec="seconds")
+                state = "revoked" if k.revoked_at else "active"
+                print(f"{k.key_id}\t{state}\t{made}\t{k.assistant_id or '*'}\t{k.name}")
+        elif args.keys_cmd == "revoke":
+            if not await store.revoke(args.key_id):
+                print(f"no active key {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}")
+        return 0
 
-def _cmd_token(cfg: Config, args: argparse.Namespace) -> int:
-    """Mint a session token locally with an API key (handy for trying the kiosk/client)."""
-    from gateway.api.auth import Authenticator, AuthError, load_token_secret
-
-    store = _keystore(cfg)
-    auth = Authenticator(cfg, store, load_token_secret(cfg))
-    try:
-        key = auth.api_key(args.api_key)
-    except AuthError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    print(json.dumps(auth.mint(key, args.ttl, {})))
-    return 0
+    return asyncio.run(_with_db(cfg, job))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,12 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     ks = k.add_subparsers(dest="keys_cmd", required=True)
     kc = ks.add_parser("create", help="create a key and print it once")
     kc.add_argument("--name", default="default")
+    kc.add_argument("--assistant", help="scope the key to one assistant (default: admin key)")
+    kc.add_argument("--tier", choices=["free", "basic", "pro", "enterprise"])
     ks.add_parser("list", help="list keys (never the secrets)")
     kr = ks.add_parser("revoke", help="revoke a key by id")
     kr.add_argument("key_id")
-    t = sub.add_parser("token", help="mint a short-lived session token")
-    t.add_argument("--api-key", required=True)
-    t.add_argument("--ttl", type=int)
     return p
 
 
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    handlers = {"serve": _cmd_serve, "keys": _cmd_keys, "token": _cmd_token}
+    handlers = {"serve": _cmd_serve, "keys": _cmd_keys}
     return handlers[args.cmd](cfg, args)
 
 

@@ -148,6 +148,12 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    # Empty: SQLite in the data dir. PostgreSQL: postgresql+asyncpg://user@host/db
+    url: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = ServerConfig()
     audio: AudioConfig = AudioConfig()
@@ -159,6 +165,7 @@ class Config:
     workers: WorkersConfig = WorkersConfig()
     queues: QueueConfig = QueueConfig()
     auth: AuthConfig = AuthConfig()
+    database: DatabaseConfig = DatabaseConfig()
 
     @property
     def data_path(self) -> Path:

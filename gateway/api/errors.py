@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger("gateway.api")
@@ -15,6 +18,28 @@ _STATUS_CODES = {
     405: "METHOD_NOT_ALLOWED", 413: "INVALID_REQUEST", 415: "INVALID_REQUEST",
     422: "INVALID_REQUEST", 429: "RATE_LIMITED", 500: "INTERNAL_ERROR", 502: "PROVIDER_ERROR",
 }
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+    success: bool | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": desc}
+    for status, desc in ((400, "INVALID_REQUEST"), (401, "UNAUTHORIZED"), (403, "FORBIDDEN"),
+                         (404, "NOT_FOUND / INVALID_MODEL_ID"), (429, "RATE_LIMITED"),
+                         (500, "INTERNAL_ERROR"))
+}
+
+
+def client_host(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 class ApiError(Exception):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import __version__
 
-from .auth import AuthError, bearer_or_header
-from .errors import ApiError
+from .auth import AuthError
+from .errors import ERROR_RESPONSES, ApiError, client_host
 
 router = APIRouter()
 
@@ -21,6 +20,7 @@ class AccessTokenRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     avatarId: str | None = Field(default=None, max_length=200)
+    chatModelId: str | None = Field(default=None, max_length=64)
     voiceId: str | None = Field(default=None, max_length=200)
     systemPrompt: str | None = Field(default=None, max_length=8000)
     ttlSeconds: int | None = Field(default=None, description="token lifetime, 10 s to 2 h")
@@ -52,17 +52,24 @@ async def health(request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/api/get-access-token", response_model=AccessTokenResponse, tags=["auth"])
+@router.post("/api/get-access-token", response_model=AccessTokenResponse, tags=["auth"],
+             responses=ERROR_RESPONSES)
 async def get_access_token(request: Request, body: AccessTokenRequest) -> dict[str, Any]:
+    """Mint a short-lived token for one voice session (call it server-side, with a key)."""
     auth = request.app.state.auth
+    requested = body.chatModelId or request.headers.get("x-chat-model-id")
     try:
-        key = await asyncio.to_thread(auth.api_key, bearer_or_header(request.headers))
+        principal = await auth.principal(request.headers, client_host(request), requested)
+        if principal.kind not in ("api_key", "oauth"):
+            raise AuthError("an API key is required to mint session tokens")
+        assistant_id = principal.assistant_for(requested)
+        await auth.check_assistant(assistant_id)
     except AuthError as exc:
-        raise ApiError(401, "UNAUTHORIZED", str(exc)) from None
+        raise ApiError(exc.status, exc.code, str(exc)) from None
     extra = {k: v for k, v in (("avatarId", body.avatarId), ("voiceId", body.voiceId),
                                ("systemPrompt", body.systemPrompt)) if v}
     try:
-        result: dict[str, Any] = auth.mint(key, body.ttlSeconds, extra)
+        result: dict[str, Any] = auth.mint(principal, assistant_id, body.ttlSeconds, extra)
         return result
     except ValueError as exc:
         raise ApiError(400, "INVALID_REQUEST", str(exc)) from None

@@ -6,6 +6,7 @@ run blocking providers in the stage's bounded pool and apply the stage's timeout
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import time
@@ -18,8 +19,7 @@ import structlog
 from gateway.audio import pcm
 from gateway.config import Config
 from gateway.providers import registry
-from gateway.providers.base import STT, TTS, VAD, ChatRequest, ProviderError, Speech
-from gateway.store.knowledge import SAMPLE_KNOWLEDGE, KnowledgeBase
+from gateway.providers.base import STT, TTS, VAD, ChatRequest, Passage, ProviderError, Speech
 
 from .pool import InferencePool
 
@@ -33,9 +33,10 @@ class Runtime:
     stt: STT
     llm: Any
     tts: TTS
-    kb: KnowledgeBase
     pools: dict[str, InferencePool] = field(default_factory=dict)
     status: dict[str, str] = field(default_factory=dict)
+    # Set by the app once the database is up: async search(assistant_id, question, k).
+    retriever: Any = None
 
     @classmethod
     def load(cls, cfg: Config, *, overrides: dict[str, Any] | None = None) -> Runtime:
@@ -63,9 +64,6 @@ class Runtime:
                      ms=round((time.perf_counter() - started) * 1000))
             return obj
 
-        kb_path = cfg.knowledge.path or str(SAMPLE_KNOWLEDGE)
-        kb = KnowledgeBase.from_folder(kb_path)
-        log.info("knowledge_indexed", path=kb_path, passages=kb.count)
         w = cfg.workers
         pools = {
             stage: InferencePool(stage, threads, w.max_waiting, w.wait_timeout_s)
@@ -77,7 +75,6 @@ class Runtime:
             stt=make("stt", registry.create_stt),
             llm=make("llm", registry.create_llm),
             tts=make("tts", registry.create_tts),
-            kb=kb,
             pools=pools,
             status=status,
         )
@@ -115,6 +112,20 @@ class Runtime:
             return Speech(resampled, out_rate, speech.phonemes)
 
         return await self.pools["tts"].run(job, timeout=self.cfg.tts.timeout_s)
+
+    async def retrieve(self, assistant_id: str, question: str) -> list[Passage]:
+        """Knowledge-base passages for a question; none (not a failed turn) on trouble."""
+        if self.retriever is None:
+            return []
+        try:
+            async with asyncio.timeout(2.0):
+                passages: list[Passage] = await self.retriever.search(
+                    assistant_id, question, self.cfg.knowledge.top_k
+                )
+                return passages
+        except Exception as exc:  # retrieval trouble must not kill the turn
+            log.warning("retrieval_failed", error=str(exc))
+            return []
 
     def reply_tokens(self, request: ChatRequest) -> AsyncIterator[str]:
         """Token stream from the configured LLM, blocking or async, with the LLM timeouts."""

@@ -54,6 +54,7 @@ class SessionSettings:
     language: str | None = None
     voice: str | None = None
     system_prompt: str | None = None
+    assistant_id: str = "default"
 
 
 @dataclass(slots=True)
@@ -367,7 +368,7 @@ class Session:
         r = Response(response_id, turn, Pacer(cfg.audio.pacing_lead_ms))
         self.response = r
         self.emit({"type": "stream_start", "turn_id": turn.turn_id, "response_id": response_id})
-        passages = self.runtime.kb.search(turn.text, cfg.knowledge.top_k)
+        passages = await self.runtime.retrieve(self.settings.assistant_id, turn.text)
         request = ChatRequest(
             messages=[Message("system", self._system_prompt()),
                       *self.history[-2 * cfg.llm.history_turns:], Message("user", turn.text)],

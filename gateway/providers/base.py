@@ -74,6 +74,8 @@ class Passage:
     text: str
     source: str
     score: float = 0.0
+    document_id: str = ""
+    document_title: str = ""
 
 
 @dataclass(frozen=True, slots=True)

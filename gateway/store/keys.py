@@ -1,9 +1,9 @@
-"""API keys (stored hashed) and single-use session tokens, in a SQLite file in the data dir.
+"""API keys (stored hashed) and single-use token ids, in the database.
 
 Keys are 256-bit random secrets, so one SHA-256 is the right hash (a slow password
 hash adds nothing for such entropy). The key is shown once at creation and never
-stored. Session tokens are JWTs (PyJWT, HS256); their ids are recorded when redeemed,
-so a token opens one session only, across restarts.
+stored. Redeemed token ids are recorded so a token opens one session only, across
+restarts and across gateway processes sharing the database.
 """
 
 from __future__ import annotations
@@ -11,34 +11,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
-import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id TEXT PRIMARY KEY,
-    secret_hash TEXT NOT NULL,
-    name TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    revoked_at REAL
-);
-CREATE TABLE IF NOT EXISTS used_tokens (
-    jti TEXT PRIMARY KEY,
-    expires_at REAL NOT NULL
-);
-"""
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .db import Database
+from .models import ApiKey, UsedToken
+
 KEY_PREFIX = "gw_"
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    key_id: str
-    name: str
-    created_at: float
-    revoked_at: float | None
 
 
 def _hash(secret: str) -> str:
@@ -46,73 +27,60 @@ def _hash(secret: str) -> str:
 
 
 class KeyStore:
-    def __init__(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # acknowledged means on disk
-            self._db.executescript(_SCHEMA)
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def create(self, name: str) -> tuple[ApiKey, str]:
+    async def create(
+        self, name: str, *, assistant_id: str | None = None, tier: str | None = None
+    ) -> tuple[ApiKey, str]:
         """A new key; returns the record and the plaintext key (shown once)."""
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
-        now = time.time()
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO api_keys(key_id, secret_hash, name, created_at) VALUES (?,?,?,?)",
-                (key_id, _hash(secret), name, now),
-            )
-        return ApiKey(key_id, name, now, None), f"{KEY_PREFIX}{key_id}_{secret}"
+        record = ApiKey(key_id=key_id, secret_hash=_hash(secret), name=name,
+                        assistant_id=assistant_id, tier=tier, created_at=time.time())
+        async with self.db.session() as s:
+            s.add(record)
+            await s.commit()
+        return record, f"{KEY_PREFIX}{key_id}_{secret}"
 
-    def verify(self, presented: str) -> ApiKey | None:
+    async def verify(self, presented: str) -> ApiKey | None:
         if not presented.startswith(KEY_PREFIX):
             return None
         key_id, sep, secret = presented[len(KEY_PREFIX) :].partition("_")
         if not sep or not key_id or not secret:
             return None
-        with self._lock:
-            row = self._db.execute(
-                "SELECT secret_hash, name, created_at, revoked_at FROM api_keys WHERE key_id=?",
-                (key_id,),
-            ).fetchone()
-        if row is None or row[3] is not None:
+        async with self.db.session() as s:
+            record = await s.get(ApiKey, key_id)
+        if record is None or record.revoked_at is not None:
             _hash(secret)  # same work either way: no timing hint that the id exists
             return None
-        if not hmac.compare_digest(row[0], _hash(secret)):
+        if not hmac.compare_digest(record.secret_hash, _hash(secret)):
             return None
-        return ApiKey(key_id, row[1], row[2], row[3])
+        return record
 
-    def list(self) -> list[ApiKey]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT key_id, name, created_at, revoked_at FROM api_keys ORDER BY created_at"
-            ).fetchall()
-        return [ApiKey(*row) for row in rows]
+    async def list(self) -> list[ApiKey]:
+        async with self.db.session() as s:
+            rows = await s.scalars(select(ApiKey).order_by(ApiKey.created_at))
+            return list(rows)
 
-    def revoke(self, key_id: str) -> bool:
-        with self._lock:
-            cur = self._db.execute(
-                "UPDATE api_keys SET revoked_at=? WHERE key_id=? AND revoked_at IS NULL",
-                (time.time(), key_id),
+    async def revoke(self, key_id: str) -> bool:
+        async with self.db.session() as s:
+            result = await s.execute(
+                update(ApiKey)
+                .where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=time.time())
             )
-        return cur.rowcount > 0
+            await s.commit()
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    def redeem(self, jti: str, expires_at: float) -> bool:
-        """Record a token as used; False if it was used before."""
-        now = time.time()
-        with self._lock:
-            self._db.execute("DELETE FROM used_tokens WHERE expires_at < ?", (now - 60,))
+    async def redeem(self, jti: str, expires_at: float) -> bool:
+        """Record a token id as used; False if it was used before."""
+        async with self.db.session() as s:
+            await s.execute(delete(UsedToken).where(UsedToken.expires_at < time.time() - 60))
+            s.add(UsedToken(jti=jti, expires_at=expires_at))
             try:
-                self._db.execute(
-                    "INSERT INTO used_tokens(jti, expires_at) VALUES (?,?)", (jti, expires_at)
-                )
-            except sqlite3.IntegrityError:
+                await s.commit()
+            except IntegrityError:
+                await s.rollback()
                 return False
         return True

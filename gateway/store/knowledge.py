@@ -1,19 +1,14 @@
-"""The knowledge base: a folder of Markdown/text files indexed with SQLite FTS5 (BM25).
+"""Knowledge-base text handling: passages, search-query building, folder import.
 
-Files are cut into passages at headings and blank lines (small enough to speak or
-to fit a small model's context). The index lives in memory, is built once at
-start-up, and is only read afterwards, so one connection guarded by a lock is enough.
+Documents are cut into passages at headings and blank lines (small enough to speak or
+to fit a small model's context). The indexes themselves are the database's full-text
+engines (``gateway.store.search``); this module is pure.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
-import threading
-from collections.abc import Iterable
 from pathlib import Path
-
-from gateway.providers.base import Passage
 
 _TOKEN = re.compile(r"[^\W_][\w'\-]*")
 # Words too common to rank by; FTS5's BM25 already discounts them, but an OR query
@@ -73,7 +68,7 @@ def trigram_query(question: str) -> str:
     return " OR ".join('"' + g.replace('"', "") + '"' for g in unique)
 
 
-def _close_match(question: str, text: str) -> bool:
+def close_match(question: str, text: str) -> bool:
     """Some content word of the question has at least half its trigrams in the text."""
     text = text.lower()
     for word in _TOKEN.findall(question.lower()):
@@ -87,71 +82,12 @@ def _close_match(question: str, text: str) -> bool:
     return False
 
 
-class KnowledgeBase:
-    def __init__(self) -> None:
-        self._db = sqlite3.connect(":memory:", check_same_thread=False)
-        self._lock = threading.Lock()
-        self._db.execute(
-            "CREATE VIRTUAL TABLE passages USING fts5("
-            "title, heading, body, source UNINDEXED, tokenize='porter unicode61')"
-        )
-        # Fuzzy fallback: STT misspells names and jargon ("barge in" -> "bargin'"),
-        # which word matching misses; OR-ed trigrams still find the passage.
-        self._db.execute(
-            "CREATE VIRTUAL TABLE passages_tri USING fts5(heading, body, tokenize='trigram')"
-        )
-        self.count = 0
-
-    @classmethod
-    def from_folder(cls, folder: str | Path) -> KnowledgeBase:
-        kb = cls()
-        root = Path(folder)
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".md", ".txt"))
-        for path in files:
-            kb.add(path.stem.replace("_", " ").replace("-", " "), path.read_text("utf-8"),
-                   source=str(path.relative_to(root)))
-        return kb
-
-    def add(self, title: str, text: str, *, source: str) -> int:
-        rows = [(title, h, body, source) for h, body in split_passages(text)]
-        return self.add_rows(rows)
-
-    def add_rows(self, rows: Iterable[tuple[str, str, str, str]]) -> int:
-        rows = list(rows)
-        with self._lock:
-            for row in rows:
-                cur = self._db.execute(
-                    "INSERT INTO passages(title, heading, body, source) VALUES (?,?,?,?)", row
-                )
-                self._db.execute(
-                    "INSERT INTO passages_tri(rowid, heading, body) VALUES (?,?,?)",
-                    (cur.lastrowid, row[1], row[2]),
-                )
-        self.count += len(rows)
-        return len(rows)
-
-    def search(self, question: str, k: int = 3) -> list[Passage]:
-        query = fts_query(question)
-        if not query:
-            return []
-        with self._lock:
-            rows = self._db.execute(
-                # Title and heading matches weigh more than body matches.
-                "SELECT title, heading, body, source, bm25(passages, 4.0, 2.0, 1.0) AS r "
-                "FROM passages WHERE passages MATCH ? ORDER BY r LIMIT ?",
-                (query, k),
-            ).fetchall()
-            fuzzy = trigram_query(question)
-            if not rows and fuzzy:
-                rows = self._db.execute(
-                    "SELECT p.title, p.heading, p.body, p.source, "
-                    "bm25(passages_tri, 2.0, 1.0) AS r FROM passages_tri "
-                    "JOIN passages p ON p.rowid = passages_tri.rowid "
-                    "WHERE passages_tri MATCH ? ORDER BY r LIMIT ?",
-                    (fuzzy, k * 4),
-                ).fetchall()
-                rows = [r for r in rows if _close_match(question, f"{r[1]} {r[2]}")][:k]
-        return [
-            Passage(title=(h or t), text=body, source=src, score=round(-r, 4))
-            for t, h, body, src, r in rows
-        ]
+def read_folder(folder: str | Path) -> list[tuple[str, str, str]]:
+    """(title, content, source) of each .md/.txt file under ``folder``."""
+    root = Path(folder)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".md", ".txt"))
+    return [
+        (p.stem.replace("_", " ").replace("-", " "), p.read_text("utf-8"),
+         str(p.relative_to(root)))
+        for p in files
+    ]

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
+from gateway.api.auth import AuthError, SessionGrant
 from gateway.audio import pcm
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import Session, SessionSettings
@@ -51,9 +51,13 @@ async def voice_ws(websocket: WebSocket) -> None:
 async def _authenticate(websocket: WebSocket) -> SessionGrant | None:
     auth = websocket.app.state.auth
     token = websocket.query_params.get("token")
-    key = bearer_or_header(websocket.headers)
+    requested = (websocket.query_params.get("assistant_id")
+                 or websocket.headers.get("x-chat-model-id"))
+    client = websocket.client.host if websocket.client else "unknown"
     try:
-        return await asyncio.to_thread(auth.websocket_grant, token, key)
+        grant: SessionGrant = await auth.websocket_grant(token, websocket.headers, client,
+                                                         requested)
+        return grant
     except AuthError as exc:
         await websocket.accept()
         await websocket.close(CLOSE_UNAUTHORIZED, str(exc))
@@ -88,6 +92,7 @@ class VoiceConnection:
             language=(start.language if start else None) or self.cfg.stt.language,
             voice=(start.voice if start else None) or claims.get("voiceId"),
             system_prompt=(start.system_prompt if start else None) or claims.get("systemPrompt"),
+            assistant_id=self.grant.assistant_id,
         )
 
     def _session_started(self, session: Session) -> dict[str, Any]:

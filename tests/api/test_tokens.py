@@ -8,13 +8,14 @@ import httpx
 import pytest
 import websockets
 
+from gateway.store.db import Database
 from gateway.store.keys import KeyStore
 
 
-def make_key(gw) -> str:
-    store = KeyStore(gw.cfg.data_path / "gateway.db")
-    _, key = store.create("test")
-    store.close()
+async def make_key(gw, **kwargs) -> str:
+    db = Database.from_config(gw.cfg)
+    _, key = await KeyStore(db).create("test", **kwargs)
+    await db.close()
     return key
 
 
@@ -40,7 +41,7 @@ def secured(gateway_factory):
 
 
 async def test_token_opens_one_session_only(secured) -> None:
-    key = make_key(secured)
+    key = await make_key(secured)
     resp = await mint(secured, key, avatarId="Pedro_Blue_Shirt_public", voiceId="joe")
     assert resp.status_code == 200
     body = resp.json()
@@ -55,7 +56,7 @@ async def test_token_opens_one_session_only(secured) -> None:
 
 
 async def test_x_api_key_header_works_too(secured) -> None:
-    key = make_key(secured)
+    key = await make_key(secured)
     async with httpx.AsyncClient(base_url=secured.base) as http:
         resp = await http.post("/api/get-access-token", json={}, headers={"x-api-key": key})
     assert resp.status_code == 200
@@ -64,7 +65,7 @@ async def test_x_api_key_header_works_too(secured) -> None:
 async def test_expired_token_is_refused(gateway_factory) -> None:
     gw = gateway_factory(server={"allow_anonymous": "false"},
                          auth={"token_ttl_min_s": 1})
-    resp = await mint(gw, make_key(gw), ttlSeconds=1)
+    resp = await mint(gw, await make_key(gw), ttlSeconds=1)
     token = resp.json()["token"]
     await asyncio.sleep(2.2)
     code, reason = await ws_close_code(f"{gw.ws_url}?token={token}")
@@ -72,7 +73,7 @@ async def test_expired_token_is_refused(gateway_factory) -> None:
 
 
 async def test_forged_token_is_refused(secured) -> None:
-    token = (await mint(secured, make_key(secured))).json()["token"]
+    token = (await mint(secured, await make_key(secured))).json()["token"]
     head, payload, sig = token.split(".")
     forged = f"{head}.{payload}.{sig[:-4]}AAAA"
     code, reason = await ws_close_code(f"{secured.ws_url}?token={forged}")
@@ -89,17 +90,18 @@ async def test_minting_needs_a_valid_key(secured) -> None:
         resp = await mint(secured, key)
         assert resp.status_code == 401
         assert resp.json()["error"]["code"] == "UNAUTHORIZED"
-    key = make_key(secured)
+    key = await make_key(secured)
     resp = await mint(secured, key, ttlSeconds=999999)
     assert resp.status_code == 400
     assert resp.json()["error"]["code"] == "INVALID_REQUEST"
 
 
 async def test_revoked_key_cannot_mint(secured) -> None:
-    store = KeyStore(secured.cfg.data_path / "gateway.db")
-    record, key = store.create("soon revoked")
-    store.revoke(record.key_id)
-    store.close()
+    db = Database.from_config(secured.cfg)
+    store = KeyStore(db)
+    record, key = await store.create("soon revoked")
+    await store.revoke(record.key_id)
+    await db.close()
     assert (await mint(secured, key)).status_code == 401
 
 
