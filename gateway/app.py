@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import __version__
+from gateway.api import chat, knowledge, oauth
 from gateway.api.auth import Authenticator, load_token_secret
 from gateway.api.errors import install_error_handlers
 from gateway.api.routes import router
@@ -108,5 +109,8 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
                            allow_methods=["*"], allow_headers=["*"])
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(knowledge.router)
+    app.include_router(chat.router)
+    app.include_router(oauth.router)
     app.add_api_websocket_route("/api/v1/voice/ws", voice_ws)
     return app
