@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
 
 from gateway import __version__
 from gateway.api import chat, knowledge, oauth
@@ -24,6 +25,7 @@ from gateway.store.assistants import ensure_default_assistant
 from gateway.store.db import Database
 from gateway.store.keys import KeyStore
 from gateway.store.retriever import Retriever
+from gateway.transports.twilio import twilio_ws, twiml_endpoint
 from gateway.transports.websocket import voice_ws
 
 log = structlog.get_logger("gateway.app")
@@ -113,4 +115,8 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
     app.include_router(chat.router)
     app.include_router(oauth.router)
     app.add_api_websocket_route("/api/v1/voice/ws", voice_ws)
+    app.add_api_websocket_route("/api/v1/voice/twilio", twilio_ws)
+    app.add_api_route("/api/v1/voice/twilio/twiml", twiml_endpoint, methods=["GET", "POST"],
+                      tags=["telephony"], summary="TwiML connecting a call to the gateway",
+                      response_class=Response)
     return app

@@ -467,6 +467,9 @@ class Session:
                 self._log_latency(r)
             self.outbox.put(AudioOut(r.response_id, data, dur))
             r.pacer.sent(dur, _ms())
+        # Internal (underscore) event: transports with playback marks (telephony) use it.
+        self.emit({"type": "_segment_played", "response_id": r.response_id,
+                   "index": len(r.segments) - 1})
 
     async def _finish(self, r: Response) -> None:
         # Stay interruptible until the listener has heard the last chunk.

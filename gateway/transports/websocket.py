@@ -197,7 +197,7 @@ class VoiceConnection:
                     mulaw = settings.settings.output.encoding == "mulaw"
                     data = pcm.mulaw_encode(item.pcm) if mulaw else item.pcm
                     await self.ws.send_bytes(data)
-                else:
+                elif not item["type"].startswith("_"):  # internal events stay inside
                     await self.ws.send_text(v1.encode(item))
         except (OutboxClosed, WebSocketDisconnect, RuntimeError):
             return

@@ -1,0 +1,234 @@
+"""Telephony bridge: Twilio Media Streams (and Telnyx/FastRTC look-alikes) at
+``/api/v1/voice/twilio``. One adapter between the call's JSON frames and the pipeline.
+
+Inbound μ-law 8 kHz is decoded and fed to the session as PCM; reply audio goes back as
+20 ms μ-law ``media`` frames (paced by the session), a ``mark`` after each reply segment
+(the telephony side echoes it when that audio has really been played), and ``clear`` on
+barge-in so the caller stops hearing the interrupted reply at once. DTMF digits become a
+typed user turn after a short pause or ``#``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from typing import Any
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
+from gateway.api.errors import ApiError
+from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
+from gateway.pipeline.session import Session, SessionSettings
+from gateway.protocol import twilio as tw
+from gateway.protocol.v1 import AudioFormat
+
+log = structlog.get_logger("gateway.twilio")
+
+START_TIMEOUT_S = 10.0
+DTMF_PAUSE_S = 1.5
+
+
+async def twilio_ws(websocket: WebSocket) -> None:
+    registry = websocket.app.state.sessions
+    await websocket.accept()
+    if not registry.admit():
+        await websocket.close(1013, "server busy")
+        return
+    try:
+        await TwilioCall(websocket).run()
+    finally:
+        registry.release()
+
+
+class TwilioCall:
+    def __init__(self, websocket: WebSocket) -> None:
+        self.ws = websocket
+        self.cfg = websocket.app.state.cfg
+        self.call = tw.CallState()
+        self.outbox = Outbox(self.cfg.queues.outbox)
+        self.session: Session | None = None
+        self.marks_played: list[str] = []
+        self._digits = ""
+        self._dtmf_task: asyncio.Task[None] | None = None
+        self.log = log
+
+    async def run(self) -> None:
+        start = await self._await_start()
+        if start is None:
+            return
+        grant = await self._authenticate(start)
+        if grant is None:
+            return
+        self.log = log.bind(session_id=grant.session_id, call=start.call_id)
+        pcm8k = AudioFormat("pcm_s16le", 8000)
+        session = Session(
+            self.ws.app.state.runtime,
+            SessionSettings(input=pcm8k, output=pcm8k, language=self.cfg.stt.language,
+                            voice=start.custom.get("voice") or grant.claims.get("voiceId"),
+                            assistant_id=grant.assistant_id),
+            self.outbox, session_id=grant.session_id,
+            conversation_id="conv_" + grant.session_id[5:],
+        )
+        self.session = session
+        session.start()
+        registry = self.ws.app.state.sessions
+        registry.add(session.session_id, self)
+        writer = asyncio.create_task(self._writer())
+        self.log.info("call_started", stream=start.stream_id, dialect=start.dialect)
+        try:
+            await self._reader(session)
+        finally:
+            registry.remove(session.session_id)
+            self.outbox.close()
+            if self._dtmf_task is not None:
+                self._dtmf_task.cancel()
+            await session.close()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            self.log.info("call_ended", marks_played=len(self.marks_played))
+
+    async def _await_start(self) -> tw.CallStart | None:
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                while True:
+                    event = self.call.receive(await self.ws.receive_text())
+                    if isinstance(event, tw.CallStart):
+                        return event
+                    if isinstance(event, tw.CallError | tw.CallStop):
+                        await self._close(1008, "expected a start event")
+                        return None
+        except (TimeoutError, WebSocketDisconnect, RuntimeError, KeyError):
+            await self._close(1008, "no start event")
+            return None
+
+    async def _authenticate(self, start: tw.CallStart) -> SessionGrant | None:
+        auth = self.ws.app.state.auth
+        token = start.custom.get("token") or self.ws.query_params.get("token")
+        requested = start.custom.get("assistant_id") or self.ws.query_params.get("assistant_id")
+        client = self.ws.client.host if self.ws.client else "unknown"
+        try:
+            grant: SessionGrant = await auth.websocket_grant(token, self.ws.headers, client,
+                                                             requested)
+            return grant
+        except AuthError as exc:
+            await self._close(4401, str(exc))
+            return None
+
+    async def _reader(self, session: Session) -> None:
+        idle = self.cfg.server.idle_timeout_s
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    text = await self.ws.receive_text()
+            except TimeoutError:
+                await self._close(4408, "idle")
+                return
+            except (WebSocketDisconnect, RuntimeError, KeyError):
+                return
+            event = self.call.receive(text)
+            if isinstance(event, tw.CallAudio):
+                session.feed_audio(event.pcm)
+            elif isinstance(event, tw.Dtmf):
+                self._dtmf(session, event.digit)
+            elif isinstance(event, tw.MarkPlayed):
+                self.marks_played.append(event.name)
+            elif isinstance(event, tw.CallStop):
+                return
+            elif isinstance(event, tw.CallError):
+                self.log.info("bad_call_message", error=event.message)
+            if self.outbox.closed:
+                await self._close(1011, "session ended")
+                return
+
+    def _dtmf(self, session: Session, digit: str) -> None:
+        if self._dtmf_task is not None:
+            self._dtmf_task.cancel()
+        if digit == "#":
+            self._flush_digits(session)
+            return
+        self._digits += digit
+
+        async def later() -> None:
+            await asyncio.sleep(DTMF_PAUSE_S)
+            self._flush_digits(session)
+
+        self._dtmf_task = asyncio.create_task(later())
+
+    def _flush_digits(self, session: Session) -> None:
+        digits, self._digits = self._digits, ""
+        if digits:
+            session.user_text(f"The caller pressed the keys {' '.join(digits)}.")
+
+    async def _writer(self) -> None:
+        try:
+            while True:
+                item = await self.outbox.get()
+                frame = self._render(item)
+                if frame is not None:
+                    await self.ws.send_text(frame)
+        except (OutboxClosed, WebSocketDisconnect, RuntimeError):
+            return
+
+    def _render(self, item: AudioOut | dict[str, Any]) -> str | None:
+        if isinstance(item, AudioOut):
+            return self.call.media(item.pcm)
+        kind = item.get("type")
+        if kind == "interrupted":
+            return self.call.clear()
+        if kind == "_segment_played":
+            return self.call.mark(f"{item['response_id']}:{item['index']}")
+        if kind == "tts_complete" and not item.get("interrupted"):
+            return self.call.mark(f"{item['response_id']}:end")
+        if kind == "error":
+            self.log.info("session_error", code=item.get("code"), message=item.get("message"))
+        return None
+
+    async def drain(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while self.session is not None and self.session.replying and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await self._close(1001, "server shutting down")
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason)
+
+
+async def twiml_endpoint(request: Request) -> Response:
+    """TwiML for an incoming call: ``<Connect><Stream>`` to this gateway, carrying a fresh
+    single-use session token (so the media stream needs no other credential).
+
+    Authenticated with an API key: a Bearer/x-api-key header, or HTTP basic auth with the
+    key as the password (what a Twilio webhook URL can carry).
+    """
+    auth = request.app.state.auth
+    presented = bearer_or_header(request.headers) or _basic_password(request)
+    requested = request.query_params.get("assistant_id")
+    try:
+        principal = auth.key_principal(await auth.api_key(presented))
+        assistant_id = principal.assistant_for(requested)
+        await auth.check_assistant(assistant_id)
+    except AuthError as exc:
+        raise ApiError(exc.status, exc.code, str(exc)) from None
+    minted = auth.mint(principal, assistant_id, None, {})
+    scheme = "wss" if request.url.scheme in ("https", "wss") else "ws"
+    url = f"{scheme}://{request.url.netloc}/api/v1/voice/twilio"
+    body = tw.twiml(url, {"token": minted["token"], "assistant_id": assistant_id})
+    return Response(body, media_type="application/xml")
+
+
+def _basic_password(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:], validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[2] or None
