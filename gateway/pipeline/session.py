@@ -27,8 +27,9 @@ import structlog
 
 from gateway.audio import pcm
 from gateway.protocol import v1
-from gateway.providers.base import ChatRequest, Message, ProviderError
+from gateway.providers.base import ChatRequest, Message, PhonemeTiming, ProviderError
 
+from . import visemes
 from .outbox import AudioOut, Outbox
 from .pacing import Pacer
 from .runtime import Runtime
@@ -48,6 +49,15 @@ VAD_RATE = 16000
 
 
 @dataclass(frozen=True, slots=True)
+class VadOverrides:
+    """Per-session turn detection (OpenAI Realtime ``server_vad``); None: the config's."""
+
+    stop_ms: int | None = None  # silence that ends a turn
+    preroll_ms: int | None = None  # audio kept from before the speech start
+    threshold: float | None = None  # 0..1, higher needs louder speech
+
+
+@dataclass(frozen=True, slots=True)
 class SessionSettings:
     input: v1.AudioFormat
     output: v1.AudioFormat
@@ -55,6 +65,14 @@ class SessionSettings:
     voice: str | None = None
     system_prompt: str | None = None
     assistant_id: str = "default"
+    vad: VadOverrides | None = None
+    # False: a finished spoken turn goes into the history and waits for the client
+    # to ask for a reply (a typed turn); no reply starts on its own.
+    auto_respond: bool = True
+    # False: speech during a reply neither interrupts it nor becomes a turn.
+    barge_in: bool = True
+    # False: replies are text only (no TTS, no audio).
+    speak: bool = True
 
 
 @dataclass(slots=True)
@@ -88,6 +106,7 @@ class _Segment:
     response_id: str
     text: str
     pcm: bytes
+    phonemes: tuple[PhonemeTiming, ...] = ()
 
 
 @dataclass(slots=True)
@@ -131,15 +150,8 @@ class Session:
         self.log = structlog.get_logger("gateway.session").bind(session_id=session_id)
         self.history: list[Message] = list(history or [])
         self.settings = settings
-        self.endpointer = Endpointer(
-            EndpointerSettings(
-                frame_ms=cfg.vad.frame_ms, start_ms=cfg.vad.start_ms, stop_ms=cfg.vad.stop_ms,
-                barge_in_min_ms=cfg.vad.barge_in_min_ms, preroll_ms=cfg.vad.preroll_ms,
-                interim_interval_ms=cfg.stt.interim_interval_ms,
-                early_final_ms=cfg.stt.early_final_ms,
-                max_utterance_ms=int(cfg.stt.max_utterance_s * 1000),
-            )
-        )
+        self.endpointer = self._make_endpointer(1)
+        self._vad_changed = False
         q = cfg.queues
         self.audio_in: asyncio.Queue[bytes | None] = asyncio.Queue(q.audio_in)
         self.stt_q: asyncio.Queue[_SttJob] = asyncio.Queue(q.stt)
@@ -187,8 +199,35 @@ class Session:
         self._gen_task = None
 
     def reconfigure(self, settings: SessionSettings) -> None:
-        """Apply a ``start`` message (before any audio: the VAD stage has no state yet)."""
+        """Apply a ``start`` message (before any audio: the VAD stage has no state yet).
+
+        New VAD overrides take effect at the next silence (never mid-utterance)."""
+        if settings.vad != self.settings.vad:
+            self._vad_changed = True
         self.settings = settings
+
+    def _make_endpointer(self, first_turn_id: int) -> Endpointer:
+        cfg = self.cfg
+        o = self.settings.vad or VadOverrides()
+        return Endpointer(
+            EndpointerSettings(
+                frame_ms=cfg.vad.frame_ms, start_ms=cfg.vad.start_ms,
+                stop_ms=o.stop_ms if o.stop_ms is not None else cfg.vad.stop_ms,
+                barge_in_min_ms=cfg.vad.barge_in_min_ms,
+                preroll_ms=o.preroll_ms if o.preroll_ms is not None else cfg.vad.preroll_ms,
+                interim_interval_ms=cfg.stt.interim_interval_ms,
+                early_final_ms=cfg.stt.early_final_ms,
+                max_utterance_ms=int(cfg.stt.max_utterance_s * 1000),
+            ),
+            first_turn_id=first_turn_id,
+        )
+
+    def _vad_stream(self) -> Any:
+        threshold = self.settings.vad.threshold if self.settings.vad else None
+        if threshold is not None:
+            with contextlib.suppress(TypeError):  # a VAD without a threshold knob
+                return self.runtime.vad.stream(self.cfg.vad.frame_ms, threshold=threshold)
+        return self.runtime.vad.stream(self.cfg.vad.frame_ms)
 
     def emit(self, event: dict[str, Any]) -> None:
         self.outbox.put(event)
@@ -251,7 +290,7 @@ class Session:
     # --- VAD stage --------------------------------------------------------------------
 
     async def _vad_stage(self) -> None:
-        stream = self.runtime.vad.stream(self.cfg.vad.frame_ms)
+        stream = self._vad_stream()
         reframer = pcm.Reframer(pcm.frame_bytes(VAD_RATE, self.cfg.vad.frame_ms))
         resampler: pcm.Resampler | None = None
         while True:
@@ -261,8 +300,13 @@ class Session:
                 continue
             if resampler is None:
                 resampler = pcm.Resampler(self.settings.input.sample_rate, VAD_RATE)
+            if self._vad_changed and not self.endpointer.speaking:
+                self._vad_changed = False
+                stream = self._vad_stream()
+                self.endpointer = self._make_endpointer(self.endpointer.new_turn_id())
             for frame in reframer.push(resampler.process(chunk)):
-                events = self.endpointer.push(frame, stream.is_speech(frame), self.replying)
+                speech = stream.is_speech(frame) and (self.settings.barge_in or not self.replying)
+                events = self.endpointer.push(frame, speech, self.replying)
                 if events:
                     await self._turn_events(events)
 
@@ -331,7 +375,9 @@ class Session:
             return
         self.emit({"type": "transcription", "text": text, "final": True,
                    "turn_id": job.turn_id})
-        if text:
+        if text and not self.settings.auto_respond:
+            self.history.append(Message("user", text))  # the client asks for the reply
+        elif text:
             self._submit_turn(_UserTurn(job.turn_id, text, job.stopped_at, _ms()))
 
     async def _interim(self, job: _SttJob) -> None:
@@ -416,7 +462,6 @@ class Session:
     # --- TTS stage --------------------------------------------------------------------
 
     async def _tts_stage(self) -> None:
-        out_rate = self.settings.output.sample_rate
         while True:
             item = await self.tts_q.get()
             if self._live(item.turn_id, item.response_id) is None:
@@ -424,6 +469,9 @@ class Session:
             if isinstance(item, _EndOfReply):
                 await self.play_q.put(item)
                 continue
+            if not self.settings.speak:
+                continue
+            out_rate = self.settings.output.sample_rate  # per sentence: a client may change it
             try:
                 speech = await self.runtime.synthesize(item.text, self.settings.voice, out_rate)
             except ProviderError as exc:
@@ -431,7 +479,7 @@ class Session:
                 continue
             if self._live(item.turn_id, item.response_id) is not None:
                 await self.play_q.put(_Segment(item.turn_id, item.response_id, item.text,
-                                               speech.pcm))
+                                               speech.pcm, speech.phonemes))
 
     # --- playout ----------------------------------------------------------------------
 
@@ -453,6 +501,8 @@ class Session:
             self.emit({"type": "tts_start", "response_id": r.response_id,
                        "encoding": out.encoding, "sample_rate": out.sample_rate})
         chunk = pcm.frame_bytes(out.sample_rate, self.cfg.audio.output_chunk_ms)
+        if seg.phonemes:
+            self._emit_lipsync(r, seg)
         r.segments.append(SpokenSegment(seg.text, pcm.duration_ms(len(seg.pcm), out.sample_rate)))
         for start in range(0, len(seg.pcm), chunk):
             delay = r.pacer.delay_ms(_ms())
@@ -470,6 +520,18 @@ class Session:
         # Internal (underscore) event: transports with playback marks (telephony) use it.
         self.emit({"type": "_segment_played", "response_id": r.response_id,
                    "index": len(r.segments) - 1})
+
+    def _emit_lipsync(self, r: Response, seg: _Segment) -> None:
+        """Mouth shapes and word timings for an avatar, relative to the reply's audio start."""
+        offset = r.pacer.sent_ms
+        cues = visemes.visemes(seg.phonemes, offset)
+        words = visemes.word_timings(seg.text, seg.phonemes, offset)
+        self.emit({"type": "viseme", "response_id": r.response_id,
+                   "visemes": [{"offset_ms": c.offset_ms, "viseme": c.viseme} for c in cues]})
+        if words:
+            self.emit({"type": "word_timing", "response_id": r.response_id,
+                       "words": [{"word": w.word, "start_ms": w.start_ms, "end_ms": w.end_ms}
+                                 for w in words]})
 
     async def _finish(self, r: Response) -> None:
         # Stay interruptible until the listener has heard the last chunk.

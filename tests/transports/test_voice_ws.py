@@ -61,6 +61,15 @@ async def test_whole_turn_with_real_speech(gateway) -> None:
     levels = np.sqrt((windows**2).mean(axis=1))
     assert levels.max() > 10 * max(levels.min(), 1.0)
 
+    # Lip-sync for avatars: mouth shapes and word timings within the reply audio.
+    cues = [c for e in client.events("viseme") for c in e["visemes"]]
+    assert cues and {c["viseme"] for c in cues} - {"sil"}
+    offsets = [c["offset_ms"] for c in cues]
+    assert offsets == sorted(offsets) and offsets[-1] <= complete["duration_ms"] + 20
+    words = [w["word"] for e in client.events("word_timing") for w in e["words"]]
+    assert " ".join(words).lower().startswith("the gateway is a voice server")
+    assert types.index("viseme") > types.index("tts_start")
+
 
 async def test_reply_audio_is_paced_not_burst(gateway) -> None:
     client = await ask(gateway)
