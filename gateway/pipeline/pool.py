@@ -118,7 +118,7 @@ async def _drain(
     deadline = loop.time() + total_timeout
     first = True
     while True:
-        wait = min(first_timeout if first else total_timeout, deadline - loop.time())
+        wait = min(first_timeout, deadline - loop.time())  # also the limit for each gap
         try:
             async with asyncio.timeout(max(0.0, wait)):
                 item = await items.get()

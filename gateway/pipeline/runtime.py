@@ -7,10 +7,10 @@ run blocking providers in the stage's bounded pool and apply the stage's timeout
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,8 @@ from gateway.config import Config
 from gateway.providers import registry
 from gateway.providers.base import STT, TTS, VAD, ChatRequest, Passage, ProviderError, Speech
 
+from .breaker import Breaker
+from .failover import Chain, Timeouts
 from .pool import InferencePool
 
 log = structlog.get_logger("gateway.runtime")
@@ -30,88 +32,93 @@ log = structlog.get_logger("gateway.runtime")
 class Runtime:
     cfg: Config
     vad: VAD
-    stt: STT
-    llm: Any
-    tts: TTS
+    chains: dict[str, Chain]
     pools: dict[str, InferencePool] = field(default_factory=dict)
-    status: dict[str, str] = field(default_factory=dict)
     # Set by the app once the database is up: async search(assistant_id, question, k).
     retriever: Any = None
+
+    @property
+    def stt(self) -> STT:
+        return self.chains["stt"].primary  # type: ignore[no-any-return]
+
+    @property
+    def llm(self) -> Any:
+        return self.chains["llm"].primary
+
+    @property
+    def tts(self) -> TTS:
+        return self.chains["tts"].primary  # type: ignore[no-any-return]
 
     @classmethod
     def load(cls, cfg: Config, *, overrides: dict[str, Any] | None = None) -> Runtime:
         """Load every provider (blocking: call from a thread). ``overrides`` injects
-        ready-made provider objects by stage name (tests)."""
+        ready-made provider objects, or lists of them (a failover chain), by stage."""
         overrides = overrides or {}
-        status: dict[str, str] = {}
-
-        def make(stage: str, factory: Callable[[Config], Any]) -> Any:
-            if stage in overrides:
-                status[stage] = "ok"
-                return overrides[stage]
-            started = time.perf_counter()
-            try:
-                obj = factory(cfg)
-            except ProviderError as exc:
-                if stage == "llm" and cfg.llm.provider == "llama":
-                    # The small local model is optional; answer from the knowledge base.
-                    log.warning("llm_fallback", provider="extractive", reason=str(exc))
-                    obj = registry.create("llm", "extractive", cfg)
-                else:
-                    raise
-            status[stage] = "ok"
-            log.info("provider_loaded", stage=stage, provider=obj.name,
-                     ms=round((time.perf_counter() - started) * 1000))
-            return obj
-
         w = cfg.workers
         pools = {
             stage: InferencePool(stage, threads, w.max_waiting, w.wait_timeout_s)
             for stage, threads in (("stt", w.threads), ("llm", 1), ("tts", w.threads))
         }
-        return cls(
-            cfg=cfg,
-            vad=make("vad", registry.create_vad),
-            stt=make("stt", registry.create_stt),
-            llm=make("llm", registry.create_llm),
-            tts=make("tts", registry.create_tts),
-            pools=pools,
-            status=status,
-        )
+        timeouts = {
+            "stt": Timeouts(cfg.stt.timeout_s, cfg.stt.timeout_s),
+            "llm": Timeouts(cfg.llm.first_token_timeout_s, cfg.llm.total_timeout_s),
+            "tts": Timeouts(cfg.tts.timeout_s, cfg.tts.timeout_s),
+        }
+        chains: dict[str, Chain] = {}
+        for stage in ("stt", "llm", "tts"):
+            providers = _stage_providers(cfg, stage, overrides.get(stage))
+            breakers = [Breaker(cfg.failover.breaker_threshold, cfg.failover.breaker_cooldown_s)
+                        for _ in providers]
+            chains[stage] = Chain(stage, providers, pools[stage], timeouts[stage], breakers)
+        vad = overrides.get("vad") or _load(cfg, "vad", cfg.vad.provider)
+        return cls(cfg=cfg, vad=vad, chains=chains, pools=pools)
 
     def health(self) -> dict[str, str]:
-        return {stage: self.status.get(stage, "error: not loaded")
-                for stage in ("vad", "stt", "llm", "tts")}
+        """Per stage "ok" or "error: …" (the primary's state; every provider in details)."""
+        out = {"vad": "ok"}
+        for stage, chain in self.chains.items():
+            states = list(chain.health().values())
+            ok = [st for st in states if st.startswith("ok")]
+            out[stage] = "ok" if ok and states[0].startswith("ok") else (
+                f"degraded: {states[0]}" if ok else states[0])
+        return out
+
+    def provider_details(self) -> dict[str, Any]:
+        return {stage: {"providers": chain.health(), "failovers": chain.failovers,
+                        "all_failed": chain.exhausted}
+                for stage, chain in self.chains.items()}
 
     def close(self) -> None:
         for pool in self.pools.values():
             pool.shutdown()
-        for provider in (self.stt, self.llm, self.tts):
-            closer = getattr(provider, "close", None)
-            if callable(closer) and not inspect.iscoroutinefunction(closer):
-                closer()
+        for chain in self.chains.values():
+            for provider in chain.providers:
+                closer = getattr(provider, "close", None)
+                if callable(closer) and not inspect.iscoroutinefunction(closer):
+                    closer()
 
     async def aclose(self) -> None:
-        closer = getattr(self.llm, "aclose", None)
-        if closer is not None:
-            await closer()
+        for chain in self.chains.values():
+            for provider in chain.providers:
+                closer = getattr(provider, "aclose", None)
+                if closer is not None:
+                    with contextlib.suppress(Exception):
+                        await closer()
         self.close()
 
     # --- stage helpers -------------------------------------------------------------
 
     async def transcribe(self, pcm16k: bytes, language: str | None) -> str:
-        job = functools.partial(self.stt.transcribe, pcm16k, language=language)
-        return await self.pools["stt"].run(job, timeout=self.cfg.stt.timeout_s)
+        text: str = await self.chains["stt"].call("transcribe", pcm16k, language=language)
+        return text
 
     async def synthesize(self, text: str, voice: str | None, out_rate: int) -> Speech:
-        def job() -> Speech:
-            speech = self.tts.synthesize(text, voice=voice)
-            if speech.sample_rate == out_rate:
-                return speech
-            resampled = pcm.resample(speech.pcm, speech.sample_rate, out_rate)
-            return Speech(resampled, out_rate, speech.phonemes)
-
-        return await self.pools["tts"].run(job, timeout=self.cfg.tts.timeout_s)
+        speech: Speech = await self.chains["tts"].call("synthesize", text, voice=voice)
+        if speech.sample_rate == out_rate:
+            return speech
+        # Resampling a sentence takes ~1 ms; not worth a pool hop.
+        resampled = pcm.resample(speech.pcm, speech.sample_rate, out_rate)
+        return Speech(resampled, out_rate, speech.phonemes)
 
     async def retrieve(self, assistant_id: str, question: str) -> list[Passage]:
         """Knowledge-base passages for a question; none (not a failed turn) on trouble."""
@@ -128,13 +135,41 @@ class Runtime:
             return []
 
     def reply_tokens(self, request: ChatRequest) -> AsyncIterator[str]:
-        """Token stream from the configured LLM, blocking or async, with the LLM timeouts."""
-        llm_cfg = self.cfg.llm
-        if hasattr(self.llm, "generate"):
-            return self.pools["llm"].iterate(
-                lambda: self.llm.generate(request),
-                first_timeout=llm_cfg.first_token_timeout_s,
-                total_timeout=llm_cfg.total_timeout_s,
-            )
-        stream: AsyncIterator[str] = self.llm.stream(request)
-        return stream
+        """Token stream from the LLM chain (blocking or async providers), with failover."""
+
+        def make(provider: Any) -> Any:
+            if hasattr(provider, "generate"):
+                return provider.generate(request)
+            return provider.stream(request)
+
+        return self.chains["llm"].stream(make)
+
+
+def _load(cfg: Config, stage: str, name: str) -> Any:
+    started = time.perf_counter()
+    obj = registry.create(stage, name, cfg)
+    log.info("provider_loaded", stage=stage, provider=obj.name,
+             ms=round((time.perf_counter() - started) * 1000))
+    return obj
+
+
+def _stage_providers(cfg: Config, stage: str, override: Any) -> list[Any]:
+    if override is not None:
+        return list(override) if isinstance(override, list | tuple) else [override]
+    section = getattr(cfg, stage)
+    providers: list[Any] = []
+    for name in (section.provider, *section.fallbacks):
+        try:
+            providers.append(_load(cfg, stage, name))
+        except ProviderError as exc:
+            if stage == "llm" and name == "llama" and not section.fallbacks:
+                # The small local model is optional: answer from the knowledge base.
+                log.warning("llm_fallback", provider="extractive", reason=str(exc))
+                providers.append(_load(cfg, stage, "extractive"))
+            elif providers or len(section.fallbacks) > 0:
+                log.error("provider_unavailable", stage=stage, provider=name, error=str(exc))
+            else:
+                raise
+    if not providers:
+        raise ProviderError(f"no {stage} provider could be loaded")
+    return providers

@@ -12,7 +12,7 @@ from typing import Any
 import soundfile as sf
 import websockets
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parent / "data"
 RATE = 16000
 FRAME = RATE * 20 // 1000 * 2  # bytes per 20 ms frame
 
