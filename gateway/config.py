@@ -74,6 +74,7 @@ class VADConfig:
 @dataclass(frozen=True, slots=True)
 class STTConfig:
     provider: str = "whisper"  # whisper | null
+    fallbacks: tuple[str, ...] = ()  # tried in order when the provider fails
     model: str = "tiny.en"  # tiny.en | base
     language: str = "en"
     interim_interval_ms: int = 1000
@@ -88,6 +89,7 @@ class STTConfig:
 @dataclass(frozen=True, slots=True)
 class LLMConfig:
     provider: str = "llama"  # llama | extractive | openai | null
+    fallbacks: tuple[str, ...] = ()
     system_prompt: str = (
         "You are the voice assistant of {assistant_name}. Answer in one or two short "
         "spoken sentences, using only the facts in the passages below."
@@ -109,6 +111,7 @@ class LLMConfig:
 @dataclass(frozen=True, slots=True)
 class TTSConfig:
     provider: str = "piper"  # piper | espeak | null
+    fallbacks: tuple[str, ...] = ()
     voice: str = "joe"
     speed: float = 1.0
     timeout_s: float = 15.0
@@ -118,6 +121,8 @@ class TTSConfig:
 class KnowledgeConfig:
     path: str = ""  # empty: the sample knowledge base shipped in the package
     top_k: int = 3
+    # Larger documents are refused on import (DOCUMENT_TOO_LARGE); split them instead.
+    max_document_bytes: int = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,12 +150,66 @@ class AuthConfig:
     token_ttl_min_s: int = 10
     token_ttl_max_s: int = 7200
     token_secret: str = field(default="", repr=False)
+    # OAuth 2 (gateway.api.oauth): access tokens and legacy chatbot JWTs, authorization codes.
+    oauth_access_ttl_s: int = 3600
+    oauth_code_ttl_s: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """Limits in the ``limits`` notation ("60/minute", "10/minute;100/day"; "" = none)."""
+
+    enabled: bool = True
+    # memory:// (one process) | async+redis://host:6379 (shared by several gateways)
+    storage_url: str = field(default="memory://", repr=False)
+    strategy: str = "sliding-window-counter"  # | moving-window | fixed-window
+    key_prefix: str = "gateway"
+    # Per endpoint group, per caller (key, user, or client IP when anonymous).
+    group_chat: str = "60/minute"
+    group_token: str = "10/minute"
+    group_health: str = "100/minute"
+    group_import: str = "100/minute"
+    group_query: str = "60/minute"
+    group_search: str = "60/minute"
+    group_voice: str = "30/minute"
+    group_oauth: str = "30/minute"
+    group_default: str = "120/minute"
+    # Per caller over all endpoints, by the credential's (or the assistant's) tier.
+    tier_free: str = "10/minute;100/day"
+    tier_basic: str = "60/minute;1000/day"
+    tier_pro: str = "120/minute;5000/day"
+    tier_enterprise: str = "500/minute;50000/day"
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverConfig:
+    # A provider failing this many calls in a row is skipped for cooldown_s, then probed.
+    breaker_threshold: int = 3
+    breaker_cooldown_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
     # Empty: SQLite in the data dir. PostgreSQL: postgresql+asyncpg://user@host/db
     url: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class WebRTCConfig:
+    # ICE servers of the gateway's own agent ("stun:host:port", "turn:host:port?transport=udp");
+    # aioice uses the first STUN and the first TURN entry. Empty: none (no outside traffic).
+    stun_servers: tuple[str, ...] = ()
+    turn_servers: tuple[str, ...] = ()
+    turn_username: str = ""
+    turn_credential: str = field(default="", repr=False)
+    # Host candidates the gateway offers: IPs, CIDR networks or interface names.
+    # Empty: every interface except loopback (aioice's default).
+    host_candidates: tuple[str, ...] = ()
+    ipv6: bool = True
+    output_sample_rate: int = 48000  # reply track rate handed to the Opus encoder
+    max_pending_offers: int = 16  # peers answered but not yet connected
+    ice_gathering_timeout_s: float = 5.0
+    connect_timeout_s: float = 20.0  # answered but never connected: dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +225,9 @@ class Config:
     queues: QueueConfig = QueueConfig()
     auth: AuthConfig = AuthConfig()
     database: DatabaseConfig = DatabaseConfig()
+    failover: FailoverConfig = FailoverConfig()
+    webrtc: WebRTCConfig = WebRTCConfig()
+    ratelimit: RateLimitConfig = RateLimitConfig()
 
     @property
     def data_path(self) -> Path:
@@ -289,7 +351,24 @@ def _validate(cfg: Config) -> None:
     lo, hi = cfg.auth.token_ttl_min_s, cfg.auth.token_ttl_max_s
     if not lo <= cfg.auth.token_ttl_s <= hi:
         raise ConfigError(f"auth.token_ttl_s must be within {lo}..{hi}")
+    _validate_ratelimit(cfg.ratelimit)
+    if cfg.webrtc.output_sample_rate not in (16000, 24000, 48000):
+        raise ConfigError("webrtc.output_sample_rate must be 16000, 24000 or 48000")
     if cfg.server.allow_anonymous.lower() not in (
         "auto", "true", "false", "yes", "no", "1", "0"
     ):
         raise ConfigError("server.allow_anonymous must be auto, true or false")
+
+
+def _validate_ratelimit(rl: RateLimitConfig) -> None:
+    from limits import parse_many  # the limiter's own parser: what it accepts, we accept
+
+    if rl.strategy not in ("sliding-window-counter", "moving-window", "fixed-window"):
+        raise ConfigError("ratelimit.strategy must be sliding-window-counter, moving-window "
+                          "or fixed-window")
+    for f in dataclasses.fields(rl):
+        if f.name.startswith(("group_", "tier_")) and getattr(rl, f.name).strip():
+            try:
+                parse_many(getattr(rl, f.name))
+            except ValueError as exc:
+                raise ConfigError(f"ratelimit.{f.name}: {exc}") from exc
