@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 
 from gateway import __version__
-from gateway.api import chat, knowledge, oauth
+from gateway.api import chat, knowledge, oauth, ratelimit
 from gateway.api.auth import Authenticator, load_token_secret
 from gateway.api.errors import install_error_handlers
 from gateway.api.routes import router
@@ -25,8 +25,13 @@ from gateway.store.assistants import ensure_default_assistant
 from gateway.store.db import Database
 from gateway.store.keys import KeyStore
 from gateway.store.retriever import Retriever
+from gateway.store.voice_log import VoiceLog
+from gateway.transports.realtime import realtime_ws
+from gateway.transports.realtime_secrets import beta_sessions, client_secrets
 from gateway.transports.twilio import twilio_ws, twiml_endpoint
+from gateway.transports.webrtc import webrtc_offer
 from gateway.transports.websocket import voice_ws
+from gateway.web import install_pages
 
 log = structlog.get_logger("gateway.app")
 
@@ -93,13 +98,19 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
         app.state.db = db
         app.state.keys = keys
         app.state.auth = Authenticator(cfg, db, keys, load_token_secret(cfg))
+        oauth.install(app)  # OAuth access tokens and legacy JWTs as bearer credentials
+        app.state.limiter = await ratelimit.Limiter.create(cfg)  # None when disabled
         app.state.runtime = runtime
         app.state.sessions = SessionRegistry(cfg.server.max_sessions)
+        app.state.voice_log = VoiceLog(db)
         log.info("gateway_ready", host=cfg.server.host, port=cfg.server.port,
                  providers={s: getattr(runtime, s).name for s in ("vad", "stt", "llm", "tts")})
         try:
             yield
         finally:
+            if app.state.limiter is not None:
+                await app.state.limiter.aclose()
+            await app.state.voice_log.flush()
             await runtime.aclose()
             await db.close()
 
@@ -108,7 +119,9 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
                   "docs/protocol.md (ws /api/v1/voice/ws).")
     if cfg.server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.server.cors_origins),
-                           allow_methods=["*"], allow_headers=["*"])
+                           allow_methods=["*"], allow_headers=["*"],
+                           expose_headers=[*ratelimit.HEADER_NAMES, "Retry-After"])
+    app.add_middleware(ratelimit.RateLimitHeaders)
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(knowledge.router)
@@ -118,5 +131,17 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
     app.add_api_websocket_route("/api/v1/voice/twilio", twilio_ws)
     app.add_api_route("/api/v1/voice/twilio/twiml", twiml_endpoint, methods=["GET", "POST"],
                       tags=["telephony"], summary="TwiML connecting a call to the gateway",
+                      response_class=Response)
+    app.add_api_route("/api/v1/voice/webrtc/offer", webrtc_offer, methods=["POST"],
+                      tags=["voice"], summary="WebRTC: answer an SDP offer (one voice session)",
+                      response_class=Response)
+    install_pages(app)  # the voice page (/) and the kiosk (/kiosk)
+    # OpenAI-Realtime-compatible endpoint: clients change only their base URL.
+    app.add_api_websocket_route("/v1/realtime", realtime_ws)
+    app.add_api_route("/v1/realtime/client_secrets", client_secrets, methods=["POST"],
+                      tags=["realtime"], summary="Mint an ek_ client secret (one session)",
+                      response_class=Response)
+    app.add_api_route("/v1/realtime/sessions", beta_sessions, methods=["POST"],
+                      tags=["realtime"], summary="Beta: session + client_secret",
                       response_class=Response)
     return app

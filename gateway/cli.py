@@ -1,4 +1,4 @@
-"""``gateway serve | keys create|list|revoke | token``: the command line."""
+"""``gateway serve | keys create|list|revoke | users create | oauth-clients create``."""
 
 from __future__ import annotations
 
@@ -64,6 +64,54 @@ def _cmd_keys(cfg: Config, args: argparse.Namespace) -> int:
     return asyncio.run(_with_db(cfg, job))
 
 
+def _read_password(confirm: bool = True) -> str:
+    """From a terminal: prompted twice; otherwise the first line of stdin."""
+    import getpass
+
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("password: ")
+    if confirm and getpass.getpass("again: ") != password:
+        raise ValueError("the passwords differ")
+    return password
+
+
+def _cmd_users(cfg: Config, args: argparse.Namespace) -> int:
+    from gateway.store.users import StoreError, create_user
+
+    try:
+        password = _read_password()
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+    async def job(db: Any) -> int:
+        try:
+            user = await create_user(db, args.username, password)
+        except StoreError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"created user {user.username} ({user.id})")
+        return 0
+
+    return asyncio.run(_with_db(cfg, job))
+
+
+def _cmd_oauth_clients(cfg: Config, args: argparse.Namespace) -> int:
+    from gateway.store.users import StoreError, create_client
+
+    async def job(db: Any) -> int:
+        try:
+            client = await create_client(db, args.client_id, args.redirect_uri, args.name)
+        except StoreError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"created OAuth client {client.client_id} -> {', '.join(client.redirect_uris)}")
+        return 0
+
+    return asyncio.run(_with_db(cfg, job))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway", description=__doc__)
     p.add_argument("--config", help="TOML config file (default: $GATEWAY_CONFIG or built-ins)")
@@ -80,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     ks.add_parser("list", help="list keys (never the secrets)")
     kr = ks.add_parser("revoke", help="revoke a key by id")
     kr.add_argument("key_id")
+    u = sub.add_parser("users", help="manage users who sign in on the OAuth page")
+    us = u.add_subparsers(dest="users_cmd", required=True)
+    uc = us.add_parser("create", help="create a user (password from the prompt or stdin)")
+    uc.add_argument("--username", required=True)
+    o = sub.add_parser("oauth-clients", help="manage OAuth clients (apps using PKCE)")
+    os_ = o.add_subparsers(dest="clients_cmd", required=True)
+    oc = os_.add_parser("create", help="register a public client and its redirect URIs")
+    oc.add_argument("--client-id", required=True)
+    oc.add_argument("--redirect-uri", required=True, action="append",
+                    help="exact redirect URI (repeat for several)")
+    oc.add_argument("--name", default="")
     return p
 
 
@@ -90,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    handlers = {"serve": _cmd_serve, "keys": _cmd_keys}
+    handlers = {"serve": _cmd_serve, "keys": _cmd_keys, "users": _cmd_users,
+                "oauth-clients": _cmd_oauth_clients}
     return handlers[args.cmd](cfg, args)
 
 

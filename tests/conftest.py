@@ -21,6 +21,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from testdb import BACKENDS, TestDatabases, selected_backend
+
 from gateway.app import create_app
 from gateway.config import Config
 from gateway.providers import registry
@@ -28,6 +30,32 @@ from gateway.server import make_server
 
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"
+# The backend gateway servers use: GATEWAY_TEST_DB=sqlite (default) or postgres.
+TEST_DB = selected_backend()
+
+
+def pytest_report_header() -> str:
+    return f"gateway test database: {TEST_DB}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The PostgreSQL run keeps the tests that use a database (GATEWAY_TEST_ALL=1: all).
+
+    A test uses one through ``test_databases`` (``gateway_factory``, ``database_url``,
+    ``new_database_url``); the others, and the SQLite cases of tests parametrized over
+    both backends, ran in the SQLite run already and cannot depend on the backend.
+    """
+    if TEST_DB != "postgres" or os.environ.get("GATEWAY_TEST_ALL", "") not in ("", "0"):
+        return
+    keep: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        uses_db = "test_databases" in getattr(item, "fixturenames", ())
+        (keep if uses_db and "sqlite" not in params else []).append(item)
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
 
 
 def free_port() -> int:
@@ -45,6 +73,40 @@ def models() -> dict[str, Any]:
         "stt": registry.create("stt", "whisper", cfg),
         "tts": registry.create("tts", "piper", cfg),
     }
+
+
+@pytest.fixture(scope="session")
+def test_databases() -> Iterator[TestDatabases]:
+    dbs = TestDatabases()
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, test_databases: TestDatabases
+) -> Iterator[str]:
+    """A new, empty database on each backend (SQLite file, fresh PostgreSQL database)."""
+    url = test_databases.new_url(request.param, tmp_path / f"db-{request.param}")
+    yield url
+    test_databases.drop(url)
+
+
+@pytest.fixture
+def new_database_url(
+    tmp_path: Path, test_databases: TestDatabases
+) -> Iterator[Callable[..., str]]:
+    """``new_database_url(backend=TEST_DB)``: more empty databases, dropped after the test."""
+    made: list[str] = []
+
+    def make(backend: str = TEST_DB) -> str:
+        url = test_databases.new_url(backend, tmp_path / f"newdb{len(made)}")
+        made.append(url)
+        return url
+
+    yield make
+    for url in made:
+        test_databases.drop(url)
 
 
 @dataclass
@@ -83,16 +145,24 @@ def start_gateway(cfg: Config, providers: dict[str, Any]) -> RunningGateway:
 
 @pytest.fixture
 def gateway_factory(
-    tmp_path: Path, models: dict[str, Any]
+    tmp_path: Path, models: dict[str, Any], test_databases: TestDatabases
 ) -> Iterator[Callable[..., RunningGateway]]:
-    """Start gateways with config overrides: ``gateway_factory(llm={...}, providers={...})``."""
+    """Start gateways with config overrides: ``gateway_factory(llm={...}, providers={...})``.
+
+    Each gateway gets its own database on the selected backend (with PostgreSQL, a fresh
+    database), unless ``database={"url": ...}`` is given, e.g. to share one between two.
+    """
     running: list[RunningGateway] = []
+    databases: list[str] = []
 
     def make(providers: dict[str, Any] | None = None, **sections: dict[str, Any]) -> RunningGateway:
         server = {"port": free_port(), "data_dir": str(tmp_path / f"data{len(running)}"),
                   "log_level": "warning", **sections.pop("server", {})}
-        base = {"llm": {"provider": "extractive"},
-                "knowledge": {"path": str(DATA / "knowledge")}}
+        base: dict[str, dict[str, Any]] = {"llm": {"provider": "extractive"},
+                                           "knowledge": {"path": str(DATA / "knowledge")}}
+        if TEST_DB == "postgres" and "database" not in sections:
+            databases.append(test_databases.new_url("postgres", tmp_path))
+            base["database"] = {"url": databases[-1]}
         for key, value in sections.items():
             base[key] = {**base.get(key, {}), **value}
         cfg = Config().replace(server=server, **base)
@@ -106,6 +176,8 @@ def gateway_factory(
     yield make
     for gw in running:
         gw.stop()
+    for url in databases:
+        test_databases.drop(url)
 
 
 @pytest.fixture

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import __version__
 
 from .auth import AuthError
 from .errors import ERROR_RESPONSES, ApiError, client_host
+from .ratelimit import enforce, per_ip
 
 router = APIRouter()
 
@@ -39,7 +40,9 @@ class HealthResponse(BaseModel):
     providers: dict[str, str]
 
 
-@router.get("/api/health", response_model=HealthResponse, tags=["health"])
+@router.get("/api/health", response_model=HealthResponse, tags=["health"],
+            dependencies=[Depends(per_ip("health"))],
+            responses={429: ERROR_RESPONSES[429]})
 async def health(request: Request) -> dict[str, Any]:
     runtime = request.app.state.runtime
     providers = runtime.health()
@@ -62,6 +65,7 @@ async def get_access_token(request: Request, body: AccessTokenRequest) -> dict[s
         principal = await auth.principal(request.headers, client_host(request), requested)
         if principal.kind not in ("api_key", "oauth"):
             raise AuthError("an API key is required to mint session tokens")
+        await enforce(request, principal, "token")
         assistant_id = principal.assistant_for(requested)
         await auth.check_assistant(assistant_id)
     except AuthError as exc:

@@ -5,6 +5,8 @@ No I/O, no asyncio. Resampling uses libsoxr (``soxr``), not a hand-written filte
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import numpy.typing as npt
 import soxr
@@ -170,3 +172,28 @@ class Reframer:
         rest = bytes(self._buf)
         self._buf.clear()
         return rest
+
+
+# --- encodings by name, and base64 (JSON-framed audio) -----------------------------
+
+ENCODERS = {"pcm_s16le": lambda pcm: pcm, "mulaw": mulaw_encode, "alaw": alaw_encode}
+DECODERS = {"pcm_s16le": lambda data: data, "mulaw": mulaw_decode, "alaw": alaw_decode}
+
+
+def encode(pcm: bytes, encoding: str) -> bytes:
+    """s16le -> ``encoding`` (pcm_s16le | mulaw | alaw)."""
+    return bytes(ENCODERS[encoding](pcm))
+
+
+def decode(data: bytes, encoding: str) -> bytes:
+    """``encoding`` (pcm_s16le | mulaw | alaw) -> s16le."""
+    return bytes(DECODERS[encoding](data))
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str) -> bytes:
+    """Strict base64 (ValueError on anything else, as binascii.Error is one)."""
+    return base64.b64decode(text, validate=True)

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +129,7 @@ class Response:
     cancelled: bool = False
     first_token_at: float | None = None
     first_audio_at: float | None = None
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Session:
@@ -162,8 +164,11 @@ class Session:
         self.response: Response | None = None
         self._gen_task: asyncio.Task[None] | None = None
         self._interim_task: asyncio.Task[None] | None = None
+        self._finalized_turn = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._dropped_audio = 0
+        # Called with a dict per finished turn (completed or interrupted): storage hook.
+        self.on_turn_end: Callable[[dict[str, Any]], None] | None = None
         self.turns_completed = 0
 
     # --- lifecycle -------------------------------------------------------------------
@@ -224,10 +229,11 @@ class Session:
 
     def _vad_stream(self) -> Any:
         threshold = self.settings.vad.threshold if self.settings.vad else None
+        vad: Any = self.runtime.vad  # webrtcvad and silero take an optional threshold
         if threshold is not None:
             with contextlib.suppress(TypeError):  # a VAD without a threshold knob
-                return self.runtime.vad.stream(self.cfg.vad.frame_ms, threshold=threshold)
-        return self.runtime.vad.stream(self.cfg.vad.frame_ms)
+                return vad.stream(self.cfg.vad.frame_ms, threshold=threshold)
+        return vad.stream(self.cfg.vad.frame_ms)
 
     def emit(self, event: dict[str, Any]) -> None:
         self.outbox.put(event)
@@ -284,6 +290,7 @@ class Session:
         heard = heard_text(r.segments, played)
         if heard:
             self.history.append(Message("assistant", heard))
+        self._record_turn(r, heard, interrupted=True)
         self.log.info("interrupted", response_id=r.response_id, played_ms=round(played),
                       heard_chars=len(heard), reply_chars=len(r.text))
 
@@ -349,7 +356,6 @@ class Session:
                 if self._interim_task is None or self._interim_task.done():
                     self._interim_task = asyncio.create_task(self._interim(job))
                 continue
-            self._cancel_interim()
             reuse = early if early is not None and early[0] == job.turn_id else None
             if early is not None and (reuse is None or not job.use_early):
                 early[1].cancel()
@@ -373,6 +379,8 @@ class Session:
                 return
             await self._final(job, None)  # the early decode failed: decode afresh
             return
+        self._cancel_interim()  # an interim that is still running would come after this
+        self._finalized_turn = job.turn_id
         self.emit({"type": "transcription", "text": text, "final": True,
                    "turn_id": job.turn_id})
         if text and not self.settings.auto_respond:
@@ -385,7 +393,8 @@ class Session:
             text = await self.runtime.transcribe(job.pcm, self.settings.language)
         except ProviderError:
             return  # an interim result is best effort; the final one reports errors
-        if text and self.endpointer.speaking and self.endpointer.turn_id == job.turn_id:
+        # Shown until the final transcript of its turn is out (even after speech_stopped).
+        if text and job.turn_id > self._finalized_turn:
             self.emit({"type": "transcription", "text": text, "final": False,
                        "turn_id": job.turn_id})
 
@@ -436,10 +445,10 @@ class Session:
             self._provider_error("llm", exc)
         for sentence in splitter.flush():
             await self.tts_q.put(_Sentence(turn.turn_id, response_id, sentence))
+        r.sources = [{"title": p.title, "source": p.source} for p in passages]
         if r.text:
             self.emit({"type": "agent_response", "text": r.text.strip(),
-                       "response_id": response_id,
-                       "sources": [{"title": p.title, "source": p.source} for p in passages]})
+                       "response_id": response_id, "sources": r.sources})
         await self.tts_q.put(_EndOfReply(turn.turn_id, response_id))
 
     def _system_prompt(self) -> str:
@@ -548,15 +557,33 @@ class Session:
             self.history.append(Message("assistant", r.text.strip()))
         self.response = None
         self.turns_completed += 1
+        self._record_turn(r, r.text.strip(), interrupted=False)
+
+    def _record_turn(self, r: Response, heard: str, *, interrupted: bool) -> None:
+        """Hand the finished turn to the transport's recorder (conversation storage)."""
+        if self.on_turn_end is None:
+            return
+        self.on_turn_end({
+            "turn_id": r.turn.turn_id, "response_id": r.response_id,
+            "user_text": r.turn.text, "reply_text": r.text.strip(), "heard_text": heard,
+            "interrupted": interrupted, "played_ms": round(r.pacer.played_ms(_ms())),
+            "latency_ms": self._latencies(r), "sources": r.sources,
+        })
+
+    @staticmethod
+    def _latencies(r: Response) -> dict[str, float]:
+        """Stage latencies measured from the VAD end-of-speech decision."""
+        t = r.turn
+        if t.stopped_at is None:
+            return {}
+        base = t.stopped_at
+        return {"stt_ms": _rnd((t.final_at or base) - base),
+                "first_token_ms": _rnd((r.first_token_at or base) - base),
+                "first_audio_ms": _rnd((r.first_audio_at or base) - base)}
 
     def _log_latency(self, r: Response) -> None:
-        t = r.turn
-        figures: dict[str, Any] = {"turn_id": t.turn_id, "response_id": r.response_id}
-        if t.stopped_at is not None:
-            base = t.stopped_at
-            figures["stt_ms"] = _rnd((t.final_at or base) - base)
-            figures["first_token_ms"] = _rnd((r.first_token_at or base) - base)
-            figures["first_audio_ms"] = _rnd((r.first_audio_at or base) - base)
+        figures: dict[str, Any] = {"turn_id": r.turn.turn_id, "response_id": r.response_id,
+                                   **self._latencies(r)}
         self.log.info("turn_latency", **figures)
         self.emit({"type": "metrics", **figures})
 

@@ -124,6 +124,8 @@ class SileroVAD:
     def from_config(cls, cfg: Config) -> SileroVAD:
         return cls(cfg.vad.silero_threshold)
 
-    def stream(self, frame_ms: int) -> SileroVADStream:
+    def stream(self, frame_ms: int, threshold: float | None = None) -> SileroVADStream:
+        """``threshold``: a per-session speech probability threshold (0..1)."""
         # Any frame length works: frames are re-cut into model windows.
-        return SileroVADStream(self._session, self.threshold)
+        thr = self.threshold if threshold is None else min(max(threshold, 0.05), 0.95)
+        return SileroVADStream(self._session, thr)

@@ -58,9 +58,14 @@ class WebRTCVAD:
     def from_config(cls, cfg: Config) -> WebRTCVAD:
         return cls(cfg.vad.aggressiveness, cfg.vad.min_speech_dbfs)
 
-    def stream(self, frame_ms: int) -> WebRTCVADStream:
+    def stream(self, frame_ms: int, threshold: float | None = None) -> WebRTCVADStream:
+        """``threshold`` (0..1, as OpenAI's ``server_vad``) picks the aggressiveness:
+        below 0.25 -> 0 ... 0.75 and up -> 3, so the usual 0.5 is the default 2."""
         if frame_ms not in _FRAME_MS:
             raise ProviderError(
                 f"webrtcvad needs 10, 20 or 30 ms frames, not {frame_ms}", retryable=False
             )
-        return WebRTCVADStream(self.aggressiveness, frame_ms, self.min_dbfs)
+        level = self.aggressiveness
+        if threshold is not None:
+            level = min(3, max(0, int(threshold * 4)))
+        return WebRTCVADStream(level, frame_ms, self.min_dbfs)

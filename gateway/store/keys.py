@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 
@@ -20,6 +21,7 @@ from .db import Database
 from .models import ApiKey, UsedToken
 
 KEY_PREFIX = "gw_"
+_KEY_ID = re.compile(r"[0-9a-f]{12}")
 
 
 def _hash(secret: str) -> str:
@@ -47,7 +49,8 @@ class KeyStore:
         if not presented.startswith(KEY_PREFIX):
             return None
         key_id, sep, secret = presented[len(KEY_PREFIX) :].partition("_")
-        if not sep or not key_id or not secret:
+        # Only well-formed ids reach the database (PostgreSQL rejects NUL bytes).
+        if not sep or not _KEY_ID.fullmatch(key_id) or not secret:
             return None
         async with self.db.session() as s:
             record = await s.get(ApiKey, key_id)

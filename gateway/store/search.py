@@ -80,11 +80,15 @@ SELECT c.id, c.document_id, c.title, c.heading, c.text, d.url, ts_rank_cd(c.tsv,
 FROM chunks c JOIN documents d ON d.id = c.document_id, to_tsquery('english', :q) q
 WHERE c.tsv @@ q AND c.assistant_id = :a ORDER BY r DESC LIMIT :n
 """
+# A loose candidate filter (close_match decides, as on SQLite): a misheard word shares
+# few padded trigrams with the real one ("vargen" ~ "barge" is 0.29), far below the
+# 0.6 default threshold of pg_trgm's <% operator.
 _PG_FUZZY = """
 SELECT c.id, c.document_id, c.title, c.heading, c.text, d.url,
        word_similarity(:w, c.title || ' ' || c.heading || ' ' || c.text) AS r
 FROM chunks c JOIN documents d ON d.id = c.document_id
-WHERE c.assistant_id = :a AND :w <% (c.title || ' ' || c.heading || ' ' || c.text)
+WHERE c.assistant_id = :a
+  AND word_similarity(:w, c.title || ' ' || c.heading || ' ' || c.text) >= 0.25
 ORDER BY r DESC LIMIT :n
 """
 
@@ -128,7 +132,7 @@ class MessageHit:
 
 async def search_messages(
     session: AsyncSession, question: str, *, user_id: str | None,
-    conversation_id: str | None, limit: int,
+    conversation_id: str | None, limit: int, assistant_id: str | None = None,
 ) -> list[MessageHit]:
     sqlite = session.bind.dialect.name == "sqlite"
     query = fts_query(question) if sqlite else pg_tsquery(question)
@@ -142,6 +146,9 @@ async def search_messages(
     if conversation_id is not None:
         where.append("m.conversation_id = :c")
         params["c"] = conversation_id
+    if assistant_id is not None:  # conversations are private to their assistant
+        where.append("c.assistant_id = :asst")
+        params["asst"] = assistant_id
     if sqlite:
         sql = ("SELECT m.id, m.conversation_id, m.role, m.content, m.created_at, "
                "bm25(messages_fts) AS r FROM messages_fts JOIN messages m "

@@ -75,6 +75,9 @@ class TwilioCall:
             conversation_id="conv_" + grant.session_id[5:],
         )
         self.session = session
+        session.on_turn_end = self.ws.app.state.voice_log.recorder(
+            conversation_id=session.conversation_id, assistant_id=grant.assistant_id,
+            session_id=session.session_id, user_id=None, source="telephony")
         session.start()
         registry = self.ws.app.state.sessions
         registry.add(session.session_id, self)

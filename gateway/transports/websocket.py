@@ -16,6 +16,7 @@ import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.api.auth import AuthError, SessionGrant
+from gateway.api.ratelimit import RateLimited
 from gateway.audio import pcm
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import Session, SessionSettings
@@ -27,13 +28,14 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_IDLE = 4408
 CLOSE_SLOW_CONSUMER = 4413
 CLOSE_OVERLOADED = 1013
+CLOSE_RATE_LIMITED = 4429
 START_WAIT_S = 0.5  # how long to wait for an optional ``start`` before the defaults apply
 
 
 async def voice_ws(websocket: WebSocket) -> None:
     state = websocket.app.state
     grant = await _authenticate(websocket)
-    if grant is None:
+    if grant is None or not await _within_limits(websocket, grant):
         return
     registry = state.sessions
     if not registry.admit():
@@ -54,15 +56,37 @@ async def _authenticate(websocket: WebSocket) -> SessionGrant | None:
     requested = (websocket.query_params.get("assistant_id")
                  or websocket.headers.get("x-chat-model-id"))
     client = websocket.client.host if websocket.client else "unknown"
+    headers: Any = websocket.headers
+    access_token = websocket.query_params.get("access_token")
+    if access_token and not token:  # browsers cannot set headers on a WebSocket
+        headers = {**dict(websocket.headers), "authorization": f"Bearer {access_token}"}
     try:
-        grant: SessionGrant = await auth.websocket_grant(token, websocket.headers, client,
-                                                         requested)
+        grant: SessionGrant = await auth.websocket_grant(token, headers, client, requested)
         return grant
     except AuthError as exc:
         await websocket.accept()
         await websocket.close(CLOSE_UNAUTHORIZED, str(exc))
         log.info("ws_auth_refused", reason=str(exc))
         return None
+
+
+async def _within_limits(websocket: WebSocket, grant: SessionGrant) -> bool:
+    """Sessions opened per caller (group ``voice``); over it: an error event, then 4429."""
+    limiter = getattr(websocket.app.state, "limiter", None)
+    if limiter is None:
+        return True
+    try:
+        await limiter.check_session(grant.principal)
+        return True
+    except RateLimited as exc:
+        await websocket.accept()
+        event = v1.error("RATE_LIMITED", exc.message(), retryable=True)
+        event["retry_after"] = exc.verdict.retry_after()
+        with contextlib.suppress(Exception):
+            await websocket.send_text(v1.encode(event))
+            await websocket.close(CLOSE_RATE_LIMITED, "rate limited")
+        log.info("ws_rate_limited", subject_kind=grant.principal.kind)
+        return False
 
 
 class VoiceConnection:
@@ -95,6 +119,22 @@ class VoiceConnection:
             assistant_id=self.grant.assistant_id,
         )
 
+    async def _attach_conversation(self, session: Session, *, resuming: bool) -> None:
+        """Store every turn in the conversation; resume its history when it exists."""
+        voice_log = self.ws.app.state.voice_log
+        if resuming:
+            try:
+                async with asyncio.timeout(2.0):
+                    session.history = await voice_log.history(
+                        session.conversation_id, self.grant.assistant_id,
+                        2 * self.cfg.llm.history_turns)
+            except Exception as exc:  # a fresh conversation then; never a failed session
+                self.log.warning("history_not_loaded", error=str(exc))
+        session.on_turn_end = voice_log.recorder(
+            conversation_id=session.conversation_id, assistant_id=self.grant.assistant_id,
+            session_id=session.session_id, user_id=self.grant.principal.user_id,
+            source="voice")
+
     def _session_started(self, session: Session) -> dict[str, Any]:
         return {
             "type": "session_started", "session_id": session.session_id,
@@ -111,6 +151,7 @@ class VoiceConnection:
         session = Session(self.runtime, self._settings(start), self.outbox,
                           session_id=self.grant.session_id, conversation_id=conv)
         self.session = session
+        await self._attach_conversation(session, resuming=bool(start and start.conversation_id))
         session.emit(self._session_started(session))
         session.start()
         registry = self.ws.app.state.sessions

@@ -7,7 +7,10 @@ import pytest
 from gateway.config import Config
 from gateway.providers.base import BlockingLLM, ChatRequest, Message, Passage
 from gateway.providers.extractive_llm import FALLBACK, ExtractiveLLM
-from gateway.store.knowledge import SAMPLE_KNOWLEDGE, KnowledgeBase
+from gateway.store.assistants import DEFAULT_ASSISTANT, ensure_default_assistant
+from gateway.store.db import Database
+from gateway.store.knowledge import SAMPLE_KNOWLEDGE
+from gateway.store.retriever import Retriever
 
 
 def request(*passages: Passage, question: str = "Tell me about barge-in") -> ChatRequest:
@@ -75,10 +78,17 @@ def test_deterministic() -> None:
     assert list(llm.generate(req)) == list(llm.generate(req))
 
 
-def test_with_the_sample_knowledge_base() -> None:
-    kb = KnowledgeBase.from_folder(SAMPLE_KNOWLEDGE)
-    question = "Tell me about barge-in"
-    answer = ExtractiveLLM().answer(request(*kb.search(question), question=question))
+async def test_with_the_sample_knowledge_base(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        await db.migrate()
+        await ensure_default_assistant(
+            db, Config().replace(knowledge={"path": str(SAMPLE_KNOWLEDGE)}))
+        question = "Tell me about barge-in"
+        passages = await Retriever(db).search(DEFAULT_ASSISTANT, question, 3)
+    finally:
+        await db.close()
+    answer = ExtractiveLLM().answer(request(*passages, question=question))
     assert answer == (
         "You can interrupt the assistant at any time. When you speak for longer than a "
         "quarter of a second while it is answering, the gateway stops the answer at once, "

@@ -1,144 +1,111 @@
-"""Knowledge base: passage splitting, FTS query building, BM25 ranking, folder loading."""
+"""Knowledge base: ranked search of passages by the database's own engine (SQLite FTS5
++ trigram, PostgreSQL tsvector + pg_trgm), on both backends (``sample_db`` and ``db`` are
+parametrized). The pure text helpers are tested in test_passages.py.
+"""
 
 from __future__ import annotations
 
-import sqlite3
+import re
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import func, select
 
-from gateway.providers.base import Passage
-from gateway.store.knowledge import (
-    SAMPLE_KNOWLEDGE,
-    KnowledgeBase,
-    fts_query,
-    split_passages,
-    trigram_query,
-)
+from gateway.store.assistants import DEFAULT_ASSISTANT
+from gateway.store.db import Database
+from gateway.store.documents import add_document, replace_chunks
+from gateway.store.knowledge import fts_query, read_folder, trigram_query
+from gateway.store.models import Assistant, Chunk, Document
+from gateway.store.search import ChunkHit, pg_tsquery, search_chunks
 
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-@pytest.fixture(scope="module")
-def sample_kb() -> KnowledgeBase:
-    return KnowledgeBase.from_folder(SAMPLE_KNOWLEDGE)
+SAMPLE_PASSAGES = 8
 
 
-# --- split_passages ------------------------------------------------------------------
+async def search(db: Database, question: str, k: int = 3,
+                 assistant: str = DEFAULT_ASSISTANT) -> list[ChunkHit]:
+    async with db.session() as s:
+        return await search_chunks(s, assistant, question, k)
 
 
-def test_split_at_headings_and_paragraphs() -> None:
-    text = (
-        "Intro paragraph\nwith two lines.\n\n"
-        "# First heading\n\nPara one.\n\nPara two.\n\n"
-        "## Second heading\nBody right under the heading.\n   \n"  # blank line with spaces
-        "# Empty heading\n\n"
-        "# Third\nLast.\n"
-    )
-    assert split_passages(text) == [
-        ("", "Intro paragraph with two lines."),
-        ("First heading", "Para one."),
-        ("First heading", "Para two."),
-        ("Second heading", "Body right under the heading."),
-        ("Third", "Last."),
-    ]
+def headings(hits: list[ChunkHit]) -> list[str]:
+    """What the retriever calls a passage's title: its heading, else its document's."""
+    return [h.heading or h.title for h in hits]
 
 
-def test_split_empty() -> None:
-    assert split_passages("") == []
-    assert split_passages("\n\n   \n") == []
-    assert split_passages("# Only a heading\n\n## And another") == []
+async def chunk_count(db: Database) -> int:
+    async with db.session() as s:
+        return int(await s.scalar(select(func.count()).select_from(Chunk)) or 0)
 
 
-def test_long_paragraph_is_cut_at_sentence_ends() -> None:
-    sentence = "This sentence is exactly forty chars ok. "
-    assert len(sentence) == 41
-    text = sentence * 10
-    parts = split_passages(text, max_chars=100)
-    assert all(len(body) <= 100 for _, body in parts)
-    assert all(body.endswith(".") for _, body in parts)
-    assert " ".join(body for _, body in parts) == text.strip()
+async def add_assistant(db: Database, assistant_id: str = "kb") -> str:
+    async with db.session() as s:
+        s.add(Assistant(id=assistant_id, name=assistant_id))
+        await s.commit()
+    return assistant_id
 
 
-def test_long_paragraph_without_sentence_ends_is_cut_hard() -> None:
-    parts = split_passages("x" * 250, max_chars=100)
-    assert [len(body) for _, body in parts] == [100, 100, 50]
+async def import_folder(db: Database, folder: Path, assistant_id: str) -> None:
+    async with db.session() as s:
+        for title, content, source in read_folder(folder):
+            await add_document(s, assistant_id, title=title, content=content, url=None,
+                               meta={"source": source})
+        await s.commit()
 
 
-def test_sample_kb_files_split_into_sections() -> None:
-    text = (SAMPLE_KNOWLEDGE / "gateway.md").read_text("utf-8")
-    headings = [h for h, _ in split_passages(text)]
-    assert headings == ["What the gateway is", "How a turn works", "Offline by default", "Barge-in"]
+# --- query injection -----------------------------------------------------------------
 
 
-# --- fts_query ------------------------------------------------------------------------
+ATTACKS = [
+    '"a" OR NEAR(',
+    '" OR body:*',
+    "NEAR(gateway barge, 2)",
+    "title:secret OR heading:x",
+    "gateway* ^latency -offline +x",
+    'a" AND "b',
+    "NOT AND OR",
+    "{title body}: gateway",
+    "'); DROP TABLE chunks; --",
+    "a & b | !c <-> d:* ",
+    "latency:A & (barge | !offline)",
+    "\\' \\\" %s %(q)s :q",
+]
 
 
-def test_fts_query_content_words() -> None:
-    assert fts_query("Tell me about Barge-in, please!") == '"barge-in"'
-    assert fts_query("How do session TOKENS work? tokens") == '"session" OR "tokens" OR "work"'
-
-
-def test_fts_query_only_stopwords_falls_back_to_all_words() -> None:
-    assert fts_query("what is it") == '"what" OR "is" OR "it"'
-
-
-def test_fts_query_empty() -> None:
-    for q in ("", "   ", "?!", "a", "I", "¿¡"):
-        assert fts_query(q) == ""
-
-
-def test_fts_query_caps_the_number_of_terms() -> None:
-    q = fts_query(" ".join(f"word{i}" for i in range(100)))
-    assert q.count(" OR ") == 31
-
-
-@pytest.mark.parametrize(
-    "attack",
-    [
-        '"a" OR NEAR(',
-        '" OR body:*',
-        "NEAR(gateway barge, 2)",
-        "title:secret OR heading:x",
-        "gateway* ^latency -offline +x",
-        'a" AND "b',
-        "NOT AND OR",
-        "{title body}: gateway",
-        "'); DROP TABLE passages; --",
-    ],
-)
-def test_fts_operator_injection_is_harmless(sample_kb: KnowledgeBase, attack: str) -> None:
-    query = fts_query(attack)
-    # every term is a quoted phrase without quotes inside: no operators reach FTS5
+def assert_quoted_terms(query: str) -> None:
+    """Every FTS5 term is a quoted phrase without quotes inside: no operators get through."""
     for term in filter(None, query.split(" OR ")):
         assert term.startswith('"') and term.endswith('"') and '"' not in term[1:-1]
-    sample_kb.search(attack)  # must not raise sqlite3.OperationalError
-    assert sample_kb.count == 8  # nothing dropped
 
 
-def test_near_injection_becomes_a_plain_word() -> None:
-    assert fts_query('"a" OR NEAR(') == '"near"'
+@pytest.mark.parametrize("attack", ATTACKS)
+async def test_fts_operator_injection_is_harmless(sample_db: Database, attack: str) -> None:
+    assert_quoted_terms(fts_query(attack))
+    assert re.fullmatch(r"(\w+( \| \w+)*)?", pg_tsquery(attack))  # tsquery: words and |
+    await search(sample_db, attack)  # must not raise a syntax error from either engine
+    assert await chunk_count(sample_db) == SAMPLE_PASSAGES  # nothing dropped
 
 
-@settings(max_examples=150, deadline=None, database=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(st.text(max_size=80))
-def test_search_never_raises(text: str) -> None:
-    kb = _SHARED_KB
-    try:
-        results = kb.search(text, k=2)
-    except sqlite3.Error as exc:  # pragma: no cover - the failure being tested for
-        pytest.fail(f"search({text!r}) raised {exc!r}")
-    assert len(results) <= 2
+async def test_search_never_raises(sample_db: Database, text: str) -> None:
+    hits = await search(sample_db, text, k=2)
+    assert len(hits) <= 2
+    assert all(0.0 <= h.relevance <= 1.0 for h in hits)
 
 
-_SHARED_KB = KnowledgeBase.from_folder(SAMPLE_KNOWLEDGE)
+# --- ranking on the sample knowledge base ----------------------------------------------
 
 
-# --- ranking on the sample knowledge base ---------------------------------------------
-
-
-def test_sample_kb_loads(sample_kb: KnowledgeBase) -> None:
-    assert sample_kb.count == 8
+async def test_sample_kb_loads(sample_db: Database) -> None:
+    assert await chunk_count(sample_db) == SAMPLE_PASSAGES
+    async with sample_db.session() as s:
+        docs = (await s.scalars(select(Document).order_by(Document.title))).all()
+    assert [(d.title, d.meta["source"]) for d in docs] == [
+        ("gateway", "gateway.md"), ("usage", "usage.md")]
 
 
 @pytest.mark.parametrize(
@@ -153,118 +120,133 @@ def test_sample_kb_loads(sample_kb: KnowledgeBase) -> None:
         ("Which cloud providers can I use?", "Cloud providers"),
     ],
 )
-def test_ranking(sample_kb: KnowledgeBase, question: str, title: str) -> None:
-    results = sample_kb.search(question)
-    assert results, question
-    assert results[0].title == title
-    assert [p.score for p in results] == sorted((p.score for p in results), reverse=True)
+async def test_ranking(sample_db: Database, question: str, title: str) -> None:
+    hits = await search(sample_db, question, k=5)
+    assert hits, question
+    assert headings(hits)[0] == title
+    scores = [h.relevance for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores) and scores[0] > 0
 
 
-def test_barge_in_passage_content(sample_kb: KnowledgeBase) -> None:
-    best = sample_kb.search("Tell me about barge-in")[0]
-    assert isinstance(best, Passage)
-    assert best.source == "gateway.md"
+async def test_barge_in_passage_content(sample_db: Database) -> None:
+    best = (await search(sample_db, "Tell me about barge-in"))[0]
+    assert (best.title, best.heading, best.url) == ("gateway", "Barge-in", None)
     assert best.text.startswith("You can interrupt the assistant at any time.")
-    assert best.score > 0
+    assert best.relevance > 0
+    async with sample_db.session() as s:
+        doc = await s.get(Document, best.document_id)
+    assert doc is not None and doc.meta["source"] == "gateway.md"
 
 
-def test_k_limits_results(sample_kb: KnowledgeBase) -> None:
-    assert len(sample_kb.search("gateway offline latency tokens barge", k=2)) == 2
-    assert len(sample_kb.search("gateway offline latency tokens barge", k=10)) <= 8
+async def test_k_limits_results(sample_db: Database) -> None:
+    question = "gateway offline latency tokens barge"
+    assert len(await search(sample_db, question, k=2)) == 2
+    assert len(await search(sample_db, question, k=10)) <= SAMPLE_PASSAGES
 
 
-def test_no_match(sample_kb: KnowledgeBase) -> None:
-    assert sample_kb.search("zebra") == []
-    assert sample_kb.search("quantum chromodynamics") == []
-    assert sample_kb.search("") == []
-    assert sample_kb.search("?") == []
+async def test_no_match(sample_db: Database) -> None:
+    for question in ("zebra", "quantum chromodynamics", "", "?"):
+        assert await search(sample_db, question) == [], question
 
 
-def test_stemming(sample_kb: KnowledgeBase) -> None:
-    # porter tokenizer: "interrupting" matches "interrupt"
-    assert sample_kb.search("interrupting")[0].title == "Barge-in"
+async def test_stemming(sample_db: Database) -> None:
+    # porter (SQLite) / english (PostgreSQL) stemming: "interrupting" matches "interrupt"
+    assert headings(await search(sample_db, "interrupting"))[0] == "Barge-in"
+
+
+async def test_other_assistants_do_not_see_the_sample(sample_db: Database) -> None:
+    assert await search(sample_db, "barge-in", assistant="someone-else") == []
 
 
 # --- fuzzy (trigram) fallback -------------------------------------------------------------
 
 
-def test_trigram_query() -> None:
-    assert trigram_query("Tell me about bargin'") == '"bar" OR "arg" OR "rgi" OR "gin"'
-    assert trigram_query("what is it") == ""  # stopwords and words under 4 letters
-    assert trigram_query("gate gate") == '"gat" OR "ate"'  # de-duplicated
-    assert trigram_query(" ".join(f"w{i:03d}xyz" for i in range(50))).count(" OR ") == 63
-
-
 @pytest.mark.parametrize(
     "question",
-    ["Tell me about bargin'", "what is vargen", "bargin"],  # how Whisper hears "barge-in"
+    # how Whisper hears "barge-in"
+    ["Tell me about bargin'", "what is vargen", "bargin", "VARGen"],
 )
-def test_fuzzy_fallback_finds_misheard_jargon(sample_kb: KnowledgeBase, question: str) -> None:
+async def test_fuzzy_fallback_finds_misheard_jargon(sample_db: Database, question: str) -> None:
     assert fts_query(question)  # there are words, but no exact match for them ...
-    results = sample_kb.search(question)
-    assert results and results[0].title == "Barge-in"  # ... the trigrams still find it
+    hits = await search(sample_db, question)
+    assert hits and headings(hits)[0] == "Barge-in"  # ... the trigrams still find it
 
 
-def test_fuzzy_fallback_respects_k(sample_kb: KnowledgeBase) -> None:
-    assert 1 < len(sample_kb.search("teh gatewey")) <= 3
-    assert len(sample_kb.search("teh gatewey", k=1)) == 1
+async def test_fuzzy_fallback_respects_k(sample_db: Database) -> None:
+    assert 1 < len(await search(sample_db, "teh gatewey")) <= 3
+    assert len(await search(sample_db, "teh gatewey", k=1)) == 1
 
 
-def test_fuzzy_fallback_only_when_words_do_not_match(sample_kb: KnowledgeBase) -> None:
-    exact = sample_kb.search("latency")
-    assert [p.title for p in exact] == ["Latency"]
+async def test_fuzzy_fallback_only_when_words_do_not_match(sample_db: Database) -> None:
+    assert headings(await search(sample_db, "latency")) == ["Latency"]
 
 
-@pytest.mark.parametrize("attack", ['bargin" OR NEAR(', "barg* OR body:x", "NEAR(bargin"])
-def test_fuzzy_fallback_injection_is_harmless(sample_kb: KnowledgeBase, attack: str) -> None:
-    for term in filter(None, trigram_query(attack).split(" OR ")):
-        assert term.startswith('"') and term.endswith('"') and '"' not in term[1:-1]
-    sample_kb.search(attack)
+@pytest.mark.parametrize("attack", ['bargin" OR NEAR(', "barg* OR body:x", "NEAR(bargin",
+                                    "bargin' % _ \\"])
+async def test_fuzzy_fallback_injection_is_harmless(sample_db: Database, attack: str) -> None:
+    assert_quoted_terms(trigram_query(attack))
+    await search(sample_db, attack)
 
 
-def test_non_ascii_question_words_match() -> None:
-    kb = KnowledgeBase()
-    kb.add("menu", "# Café\n\nThe café opens at nine. Crème brûlée is served daily.", source="m")
-    assert [p.title for p in kb.search("café")] == ["Café"]
-    assert [p.title for p in kb.search("Is there crème brûlée?")] == ["Café"]
+# --- writing: documents, updates, deletes, unicode ----------------------------------------
 
 
-# --- from_folder -----------------------------------------------------------------------
+async def test_non_ascii_question_words_match(db: Database) -> None:
+    kb = await add_assistant(db)
+    async with db.session() as s:
+        await add_document(s, kb, title="menu", url=None, meta={},
+                           content="# Café\n\nThe café opens at nine. Crème brûlée is served.")
+        await s.commit()
+    assert headings(await search(db, "café", assistant=kb)) == ["Café"]
+    assert headings(await search(db, "Is there crème brûlée?", assistant=kb)) == ["Café"]
 
 
-def test_from_folder(tmp_path: Path) -> None:
+async def test_update_and_delete_keep_the_index_in_step(db: Database) -> None:
+    kb = await add_assistant(db)
+    async with db.session() as s:
+        doc = await add_document(s, kb, title="Pets", url="https://example.com/pets",
+                                 meta={}, content="Parrots can talk.")
+        await s.commit()
+    (hit,) = await search(db, "parrots", assistant=kb)
+    assert (hit.document_id, hit.url) == (doc.id, "https://example.com/pets")
+    async with db.session() as s:
+        doc = await s.get(Document, doc.id)
+        assert doc is not None
+        doc.content = "Tortoises live long."
+        await replace_chunks(s, doc)
+        await s.commit()
+    assert await search(db, "parrots", assistant=kb) == []
+    assert [h.document_id for h in await search(db, "tortoises", assistant=kb)] == [doc.id]
+    async with db.session() as s:
+        await s.delete(await s.get(Document, doc.id))
+        await s.commit()
+    assert await search(db, "tortoises", assistant=kb) == []
+    assert await chunk_count(db) == 0  # chunks went with their document
+
+
+# --- folders --------------------------------------------------------------------------
+
+
+async def test_folder_import_and_search(db: Database, tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "opening_hours.md").write_text(
-        "# Opening hours\n\nWe open at nine.\n\nWe close at five.", "utf-8"
-    )
+        "# Opening hours\n\nWe open at nine.\n\nWe close at five.", "utf-8")
     (tmp_path / "sub" / "parking-info.TXT").write_text("Parking is free on Sundays.", "utf-8")
     (tmp_path / "ignored.rst").write_text("Zebra crossing.", "utf-8")
-    (tmp_path / "ignored.json").write_text('{"zebra": 1}', "utf-8")
-    kb = KnowledgeBase.from_folder(tmp_path)
-    assert kb.count == 3
-    (hours,) = kb.search("when do you close?", k=1)
-    assert hours == Passage(
-        title="Opening hours",
-        text="We close at five.",
-        source="opening_hours.md",
-        score=hours.score,
-    )
-    (parking,) = kb.search("parking")
+    kb = await add_assistant(db)
+    await import_folder(db, tmp_path, kb)
+    assert await chunk_count(db) == 3
+    (hours,) = await search(db, "when do you close?", k=1, assistant=kb)
+    assert (hours.heading, hours.text) == ("Opening hours", "We close at five.")
+    (parking,) = await search(db, "parking", assistant=kb)
     # no heading: the title comes from the file name
-    assert parking.title == "parking info"
-    assert parking.source == "sub/parking-info.TXT"
-    assert kb.search("zebra") == []
+    assert (parking.heading, parking.title) == ("", "parking info")
+    assert await search(db, "zebra", assistant=kb) == []
 
 
-def test_from_empty_folder(tmp_path: Path) -> None:
-    kb = KnowledgeBase.from_folder(tmp_path)
-    assert kb.count == 0 and kb.search("anything") == []
-
-
-def test_add_rows_and_count() -> None:
-    kb = KnowledgeBase()
-    assert kb.add("t", "# H\n\nOne.\n\nTwo.", source="s") == 2
-    assert kb.add_rows([("t2", "", "Three apples.", "s2")]) == 1
-    assert kb.count == 3
-    (p,) = kb.search("apples")
-    assert (p.title, p.source) == ("t2", "s2")
+async def test_empty_folder(db: Database, tmp_path: Path) -> None:
+    kb = await add_assistant(db)
+    await import_folder(db, tmp_path, kb)
+    assert await chunk_count(db) == 0
+    assert await search(db, "anything", assistant=kb) == []

@@ -206,3 +206,30 @@ async def test_failing_provider_gives_error_and_session_goes_on(gateway_factory)
     await client.close()
     assert client.events("agent_response")[0]["text"] == "Back again."
     assert "Traceback" not in err["message"]
+
+
+async def test_voice_turns_are_stored_as_conversation_messages(gateway) -> None:
+    from gateway.store.conversations import list_messages
+    from gateway.store.db import Database
+
+    client = await ask(gateway, "tell_me_about_barge_in.wav",
+                       conversation_id="conv_voice_test_1")
+    await client.wait_for("tts_start", timeout=60)
+    await asyncio.sleep(1.0)
+    await client.stream(wav("hello_weather.wav") + silence(600))
+    await client.wait_for("interrupted", timeout=30)
+    await client.wait_for("stream_end", count=2, timeout=60)
+    await client.close()
+    await asyncio.sleep(0.5)  # the writes run beside the audio path
+    db = Database.from_config(gateway.cfg)
+    async with db.session() as s:
+        rows = await list_messages(s, "conv_voice_test_1", 50, 0)
+    await db.close()
+    messages = rows[0] if isinstance(rows, tuple) else rows
+    roles = [m.role for m in messages]
+    assert roles[:2] == ["user", "assistant"] and len(messages) >= 3
+    first_reply = messages[1]
+    assert first_reply.meta["interrupted"] is True
+    assert len(first_reply.content) < len(first_reply.meta["full_reply"])
+    assert set(first_reply.meta["latency_ms"]) == {"stt_ms", "first_token_ms", "first_audio_ms"}
+    assert "weather" in messages[2].content.lower()

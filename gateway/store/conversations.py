@@ -1,0 +1,215 @@
+"""Conversations, their messages and feedback: the persistence helpers of the chat API.
+
+Every lookup is scoped to an assistant: a conversation of another assistant is simply
+not found. The callers commit (an acknowledged message is a committed one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.providers.base import Message
+
+from .models import ChatMessage, Conversation, Feedback, new_id, now
+
+TITLE_CHARS = 80
+
+
+def iso(ts: float) -> str:
+    """ISO-8601 UTC with a ``Z``, to the second (as the seed documents show)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def title_of(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+async def get_conversation(
+    s: AsyncSession, assistant_id: str, conversation_id: str
+) -> Conversation | None:
+    conv = await s.get(Conversation, conversation_id)
+    if conv is None or conv.assistant_id != assistant_id:
+        return None
+    return conv
+
+
+async def by_session(
+    s: AsyncSession, assistant_id: str, session_id: str, source: str | None = None
+) -> Conversation | None:
+    """The newest conversation of a client session id (the seeds' ``sessionId``)."""
+    q = select(Conversation).where(Conversation.assistant_id == assistant_id,
+                                   Conversation.session_id == session_id)
+    if source is not None:
+        q = q.where(Conversation.source == source)
+    q = q.order_by(Conversation.created_at.desc()).limit(1)
+    return (await s.scalars(q)).first()
+
+
+async def recent_messages(s: AsyncSession, conversation_id: str, limit: int) -> list[Message]:
+    """The last ``limit`` user/assistant messages, oldest first (the LLM's history)."""
+    q = (select(ChatMessage.role, ChatMessage.content)
+         .where(ChatMessage.conversation_id == conversation_id,
+                ChatMessage.role.in_(("user", "assistant")))
+         .order_by(ChatMessage.seq.desc(), ChatMessage.created_at.desc()).limit(limit))
+    rows = list(await s.execute(q))
+    return [Message(role, content) for role, content in reversed(rows)]
+
+
+async def ensure_conversation(
+    s: AsyncSession, conversation_id: str, assistant_id: str, *, user_id: str | None,
+    session_id: str | None, title: str, source: str,
+) -> Conversation:
+    """The conversation with this id, created if missing (it may be brand new)."""
+    conv = await s.get(Conversation, conversation_id)
+    if conv is None:
+        conv = Conversation(id=conversation_id, assistant_id=assistant_id, user_id=user_id,
+                            session_id=session_id, title=title_of(title), source=source,
+                            template_variables={}, meta={})
+        s.add(conv)
+        await s.flush()
+    return conv
+
+
+async def add_messages(
+    s: AsyncSession, conv: Conversation, items: Sequence[tuple[str, str, dict[str, Any]]],
+    ids: Sequence[str] | None = None,
+) -> list[ChatMessage]:
+    """Append (role, content, meta) messages in order; ``ids`` pre-assigns their ids."""
+    top = await s.scalar(select(func.max(ChatMessage.seq))
+                         .where(ChatMessage.conversation_id == conv.id))
+    seq = (top or 0) + 1
+    stamp = now()
+    out: list[ChatMessage] = []
+    for i, (role, content, meta) in enumerate(items):
+        msg = ChatMessage(id=ids[i] if ids else new_id("msg"), conversation_id=conv.id,
+                          seq=seq + i, role=role, content=content, meta=meta,
+                          created_at=stamp)
+        s.add(msg)
+        out.append(msg)
+    if not conv.title:
+        first_user = next((c for r, c, _ in items if r == "user" and c.strip()), "")
+        conv.title = title_of(first_user)
+    conv.updated_at = stamp
+    await s.flush()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRow:
+    conversation: Conversation
+    message_count: int
+
+
+def _scope(q: Any, assistant_id: str, user_id: str | None) -> Any:
+    q = q.where(Conversation.assistant_id == assistant_id)
+    return q if user_id is None else q.where(Conversation.user_id == user_id)
+
+
+async def list_conversations(
+    s: AsyncSession, assistant_id: str, user_id: str | None, limit: int, offset: int
+) -> tuple[list[ConversationRow], int]:
+    total = await s.scalar(_scope(select(func.count()).select_from(Conversation),
+                                  assistant_id, user_id))
+    counts = (select(ChatMessage.conversation_id, func.count().label("n"))
+              .group_by(ChatMessage.conversation_id).subquery())
+    q = (_scope(select(Conversation, func.coalesce(counts.c.n, 0)), assistant_id, user_id)
+         .outerjoin(counts, counts.c.conversation_id == Conversation.id)
+         .order_by(Conversation.updated_at.desc(), Conversation.id)
+         .limit(limit).offset(offset))
+    rows = [ConversationRow(conv, int(n)) for conv, n in await s.execute(q)]
+    return rows, int(total or 0)
+
+
+async def list_messages(
+    s: AsyncSession, conversation_id: str, limit: int, offset: int
+) -> tuple[list[ChatMessage], int]:
+    total = await s.scalar(select(func.count()).select_from(ChatMessage)
+                           .where(ChatMessage.conversation_id == conversation_id))
+    q = (select(ChatMessage).where(ChatMessage.conversation_id == conversation_id)
+         .order_by(ChatMessage.seq, ChatMessage.created_at, ChatMessage.id)
+         .limit(limit).offset(offset))
+    return list(await s.scalars(q)), int(total or 0)
+
+
+async def delete_conversation(s: AsyncSession, conv: Conversation) -> None:
+    """The conversation, its messages and its feedback (the caller commits)."""
+    await s.execute(delete(Feedback).where(Feedback.conversation_id == conv.id))
+    await s.execute(delete(ChatMessage).where(ChatMessage.conversation_id == conv.id))
+    await s.delete(conv)
+
+
+async def conversations_by_id(
+    s: AsyncSession, assistant_id: str, ids: Sequence[str]
+) -> dict[str, Conversation]:
+    if not ids:
+        return {}
+    q = select(Conversation).where(Conversation.id.in_(list(ids)),
+                                   Conversation.assistant_id == assistant_id)
+    return {c.id: c for c in await s.scalars(q)}
+
+
+async def message_in(s: AsyncSession, conversation_id: str, message_id: str) -> bool:
+    msg = await s.get(ChatMessage, message_id)
+    return msg is not None and msg.conversation_id == conversation_id
+
+
+# --- feedback ------------------------------------------------------------------------
+
+_POSITIVE = frozenset({"thumbs_up", "like", "positive", "upvote", "helpful"})
+_NEGATIVE = frozenset({"thumbs_down", "dislike", "negative", "downvote", "unhelpful"})
+_RATINGS = frozenset({"rating", "stars", "score"})
+
+
+def feedback_score(feedback_type: str, value: float | None) -> float | None:
+    """A 1..5 score: thumbs map to 5 and 1, ratings keep their value, others by sign."""
+    kind = feedback_type.lower()
+    if kind in _POSITIVE:
+        return 5.0
+    if kind in _NEGATIVE:
+        return 1.0
+    if value is None:
+        return None
+    if kind in _RATINGS:
+        return min(max(float(value), 1.0), 5.0)
+    return 5.0 if value > 0 else 1.0 if value < 0 else 3.0
+
+
+async def add_feedback(s: AsyncSession, **fields: Any) -> Feedback:
+    fb = Feedback(id=new_id("fb"), **fields)
+    s.add(fb)
+    await s.flush()
+    return fb
+
+
+async def feedback_analysis(
+    s: AsyncSession, conversation_id: str, max_details: int = 200
+) -> dict[str, Any]:
+    total = await s.scalar(select(func.count()).select_from(ChatMessage)
+                           .where(ChatMessage.conversation_id == conversation_id))
+    rows = list(await s.scalars(select(Feedback)
+                                .where(Feedback.conversation_id == conversation_id)
+                                .order_by(Feedback.created_at, Feedback.id)))
+    scores = [feedback_score(f.feedback_type, f.feedback_value) for f in rows]
+    rated = [x for x in scores if x is not None]
+    return {
+        "conversation_id": conversation_id,
+        "total_messages": int(total or 0),
+        "messages_with_feedback": len({f.message_id for f in rows if f.message_id}),
+        "total_feedback": len(rows),
+        "positive_feedback": sum(1 for x in rated if x >= 4),
+        "negative_feedback": sum(1 for x in rated if x <= 2),
+        "average_rating": round(sum(rated) / len(rated), 2) if rated else None,
+        "feedback_details": [
+            {"feedback_id": f.id, "message_id": f.message_id, "feedback_type": f.feedback_type,
+             "feedback_value": f.feedback_value, "comment": f.comment,
+             "timestamp": iso(f.created_at)}
+            for f in rows[-max_details:]
+        ],
+    }

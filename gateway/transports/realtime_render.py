@@ -1,0 +1,327 @@
+"""The writer half of the Realtime adapter: the pipeline's events as Realtime events.
+
+The session speaks protocol v1 into its outbox (speech_started, transcription,
+stream_start, token, interrupted, stream_end, reply audio …). This turns each into the
+Realtime API's events: the user's turn becomes a user message item (speech_started →
+speech_stopped → committed → conversation.item.added → transcription → item.done), each
+reply a response with one assistant message item whose audio and transcript stream as
+deltas, ending in ``response.done`` (``completed``, or ``cancelled`` after a barge-in or
+``response.cancel``). Turn ids map onto user item ids, the session's ``resp_…`` ids are
+the response ids.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.audio import pcm
+from gateway.config import Config
+from gateway.pipeline.outbox import AudioOut
+from gateway.pipeline.session import Response, Session
+from gateway.pipeline.text import heard_text
+from gateway.protocol.realtime import Item, RealtimeParser, new_id
+from gateway.protocol.realtime_events import ResponseInfo, ServerEvents
+from gateway.providers.base import Message
+
+MAX_ITEMS = 500  # the oldest items are forgotten beyond this (the history is bounded too)
+MAX_RESPONSES = 32
+
+
+@dataclass(slots=True)
+class ReplyState:
+    """One response as the client sees it, and the pipeline reply behind it."""
+
+    info: ResponseInfo
+    item: Item
+    pipeline: Response | None  # the session's reply: its spoken segments, for truncation
+    text: str = ""
+    cancelled: bool = False
+    reason: str = "turn_detected"
+    failed: bool = False
+    done: bool = False
+    history_from: int = 0  # its messages sit at or after this index of the history
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def speaks(self) -> bool:
+        return "audio" in self.info.modalities
+
+
+def words_prefix(short: str, long: str) -> bool:
+    a, b = short.split(), long.split()
+    return bool(a) and a == b[: len(a)]
+
+
+class Renderer:
+    """Mixin of the connection: the conversation's items and responses, rendered."""
+
+    session: Session | None
+    parser: RealtimeParser
+    events: ServerEvents
+    conversation_id: str
+    rate_limits: list[dict[str, Any]]
+    input_ms: float
+    cfg: Config
+
+    def _init_conversation(self) -> None:
+        self.items: OrderedDict[str, Item] = OrderedDict()
+        self.links: dict[str, Message] = {}  # item id -> its message in the session history
+        self.turn_items: dict[int, Item] = {}
+        self.interim: dict[int, str] = {}
+        self.audio_ms: dict[str, float] = {}  # user item id -> its audio's start, then length
+        self.replies: OrderedDict[str, ReplyState] = OrderedDict()
+        self.override_modalities: tuple[str, ...] | None = None
+        self.override_instructions: str | None = None
+        self.requested = False  # a response.create is on its way to stream_start
+        self.cancel_reasons: dict[str, str] = {}  # response id -> why the client stopped it
+        self.metadata: dict[str, Any] | None = None  # of the response.create on its way
+        self._batch: list[dict[str, Any]] = []
+
+    # --- output helpers --------------------------------------------------------------
+
+    def _out(self, kind: str, **fields: Any) -> None:
+        """Writer side: queue an event for the socket after the current pipeline event."""
+        event = self.events.event(kind, **fields)
+        if event is not None:
+            self._batch.append(event)
+
+    def take_batch(self) -> list[dict[str, Any]]:
+        batch, self._batch = self._batch, []
+        return batch
+
+    def add_item(self, item: Item) -> str | None:
+        """Append an item to the conversation; returns the previous item's id."""
+        previous = next(reversed(self.items)) if self.items else None
+        self.items[item.id] = item
+        while len(self.items) > MAX_ITEMS:
+            old, _ = self.items.popitem(last=False)
+            self.links.pop(old, None)
+        return previous
+
+    def transcribing(self) -> bool:
+        return self.parser.config.transcription is not None
+
+    # --- pipeline events -------------------------------------------------------------
+
+    def render(self, item: AudioOut | dict[str, Any]) -> list[dict[str, Any]]:
+        if isinstance(item, AudioOut):
+            self._audio(item)
+            return self.take_batch()
+        kind = item.get("type")
+        if kind == "_rt":  # an event the reader side built, kept in order with the pipeline's
+            return [item["event"]]
+        handler = _PIPELINE.get(str(kind))
+        if handler is not None:
+            handler(self, item)
+        return self.take_batch()
+
+    def _speech_started(self, ev: dict[str, Any]) -> None:
+        item = Item(new_id("item"), "message", "user", audio=True, status="in_progress")
+        self.turn_items[ev["turn_id"]] = item
+        # The VAD decides a little after the speech began: back-date by its start run.
+        start_ms = max(0, round(self.input_ms - self._vad_ms("prefix_padding_ms")
+                                - self.cfg.vad.start_ms))
+        self.audio_ms[item.id] = start_ms
+        self._out("input_audio_buffer.speech_started", audio_start_ms=start_ms, item_id=item.id)
+
+    def _speech_stopped(self, ev: dict[str, Any]) -> None:
+        item = self.turn_items.setdefault(
+            ev["turn_id"], Item(new_id("item"), "message", "user", audio=True))
+        end_ms = max(0, round(self.input_ms - self._vad_ms("silence_duration_ms")))
+        self.audio_ms[item.id] = end_ms - self.audio_ms.get(item.id, end_ms)
+        self._out("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item.id)
+        previous = self.add_item(item)
+        self._out("input_audio_buffer.committed", item_id=item.id, previous_item_id=previous)
+        self._out("conversation.item.added", previous_item_id=previous,
+                  item=self.events.item_json(item))
+
+    def _vad_ms(self, key: str) -> int:
+        td = self.events.turn_detection_json(self.parser.config.turn_detection)
+        return int(td[key]) if td else 0
+
+    def _transcription(self, ev: dict[str, Any]) -> None:
+        turn_id = ev["turn_id"]
+        item = self.turn_items.get(turn_id)
+        if item is None:
+            return
+        text = str(ev.get("text") or "")
+        if not ev.get("final"):
+            before = self.interim.get(turn_id, "")
+            if self.transcribing() and text.startswith(before) and len(text) > len(before):
+                self.interim[turn_id] = text
+                self._out("conversation.item.input_audio_transcription.delta", item_id=item.id,
+                          content_index=0, delta=text[len(before):])
+            return
+        self.interim.pop(turn_id, None)
+        self.turn_items.pop(turn_id, None)
+        self.transcribed(item, text, self._out)
+
+    def transcribed(self, item: Item, text: str, out: Any) -> None:
+        """A user audio item's transcript is final (from the pipeline or a manual commit)."""
+        item.text = text
+        item.status = "completed"
+        if self.transcribing():
+            seconds = round(self.audio_ms.pop(item.id, 0) / 1000.0, 3)
+            out("conversation.item.input_audio_transcription.completed", item_id=item.id,
+                content_index=0, transcript=text,
+                usage={"type": "duration", "seconds": seconds})
+        out("conversation.item.done", item=self.events.item_json(item))
+
+    def _stream_start(self, ev: dict[str, Any]) -> None:
+        rid = ev["response_id"]
+        self.requested = False
+        modalities = self.override_modalities or self.parser.config.output_modalities
+        item = Item(new_id("item"), "message", "assistant", text="", audio="audio" in modalities,
+                    status="in_progress")
+        session = self.session
+        pipeline = session.response if session and session.response and \
+            session.response.response_id == rid else None
+        history = session.history if session else []
+        info = ResponseInfo(rid, self.conversation_id, modalities,
+                            input_chars=sum(len(m.content) for m in history),
+                            metadata=self.metadata)
+        self.metadata = None
+        reply = ReplyState(info, item, pipeline, history_from=max(0, len(history) - 1))
+        self.replies[rid] = reply
+        while len(self.replies) > MAX_RESPONSES:
+            self.replies.popitem(last=False)
+        config = self.parser.config
+        self._out("response.created", response=self.events.response_json(info, config))
+        info.output.append(item)
+        previous = self.add_item(item)
+        item_json = self.events.item_json(item)
+        self._out("response.output_item.added", response_id=rid, output_index=0, item=item_json)
+        self._out("conversation.item.added", previous_item_id=previous, item=item_json)
+        self._out("response.content_part.added", response_id=rid, item_id=item.id,
+                  output_index=0, content_index=0, part=self.events.part_json(item))
+
+    def _token(self, ev: dict[str, Any]) -> None:
+        reply = self.replies.get(ev["response_id"])
+        if reply is None or reply.done:
+            return
+        reply.text += ev["text"]
+        kind = ("response.output_audio_transcript.delta" if reply.speaks
+                else "response.output_text.delta")
+        self._out(kind, response_id=reply.info.id, item_id=reply.item.id, output_index=0,
+                  content_index=0, delta=ev["text"])
+
+    def _audio(self, chunk: AudioOut) -> None:
+        reply = self.replies.get(chunk.response_id)
+        if reply is None or reply.done or not reply.speaks:
+            return
+        codec, rate = self.parser.config.codec("output")
+        data = chunk.pcm
+        # The chunk's own rate (a client may switch formats between sentences).
+        src = round(len(data) / 2 * 1000 / chunk.duration_ms) if chunk.duration_ms else rate
+        if abs(src - rate) > rate // 20:
+            data = pcm.resample(data, src, rate)
+        reply.info.audio_ms += chunk.duration_ms
+        self._out("response.output_audio.delta", response_id=reply.info.id,
+                  item_id=reply.item.id, output_index=0, content_index=0,
+                  delta=pcm.b64encode(pcm.encode(data, codec)))
+
+    def _interrupted(self, ev: dict[str, Any]) -> None:
+        reason = self.cancel_reasons.pop(ev["response_id"], "turn_detected")
+        reply = self.replies.get(ev["response_id"])
+        if reply is not None:
+            reply.cancelled = True
+            reply.reason = reason
+
+    def _error(self, ev: dict[str, Any]) -> None:
+        code = str(ev.get("code", "INTERNAL_ERROR")).lower()
+        invalid = code == "invalid_request"
+        live = next((r for r in reversed(self.replies.values()) if not r.done), None)
+        if live is not None and not invalid:
+            live.failed = True
+        self._batch.append(self.events.error(
+            str(ev.get("message", "")), code,
+            kind="invalid_request_error" if invalid else "server_error"))
+
+    def _stream_end(self, ev: dict[str, Any]) -> None:
+        reply = self.replies.get(ev["response_id"])
+        if reply is None or reply.done:
+            return
+        reply.done = True
+        self.override_modalities = self.override_instructions = None
+        self.after_response()
+        item, info = reply.item, reply.info
+        item.text = reply.text.strip()
+        item.status = "incomplete" if reply.cancelled else "completed"
+        self._finish_content(reply)
+        item_json = self.events.item_json(item)
+        self._out("response.output_item.done", response_id=info.id, output_index=0,
+                  item=item_json)
+        self._out("conversation.item.done", item=item_json)
+        if reply.cancelled:
+            info.status = "cancelled"
+            info.status_details = {"type": "cancelled", "reason": reply.reason}
+        elif reply.failed and not item.text:
+            info.status = "failed"
+            info.status_details = {"type": "failed", "error": {
+                "type": "server_error", "code": "provider_error",
+                "message": "the reply could not be generated"}}
+        else:
+            info.status = "completed"
+        self._out("response.done", response=self.events.response_json(info, self.parser.config))
+        self._out("rate_limits.updated", rate_limits=self.rate_limits)
+
+    def _finish_content(self, reply: ReplyState) -> None:
+        rid, item = reply.info.id, reply.item
+        ids: dict[str, Any] = {"response_id": rid, "item_id": item.id, "output_index": 0,
+                               "content_index": 0}
+        if reply.speaks:
+            self._out("response.output_audio.done", **ids)
+            self._out("response.output_audio_transcript.done", transcript=item.text or "", **ids)
+        else:
+            self._out("response.output_text.done", text=item.text or "", **ids)
+        self._out("response.content_part.done", part=self.events.part_json(item), **ids)
+
+    def after_response(self) -> None:
+        """Hook: the per-response overrides ended (the connection reapplies its settings)."""
+
+    # --- history (conversation.item.truncate / delete) ----------------------------------
+
+    def message_index(self, item: Item) -> int | None:
+        """Where an item's message sits in the session history (None: not there)."""
+        assert self.session is not None
+        history = self.session.history
+        linked = self.links.get(item.id)
+        if linked is not None:
+            for i in range(len(history) - 1, -1, -1):
+                if history[i] is linked:
+                    return i
+        reply = next((r for r in self.replies.values() if r.item is item), None)
+        full = (reply.pipeline.text if reply and reply.pipeline else "") or item.text or ""
+        # Only after the reply's start: an older, identical answer is not this one.
+        lowest = min(reply.history_from, len(history)) if reply else 0
+        for i in range(len(history) - 1, lowest - 1, -1):
+            msg = history[i]
+            if msg.role != item.role:
+                continue
+            if msg.content == (item.text or "") or (item.role == "assistant"
+                                                     and words_prefix(msg.content, full)):
+                self.links[item.id] = msg
+                return i
+        return None
+
+    def heard(self, item: Item, audio_end_ms: int) -> str | None:
+        """The text of an assistant audio item up to ``audio_end_ms`` (None: no audio)."""
+        reply = next((r for r in self.replies.values() if r.item is item), None)
+        if reply is None or reply.pipeline is None or not reply.pipeline.segments:
+            return None
+        return heard_text(reply.pipeline.segments, audio_end_ms)
+
+
+_PIPELINE: dict[str, Any] = {
+    "speech_started": Renderer._speech_started,
+    "speech_stopped": Renderer._speech_stopped,
+    "transcription": Renderer._transcription,
+    "stream_start": Renderer._stream_start,
+    "token": Renderer._token,
+    "interrupted": Renderer._interrupted,
+    "stream_end": Renderer._stream_end,
+    "error": Renderer._error,
+}

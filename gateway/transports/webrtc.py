@@ -1,0 +1,441 @@
+"""WebRTC transport (aiortc): ``POST /api/v1/voice/webrtc/offer``.
+
+The client posts an SDP offer (an audio track, and a data channel it creates, e.g.
+``"events"``); the gateway answers, and one peer connection is one voice session:
+
+- microphone: the client's Opus track, decoded by aiortc to ``av.AudioFrame``s, is
+  mixed to mono, resampled to 16 kHz and fed to the session;
+- reply audio: ``ReplyTrack``, an audio track whose ``recv()`` hands the Opus encoder
+  20 ms frames in real time: the session's reply audio, or silence when there is none.
+  On ``interrupted`` it drops what it holds at once (the client cannot flush its own
+  jitter buffer, so the server must stop sending);
+- the data channel carries the protocol-v1 JSON events (not the binary audio, not the
+  internal ``_`` events) and accepts the v1 client messages (``text``, ``interrupt``,
+  ``end_of_speech``, ``ping``, ``start`` for language/voice/prompt).
+
+The session lives as long as the peer connection: it ends when the connection fails or
+closes, when nothing arrives for ``server.idle_timeout_s``, when an answered peer never
+connects within ``webrtc.connect_timeout_s``, or on server shutdown (drain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any
+
+import av
+import structlog
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
+from gateway.api.errors import ApiError
+from gateway.audio import frames, pcm
+from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
+from gateway.pipeline.session import VAD_RATE, Session, SessionSettings
+from gateway.protocol import v1
+from gateway.transports.webrtc_ice import allowed_hosts, ice_servers
+
+log = structlog.get_logger("gateway.webrtc")
+
+FRAME_MS = 20
+MAX_OFFER_BYTES = 64 * 1024
+TRACK_MAX_MS = 2000  # reply audio the track holds; the session runs ≤200 ms ahead anyway
+RESYNC_S = 0.2  # a recv() later than this behind schedule restarts the clock (no burst)
+EVENT_BACKLOG = 256  # events kept until the client's data channel opens
+CHANNEL_MAX_BUFFERED = 1 << 20  # bytes queued on the data channel: the client is not reading
+CHECK_INTERVAL_S = 1.0
+OPUS = {"encoding": "opus", "sample_rate": 48000}  # what travels on the tracks
+
+
+class ReplyTrack(MediaStreamTrack):
+    """Outgoing audio: 20 ms mono s16 frames at ``sample_rate``, paced at real time."""
+
+    kind = "audio"
+
+    def __init__(self, sample_rate: int) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.samples = sample_rate * FRAME_MS // 1000
+        self._frames: deque[bytes] = deque(maxlen=TRACK_MAX_MS // FRAME_MS)
+        self._reframer = pcm.Reframer(self.samples * pcm.SAMPLE_WIDTH)
+        self._silence = bytes(self.samples * pcm.SAMPLE_WIDTH)
+        self._start: float | None = None
+        self._pts = 0
+        self.audio_frames = 0  # non-silent frames sent, for logs and tests
+
+    def push(self, data: bytes) -> None:
+        self._frames.extend(self._reframer.push(data))
+
+    def clear(self) -> None:
+        """Barge-in: whatever is queued is never sent."""
+        self._frames.clear()
+        self._reframer.flush()
+
+    def _next_chunk(self) -> bytes:
+        if self._frames:
+            self.audio_frames += 1
+            return self._frames.popleft()
+        rest = self._reframer.flush()  # the tail of a reply: pad it to a whole frame
+        return rest + self._silence[len(rest):] if rest else self._silence
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = asyncio.get_running_loop().time()
+        if self._start is None:
+            self._start = now
+        else:
+            self._pts += self.samples
+            due = self._start + self._pts / self.sample_rate
+            if due > now:
+                await asyncio.sleep(due - now)
+            elif now - due > RESYNC_S:
+                self._start = now - self._pts / self.sample_rate
+        # Taken after the wait, so a barge-in during it already silences this frame.
+        return frames.from_mono_pcm(self._next_chunk(), self.sample_rate, self._pts)
+
+
+class WebRTCHub:
+    """Per-app WebRTC state: the live peers, and how many are not connected yet."""
+
+    def __init__(self) -> None:
+        self.peers: set[WebRTCPeer] = set()
+        self.pending = 0
+
+
+def _hub(app: Any) -> WebRTCHub:
+    hub: WebRTCHub | None = getattr(app.state, "webrtc", None)
+    if hub is None:
+        hub = app.state.webrtc = WebRTCHub()
+    return hub
+
+
+# --- the endpoint ------------------------------------------------------------------------
+
+
+async def webrtc_offer(request: Request) -> JSONResponse:
+    """Answer an SDP offer: ``{"sdp","type":"offer","token"?}`` → ``{"sdp","type":"answer",
+    "session_id"}``. Auth as for the WebSocket: a session token (body, ``?token=`` or
+    Bearer), an API key, or anonymous where allowed."""
+    body = await _read_offer(request)
+    state = request.app.state
+    hub = _hub(request.app)
+    # Room is reserved before auth, so a single-use token is not spent on a refusal.
+    if hub.pending >= state.cfg.webrtc.max_pending_offers:
+        raise ApiError(503, "RATE_LIMITED", "too many WebRTC connections being set up",
+                       headers={"Retry-After": "1"})
+    registry = state.sessions
+    if not registry.admit():
+        reason = "server shutting down" if registry.draining else "server at session capacity"
+        raise ApiError(503, "RATE_LIMITED", reason, headers={"Retry-After": "5"})
+    hub.pending += 1
+    try:
+        grant = await _authenticate(request, body)
+        peer = WebRTCPeer(state, grant, hub)  # owns the reservation from here on
+    except BaseException:
+        hub.pending -= 1
+        registry.release()
+        raise
+    try:
+        answer = await peer.answer(RTCSessionDescription(sdp=body["sdp"], type="offer"))
+    except BaseException:
+        await peer.close("offer failed")
+        raise
+    peer.start()
+    return JSONResponse({"sdp": answer.sdp, "type": answer.type, "session_id": grant.session_id})
+
+
+async def _read_offer(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_OFFER_BYTES:
+        raise ApiError(413, "INVALID_REQUEST", f"offer larger than {MAX_OFFER_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "INVALID_REQUEST", "body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "INVALID_REQUEST", "body must be a JSON object")
+    if body.get("type") != "offer":
+        raise ApiError(400, "INVALID_REQUEST", 'type must be "offer"')
+    sdp = body.get("sdp")
+    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+        raise ApiError(400, "INVALID_REQUEST", "sdp must be an SDP offer")
+    for key in ("token", "assistant_id"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise ApiError(400, "INVALID_REQUEST", f"{key} must be a string")
+    return body
+
+
+async def _authenticate(request: Request, body: dict[str, Any]) -> SessionGrant:
+    auth = request.app.state.auth
+    token = body.get("token") or request.query_params.get("token")
+    requested = (body.get("assistant_id") or request.query_params.get("assistant_id")
+                 or request.headers.get("x-chat-model-id"))
+    client = request.client.host if request.client else "unknown"
+    bearer = bearer_or_header(request.headers)
+    try:
+        if not token and bearer and not bearer.startswith("gw_") and bearer.count(".") == 2:
+            # A session token as Bearer; if it is not one, other bearer kinds get their turn.
+            with contextlib.suppress(AuthError):
+                grant: SessionGrant = await auth.redeem(bearer)
+                return grant
+        grant = await auth.websocket_grant(token, request.headers, client, requested)
+        return grant
+    except AuthError as exc:
+        log.info("webrtc_auth_refused", reason=str(exc))
+        raise ApiError(exc.status, exc.code, str(exc)) from None
+
+
+# --- one peer connection = one session ---------------------------------------------------
+
+
+class WebRTCPeer:
+    def __init__(self, app_state: Any, grant: SessionGrant, hub: WebRTCHub) -> None:
+        self.app_state = app_state
+        self.cfg = app_state.cfg
+        self.grant = grant
+        self.hub = hub
+        self.log = log.bind(session_id=grant.session_id)
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers(self.cfg.webrtc)))
+        self.outbox = Outbox(self.cfg.queues.outbox)
+        self.track = ReplyTrack(self.cfg.webrtc.output_sample_rate)
+        self.proto = v1.ProtocolState(input=v1.AudioFormat("pcm_s16le", VAD_RATE),
+                                      max_chunk_ms=self.cfg.audio.max_chunk_ms)
+        self.session = Session(app_state.runtime, self._settings(None), self.outbox,
+                               session_id=grant.session_id,
+                               conversation_id="conv_" + grant.session_id[5:])
+        self.channel: RTCDataChannel | None = None
+        self._backlog: deque[str] = deque(maxlen=EVENT_BACKLOG)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.get_running_loop()
+        self.created = self.last_activity = self._loop.time()
+        self.connected = False
+        self._closing: str | None = None
+        self._closed = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        hub.peers.add(self)
+        app_state.sessions.add(grant.session_id, self)
+        self.pc.on("track", self._on_track)
+        self.pc.on("datachannel", self._on_datachannel)
+        self.pc.on("connectionstatechange", self._on_connection_state)
+
+    def _settings(self, start: v1.Start | None) -> SessionSettings:
+        claims = self.grant.claims
+        return SessionSettings(
+            input=v1.AudioFormat("pcm_s16le", VAD_RATE),
+            output=v1.AudioFormat("pcm_s16le", self.cfg.webrtc.output_sample_rate),
+            language=(start.language if start else None) or self.cfg.stt.language,
+            voice=(start.voice if start else None) or claims.get("voiceId"),
+            system_prompt=(start.system_prompt if start else None) or claims.get("systemPrompt"),
+            assistant_id=self.grant.assistant_id,
+        )
+
+    async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        wcfg = self.cfg.webrtc
+        # Gathering happens in setLocalDescription; its tasks inherit this context.
+        with allowed_hosts(wcfg.host_candidates, wcfg.ipv6):
+            try:
+                await self.pc.setRemoteDescription(offer)
+            except Exception as exc:  # aiortc's parser raises assorted errors on bad SDP
+                self.log.info("webrtc_bad_offer", error=repr(exc))
+                raise ApiError(400, "INVALID_REQUEST", f"bad SDP offer: {exc}") from None
+            if not any(t.kind == "audio" for t in self.pc.getTransceivers()):
+                raise ApiError(400, "INVALID_REQUEST", "the offer has no audio track")
+            self.pc.addTrack(self.track)
+            try:
+                async with asyncio.timeout(wcfg.ice_gathering_timeout_s):
+                    await self.pc.setLocalDescription(await self.pc.createAnswer())
+            except TimeoutError:
+                raise ApiError(500, "INTERNAL_ERROR", "ICE gathering timed out") from None
+        local = self.pc.localDescription
+        assert local is not None
+        return local
+
+    def start(self) -> None:
+        self.session.start()
+        self._spawn(self._pump())
+        self._supervisor = asyncio.create_task(self._supervise())
+        self.log.info("webrtc_session_started", key_id=self.grant.key_id,
+                      output_rate=self.track.sample_rate)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- peer connection events ----------------------------------------------------------
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._spawn(self._microphone(track))
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        self.log.debug("webrtc_connection_state", state=state)
+        if state == "connected" and not self.connected:
+            self.connected = True
+            self.hub.pending -= 1
+        elif state in ("failed", "closed"):
+            self.close_soon(f"connection {state}")
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        channel.on("message", self._on_message)
+        if self.channel is not None:
+            return  # messages from further channels are taken; events go on the first
+        self.channel = channel
+        if channel.readyState == "open":
+            self._channel_open()
+        else:
+            channel.on("open", self._channel_open)
+
+    def _channel_open(self) -> None:
+        self._send_event(self._session_started())
+        while self._backlog and self.channel is not None:
+            self._send_text(self._backlog.popleft())
+
+    def _session_started(self) -> dict[str, Any]:
+        s = self.session
+        return {"type": "session_started", "session_id": s.session_id,
+                "conversation_id": s.conversation_id,
+                "input": OPUS, "output": OPUS}
+
+    # -- media in ------------------------------------------------------------------------
+
+    async def _microphone(self, track: MediaStreamTrack) -> None:
+        resampler: pcm.Resampler | None = None
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.last_activity = self._loop.time()
+            if not isinstance(frame, av.AudioFrame):
+                continue
+            if resampler is None or resampler.src_rate != frame.sample_rate:
+                resampler = pcm.Resampler(frame.sample_rate, VAD_RATE)
+            data = resampler.process(frames.to_mono_pcm(frame))
+            if data:
+                self.session.feed_audio(data)
+
+    # -- data channel in -----------------------------------------------------------------
+
+    def _on_message(self, message: str | bytes) -> None:
+        self.last_activity = self._loop.time()
+        if isinstance(message, bytes):
+            self.session.emit(v1.error(v1.INVALID_REQUEST,
+                                       "binary messages are not taken: audio goes on the track"))
+            return
+        match self.proto.receive_text(message):
+            case v1.Text(text=text):
+                self.session.user_text(text)
+            case v1.Interrupt():
+                self.session.interrupt()
+            case v1.EndOfSpeech():
+                self.session.end_of_speech()
+            case v1.Ping():
+                self.session.emit({"type": "pong"})
+            case v1.Audio(pcm=data):
+                self.session.feed_audio(data)
+            case v1.Start() as start:
+                self.proto.input = self.session.settings.input  # Opus in: fixed format
+                self.session.reconfigure(self._settings(start))
+                self.session.emit(self._session_started())
+            case v1.ProtocolError() as err:
+                self.session.emit(err.event())
+
+    # -- session out ---------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                item = await self.outbox.get()
+                if isinstance(item, AudioOut):
+                    self.track.push(item.pcm)
+                    continue
+                kind = item["type"]
+                if kind == "interrupted":
+                    self.track.clear()
+                elif kind == "tts_start":  # the audio is on the Opus track, not PCM
+                    item = {**item, **OPUS}
+                if not kind.startswith("_"):  # internal events stay inside
+                    self._send_event(item)
+        except OutboxClosed:
+            reason = "client is not reading" if self.outbox.overflowed else "session ended"
+            self.close_soon(reason)
+
+    def _send_event(self, event: dict[str, Any]) -> None:
+        self._send_text(v1.encode(event))
+
+    def _send_text(self, text: str) -> None:
+        channel = self.channel
+        if channel is None or channel.readyState != "open":
+            self._backlog.append(text)  # bounded: the oldest go first
+            return
+        channel.send(text)
+        if channel.bufferedAmount > CHANNEL_MAX_BUFFERED:
+            self.close_soon("client is not reading the data channel")
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        wcfg, idle = self.cfg.webrtc, self.cfg.server.idle_timeout_s
+        while self._closing is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CHECK_INTERVAL_S):
+                    await self._closed.wait()
+            now = self._loop.time()
+            if not self.connected and now - self.created > wcfg.connect_timeout_s:
+                self.close_soon("never connected")
+            elif now - self.last_activity > idle:
+                self.close_soon(f"idle for {idle:.0f} s")
+        await self._teardown(self._closing or "closed")
+
+    def close_soon(self, reason: str) -> None:
+        if self._closing is None:
+            self._closing = reason
+            self._closed.set()
+
+    async def close(self, reason: str) -> None:
+        self.close_soon(reason)
+        if self._supervisor is None:  # never started: tear down here
+            self._supervisor = asyncio.create_task(self._teardown(reason))
+        await asyncio.shield(self._supervisor)
+
+    async def drain(self, deadline: float) -> None:
+        """Server shutdown: let the current reply finish, then close the connection."""
+        while self.session.replying and self._loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await self.close("server shutting down")
+
+    async def _teardown(self, reason: str) -> None:
+        self.log.info("webrtc_session_closing", reason=reason, connected=self.connected,
+                      audio_frames=self.track.audio_frames)
+        self.app_state.sessions.remove(self.grant.session_id)
+        self.outbox.close()
+        self.track.stop()
+        await self.session.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.cfg.server.session_close_timeout_s):
+                await self.pc.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if not self.connected:
+            self.hub.pending -= 1
+            self.connected = True  # counted once
+        self.hub.peers.discard(self)
+        self.app_state.sessions.release()
+        self.log.info("webrtc_session_closed", turns=self.session.turns_completed)
