@@ -189,6 +189,20 @@ class FailoverConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolsConfig:
+    # Built-in tools for sessions whose assistant declares none (search_knowledge_base,
+    # get_current_datetime, end_call, transfer_call). Webhook tools are per assistant.
+    enabled: tuple[str, ...] = ()
+    # A tool still running this long into a turn with nothing said yet: a spoken filler.
+    filler_after_ms: int = 1200
+    filler_text: str = "One moment, let me check that."
+    timeout_s: float = 5.0  # per call, unless a webhook declares its own timeout_s
+    max_rounds: int = 3  # tool rounds per turn; then the model must answer in words
+    max_result_chars: int = 4000  # a longer result is cut before the model sees it
+    timezone: str = "UTC"  # get_current_datetime when the model names none
+
+
+@dataclass(frozen=True, slots=True)
 class DatabaseConfig:
     # Empty: SQLite in the data dir. PostgreSQL: postgresql+asyncpg://user@host/db
     url: str = field(default="", repr=False)
@@ -228,6 +242,7 @@ class Config:
     failover: FailoverConfig = FailoverConfig()
     webrtc: WebRTCConfig = WebRTCConfig()
     ratelimit: RateLimitConfig = RateLimitConfig()
+    tools: ToolsConfig = ToolsConfig()
 
     @property
     def data_path(self) -> Path:
@@ -352,6 +367,8 @@ def _validate(cfg: Config) -> None:
     if not lo <= cfg.auth.token_ttl_s <= hi:
         raise ConfigError(f"auth.token_ttl_s must be within {lo}..{hi}")
     _validate_ratelimit(cfg.ratelimit)
+    if cfg.tools.max_rounds < 0 or cfg.tools.timeout_s <= 0 or cfg.tools.filler_after_ms < 0:
+        raise ConfigError("tools: max_rounds and filler_after_ms must be >= 0, timeout_s > 0")
     if cfg.webrtc.output_sample_rate not in (16000, 24000, 48000):
         raise ConfigError("webrtc.output_sample_rate must be 16000, 24000 or 48000")
     if cfg.server.allow_anonymous.lower() not in (

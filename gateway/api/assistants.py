@@ -214,7 +214,8 @@ async def create_assistant(request: Request, principal: Caller,
     _null_check(fields)
     assistant_id = body.id or new_id("asst")
     docs = body.documents or []
-    check_document_sizes(docs, int(request.app.state.cfg.knowledge.max_document_bytes))
+    check_document_sizes([d.content for d in docs],
+                         int(request.app.state.cfg.knowledge.max_document_bytes))
     fields.setdefault("name", assistant_id)
     async with request.app.state.db.session() as s:
         if await s.get(Assistant, assistant_id) is not None:

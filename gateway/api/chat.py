@@ -36,6 +36,7 @@ from .chat_engine import (
     caller_assistant,
     decode_audio,
     engine_of,
+    user_scope,
 )
 from .deps import authed, requested_assistant
 from .errors import ERROR_RESPONSES, ApiError, ErrorBody
@@ -189,7 +190,7 @@ def chat_input(assistant_id: str, principal: Principal, body: ChatBody) -> ChatI
                     if h.role in ("user", "assistant") and h.content.strip())
     meta = {"context": body.context} if body.context else {}
     return ChatInput(assistant_id, body.message.strip(), conversation_id=body.conversation_id,
-                     session_id=body.sessionId, user_id=body.user_id or principal.user_id,
+                     session_id=body.sessionId, user_id=user_scope(principal, body.user_id),
                      system_prompt=body.system_prompt, history=history, user_meta=meta)
 
 
@@ -232,14 +233,24 @@ async def transcribe_upload(request: Request, audio: UploadFile,
     return text.strip(), seconds
 
 
-def check_voice(request: Request, voice: str | None) -> str | None:
-    if not voice:
-        return None
+def voice_known(request: Request, voice: str) -> bool:
     known = platform_api.tts_voice_ids(request.app.state.runtime.tts)
     # "en-us+f3" is an espeak voice plus a variant: the voice part must be known.
-    if known is not None and voice.lower().split("+")[0] not in known:
+    return known is None or voice.lower().split("+")[0] in known
+
+
+async def voice_settings(request: Request, assistant_id: str, voice: str | None,
+                         language: str | None) -> tuple[str | None, str]:
+    """The request's voice and language, else the assistant's, else the configured ones.
+    An unknown requested voice is a 400; an assistant's that is not loaded is skipped."""
+    if voice and not voice_known(request, voice):
         raise ApiError(400, "INVALID_REQUEST", f"unknown voice {voice!r}")
-    return voice
+    assistant = await get_assistant(request.app.state.db, assistant_id)
+    if assistant is not None:
+        if not voice and assistant.voice and voice_known(request, assistant.voice):
+            voice = assistant.voice
+        language = language or assistant.language
+    return voice or None, language or request.app.state.cfg.stt.language
 
 
 Text = Annotated[CleanStr | None, Form(max_length=200)]
@@ -266,14 +277,13 @@ async def chat_voice(
     system_prompt: Annotated[CleanStr | None, Form(max_length=8000)] = None,
 ) -> EventSourceResponse:
     assistant_id = await caller_assistant(request, principal, chatModelId)
-    voice = check_voice(request, voice)
-    language = language or request.app.state.cfg.stt.language
+    voice, language = await voice_settings(request, assistant_id, voice, language)
     transcript, seconds = await transcribe_upload(request, audio, language)
     if not transcript:
         raise ApiError(400, "INVALID_REQUEST", "no speech was recognised in the audio")
     engine = engine_of(request)
     inp = ChatInput(assistant_id, transcript, conversation_id=conversation_id,
-                    session_id=sessionId, user_id=user_id or principal.user_id,
+                    session_id=sessionId, user_id=user_scope(principal, user_id),
                     system_prompt=system_prompt, source="voice",
                     user_meta={"audio_s": round(seconds, 2), "language": language})
     turn = await engine.prepare(inp)

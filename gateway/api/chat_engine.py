@@ -51,10 +51,10 @@ STT_RATE = 16000
 
 def engine_of(request: Request) -> ChatEngine:
     st = request.app.state
-    engine = getattr(st, "chat_engine", None)
+    engine: ChatEngine | None = getattr(st, "chat_engine", None)
     if engine is None:  # one per app, made on first use (the lifespan owns its parts)
         engine = st.chat_engine = ChatEngine(st.cfg, st.db, st.runtime)
-    return engine  # type: ignore[no-any-return]
+    return engine
 
 
 async def caller_assistant(request: Request, principal: Principal,
@@ -68,6 +68,14 @@ async def caller_assistant(request: Request, principal: Principal,
         except AuthError as exc:
             raise ApiError(exc.status, exc.code, str(exc)) from None
     return await checked_assistant(request, principal, wanted)
+
+
+def user_scope(principal: Principal, requested: str | None) -> str | None:
+    """A signed-in user (OAuth, legacy JWT) is held to their own conversations; an API
+    key may name any user."""
+    if principal.kind in ("oauth", "legacy_jwt") and principal.user_id:
+        return principal.user_id
+    return requested
 
 
 def decode_audio(data: bytes) -> tuple[bytes, float]:

@@ -14,11 +14,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field, field_validator
 
 from gateway.store import conversations as store
-from gateway.store.models import Conversation
+from gateway.store.models import Conversation, new_id
 from gateway.store.search import search_messages
 
 from .auth import Principal
-from .chat_engine import MAX_CONTENT_CHARS, TEMPLATE_BY_NAME, caller_assistant
+from .chat_engine import MAX_CONTENT_CHARS, TEMPLATE_BY_NAME, caller_assistant, user_scope
 from .deps import authed
 from .errors import ERROR_RESPONSES, ApiError
 from .v1base import CleanStr, JsonObject
@@ -32,13 +32,6 @@ Offset = Annotated[int, Query(ge=0, le=1_000_000)]
 UserId = Annotated[CleanStr | None, Query(max_length=200)]
 ConvId = Annotated[CleanStr, Path(max_length=64)]
 SNIPPET_CHARS = 200
-
-
-def user_scope(principal: Principal, requested: str | None) -> str | None:
-    """A signed-in user is held to their own conversations; keys may filter by user."""
-    if principal.kind in ("oauth", "legacy_jwt") and principal.user_id:
-        return principal.user_id
-    return requested
 
 
 async def owned(request: Request, principal: Principal, conversation_id: str,
@@ -209,7 +202,7 @@ async def feedback(request: Request, body: FeedbackIn,
         fb = await store.add_feedback(
             s, conversation_id=conv.id, message_id=body.message_id,
             feedback_type=body.feedback_type, feedback_value=body.feedback_value,
-            comment=body.comment, user_id=body.user_id or principal.user_id)
+            comment=body.comment, user_id=user_scope(principal, body.user_id))
         await s.commit()
     return {"status": "success", "feedback_id": fb.id}
 
@@ -373,8 +366,8 @@ async def log_conversation(request: Request, body: ConversationLog,
         if conv is None:
             first = next((m.content for m in body.messages if m.role == "user"), "")
             conv = await store.ensure_conversation(
-                s, store.new_id("conv"), assistant_id, session_id=body.sessionId,
-                user_id=body.user_id or principal.user_id, title=first, source="log")
+                s, new_id("conv"), assistant_id, session_id=body.sessionId,
+                user_id=user_scope(principal, body.user_id), title=first, source="log")
         conv.meta = {**(conv.meta or {}), **body.metadata}
         await store.add_messages(s, conv, [(m.role, m.content, {}) for m in body.messages])
         await s.commit()

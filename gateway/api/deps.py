@@ -18,9 +18,12 @@ from .errors import ApiError, client_host
 
 def requested_assistant(request: Request) -> str | None:
     """The assistant named by the request's header or query (a body may name one too)."""
-    return (request.headers.get("x-chat-model-id")
-            or request.query_params.get("chatModelId")
-            or request.query_params.get("assistant_id"))
+    value = (request.headers.get("x-chat-model-id")
+             or request.query_params.get("chatModelId")
+             or request.query_params.get("assistant_id"))
+    if value is not None and (len(value) > 64 or not value.isprintable()):
+        raise ApiError(400, "INVALID_REQUEST", "chat model id must be printable, ≤ 64 chars")
+    return value
 
 
 def authed(group: str = "default") -> Callable[[Request], Awaitable[Principal]]:

@@ -237,7 +237,7 @@ async def import_documents(request: Request, principal: ImportCaller,
     """Import up to 100 documents into an assistant's knowledge base, in one transaction."""
     require_credential(principal)
     assistant_id = await checked_assistant(request, principal, body.chatModelId)
-    check_document_sizes(body.documents, _max_bytes(request))
+    check_document_sizes([d.content for d in body.documents], _max_bytes(request))
     async with request.app.state.db.session() as s:
         docs = [await add_document(s, assistant_id, title=d.title, content=d.content,
                                    url=d.url, meta=d.metadata or {})
@@ -280,8 +280,7 @@ async def _update(request: Request, principal: Principal, doc_id: str,
                   changes: dict[str, Any]) -> dict[str, Any]:
     require_credential(principal)
     if changes.get("content") is not None:
-        check_document_sizes([DocumentIn(title="-", content=changes["content"])],
-                             _max_bytes(request))
+        check_document_sizes([changes["content"]], _max_bytes(request))
     async with request.app.state.db.session() as s:
         doc = await _owned_document(s, principal, doc_id)
         for field, column in (("title", "title"), ("content", "content"), ("url", "url"),

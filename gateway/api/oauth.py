@@ -60,6 +60,7 @@ AUTHORIZE_PATH = "/api/oauth/aist/authorize"
 CSRF_COOKIE = "gw_oauth_csrf"
 MAX_FORM_BYTES = 16 * 1024
 MAX_ASSISTANTS_LISTED = 200
+MALFORMED = "Malformed request."
 HTML_HEADERS = {
     "Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -80,6 +81,8 @@ def install(app: FastAPI) -> None:
             claims = issuer.read(token, ACCESS_AUDIENCE, LEGACY_AUDIENCE)
         except jwt.InvalidTokenError:
             return None  # not ours, or expired/forged: the authenticator refuses it
+        if not isinstance(claims.get("asst"), str):
+            return None  # never an all-assistants principal from a token
         tier = str(claims.get("tier") or "free")
         if claims["aud"] == ACCESS_AUDIENCE:
             return Principal("oauth", f"user:{claims['sub']}", claims["asst"], tier,
@@ -95,7 +98,7 @@ def install(app: FastAPI) -> None:
 # ---------------------------------------------------------------- request helpers
 
 
-class FormTooLarge(ValueError):
+class FormError(ValueError):
     pass
 
 
@@ -103,16 +106,16 @@ async def read_form(request: Request) -> dict[str, list[str]]:
     """A bounded ``application/x-www-form-urlencoded`` body (RFC 6749 §4.1.3)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
-        raise FormTooLarge("the body must be application/x-www-form-urlencoded")
+        raise FormError("the body must be application/x-www-form-urlencoded")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            raise FormTooLarge("form too large")
+            raise FormError("form too large")
     try:
         return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
     except (UnicodeDecodeError, ValueError):
-        raise FormTooLarge("malformed form") from None
+        raise FormError("malformed form") from None
 
 
 def first(data: Mapping[str, list[str]], name: str) -> str:
@@ -183,10 +186,12 @@ async def _assistant_options(request: Request, selected: str) -> str:
     )
 
 
-async def _login_page(request: Request, params: Mapping[str, str], blob: str, *,
+async def _login_page(request: Request, server: Server, blob: str, *,
                       status: int = 200, error: str = "", username: str = "",
                       selected: str = "") -> HTMLResponse:
-    return _page(_LOGIN_PAGE, status, client=params.get("client_id", ""), error=error,
+    client = server.client_row
+    name = (client.name or client.client_id) if client is not None else ""
+    return _page(_LOGIN_PAGE, status, client=name, error=error,
                  blob=blob, username=username,
                  options=await _assistant_options(request, selected))
 
@@ -224,10 +229,12 @@ async def authorize(request: Request) -> Response:
         server.get_consent_grant(FormRequest("GET", str(request.url), request.headers, data))
     except OAuth2Error as err:
         return _error_response(err)
+    except ValueError:  # Authlib will not echo characters RFC 6749 forbids in an error
+        return _page(_ERROR_PAGE, 400, error="invalid_request", description=MALFORMED)
     nonce = _nonce(request)
     params = {k: first(data, k) for k in AUTHORIZE_PARAMS if first(data, k)}
     blob = request.app.state.oauth.sign_form(params, nonce)
-    page = await _login_page(request, params, blob, selected=first(data, "chatModelId"))
+    page = await _login_page(request, server, blob, selected=first(data, "chatModelId"))
     page.set_cookie(CSRF_COOKIE, nonce, max_age=3600, path="/api/oauth/aist", httponly=True,
                     samesite="lax", secure=request.url.scheme == "https")
     return page
@@ -250,7 +257,7 @@ async def authorize_submit(request: Request) -> Response:
         form = await read_form(request)
         claims = request.app.state.oauth.read(first(form, "request"), FORM_AUDIENCE)
         params: dict[str, str] = dict(claims["q"])
-    except (FormTooLarge, jwt.InvalidTokenError, KeyError, TypeError, ValueError):
+    except (FormError, jwt.InvalidTokenError, KeyError, TypeError, ValueError):
         return _page(_ERROR_PAGE, 400, error="This sign-in page has expired or is invalid.",
                      description="")
     cookie = request.cookies.get(CSRF_COOKIE, "")
@@ -259,18 +266,20 @@ async def authorize_submit(request: Request) -> Response:
                      description="Enable cookies for this site and try again.")
     db = request.app.state.db
     server = Server(request.app.state.oauth, await get_client(db, params.get("client_id")))
-    oauth_request = FormRequest("POST", str(request.url), request.headers,
-                                {k: [v] for k, v in params.items()})
     try:
+        oauth_request = FormRequest("POST", str(request.url), request.headers,
+                                    {k: [v] for k, v in params.items()})
         grant = server.get_consent_grant(oauth_request)
     except OAuth2Error as err:
         return _error_response(err)
+    except ValueError:
+        return _page(_ERROR_PAGE, 400, error="invalid_request", description=MALFORMED)
     if first(form, "action") == "deny":
         return _redirect_or_page(*server.create_authorization_response(
             oauth_request, grant_user=None, grant=grant))
     grantee = await _grantee(request, form)
     if isinstance(grantee, str):
-        return await _login_page(request, params, first(form, "request"), status=400,
+        return await _login_page(request, server, first(form, "request"), status=400,
                                  error=grantee, username=first(form, "username"),
                                  selected=first(form, "chatModelId"))
     result = server.create_authorization_response(oauth_request, grant_user=grantee, grant=grant)
@@ -328,7 +337,7 @@ async def token(request: Request) -> Response:
     await enforce(request, None, "oauth")
     try:
         form = await read_form(request)
-    except FormTooLarge as exc:
+    except FormError as exc:
         return _oauth_json(*InvalidRequestError(str(exc))())
     db = request.app.state.db
     code = await get_code(db, first(form, "code"))
@@ -337,9 +346,11 @@ async def token(request: Request) -> Response:
                     code, assistant.tier if assistant is not None else "free")
     try:
         oauth_request = FormRequest("POST", str(request.url), request.headers, form)
+        status, body, headers = server.create_token_response(oauth_request)
     except OAuth2Error as err:
         return _oauth_json(*err())
-    status, body, headers = server.create_token_response(oauth_request)
+    except ValueError:
+        return _oauth_json(*InvalidRequestError(MALFORMED)())
     # The code is spent only now, atomically: of two racing requests one gets the token.
     if status == 200 and not (server.consumed and await consume_code(db, server.consumed)):
         status, body, headers = InvalidGrantError("Invalid 'code' in request.")()

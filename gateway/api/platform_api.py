@@ -244,7 +244,10 @@ class WebSocketConfig(BaseModel):
 def voice_ws_endpoint(request: Request) -> dict[str, Any]:
     """The voice WebSocket as this request reached us (host and port from the request)."""
     secure = request.url.scheme in ("https", "wss")
-    port = request.url.port or (443 if secure else 80)
+    try:
+        port = request.url.port or (443 if secure else 80)
+    except ValueError:  # a Host header with a port out of range
+        port = request.app.state.cfg.server.port
     host = request.url.hostname or request.app.state.cfg.server.host
     if ":" in host:  # an IPv6 literal
         host = f"[{host}]"

@@ -68,10 +68,10 @@ class DocumentIn(BaseModel):
     metadata: JsonObject | None = None
 
 
-def check_document_sizes(documents: list[DocumentIn], limit: int) -> None:
+def check_document_sizes(contents: list[str], limit: int) -> None:
     """413 ``DOCUMENT_TOO_LARGE`` naming the first document over the limit."""
-    for i, doc in enumerate(documents):
-        size = len(doc.content.encode("utf-8"))
+    for i, content in enumerate(contents):
+        size = len(content.encode("utf-8"))
         if size > limit:
             raise ApiError(413, "DOCUMENT_TOO_LARGE",
                            f"documents[{i}] is {size} bytes; the limit is {limit} bytes: "

@@ -11,9 +11,10 @@ methods and are awaited directly with timeouts.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 class ProviderError(Exception):
@@ -61,9 +62,45 @@ Role = Literal["system", "user", "assistant", "tool"]
 
 
 @dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call: its name, what it does, its arguments' JSON schema."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model asked for. ``raw_arguments`` is the model's JSON text as sent (it
+    goes back verbatim in the follow-up request); ``arguments`` is it decoded ({} if not)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    raw_arguments: str = ""
+
+    @property
+    def arguments_invalid(self) -> bool:
+        """The model sent arguments that are not a JSON object."""
+        if not self.raw_arguments.strip():
+            return False
+        try:
+            return not isinstance(json.loads(self.raw_arguments), dict)
+        except ValueError:
+            return True
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
+    """A chat message. An assistant message may carry ``tool_calls``; a ``tool`` message
+    is one call's result (``content``), naming the call by ``tool_call_id``."""
+
     role: Role
     content: str
+    tool_call_id: str | None = None
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +123,7 @@ class ChatRequest:
     passages: Sequence[Passage] = ()
     max_tokens: int = 120
     temperature: float = 0.2
+    tools: Sequence[ToolSpec] = ()  # functions the model may call (providers may ignore them)
 
     @property
     def question(self) -> str:
@@ -110,11 +148,12 @@ class BlockingLLM(Protocol):
 
 @runtime_checkable
 class StreamingLLM(Protocol):
-    """Network models: an async token stream."""
+    """Network models: an async token stream. A model offered ``request.tools`` may also
+    yield ``ToolCall`` items (after its text, if any); the runtime runs them and asks again."""
 
     name: str
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[str]: ...
+    def stream(self, request: ChatRequest) -> AsyncIterator[str | ToolCall]: ...
 
 
 LLM = BlockingLLM | StreamingLLM

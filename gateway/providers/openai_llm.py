@@ -1,6 +1,9 @@
 """``openai``: any OpenAI-compatible chat-completions server (OpenAI, vLLM, llama.cpp, Ollama).
 
-Streams content deltas with the official ``openai.AsyncOpenAI`` client. The client retries
+Streams content deltas with the official ``openai.AsyncOpenAI`` client. Function tools
+offered in the request are sent as ``tools``; the streamed ``tool_calls`` deltas are put
+together (id and name first, the arguments' JSON in pieces) and yielded as ``ToolCall``
+items when the choice finishes. The client retries
 once on its own (429, 5xx, timeouts, connection errors) before the first byte; the
 first-token and total timeouts are enforced here around every step of the stream, so a
 retry sleep or a silent server can never hold a turn longer than configured.
@@ -10,17 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import openai
 from openai import AsyncOpenAI, AsyncStream
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+from openai.types.chat import (
+    ChatCompletionChunk,
+    ChatCompletionMessageParam,
+    ChatCompletionMessageToolCallParam,
+    ChatCompletionToolParam,
+)
 
 from gateway.config import Config
 
-from .base import ChatRequest, Message, Passage, ProviderError
+from .base import ChatRequest, Message, Passage, ProviderError, ToolCall, ToolSpec
 
 # Local servers ignore the key, but the client refuses to start without one.
 PLACEHOLDER_KEY = "not-needed"
@@ -80,25 +89,33 @@ class OpenAILLM:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[str, None]:
-        """Content deltas in order; closing this generator closes the HTTP response."""
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[str | ToolCall, None]:
+        """Content deltas in order, then any tool calls; closing this generator closes
+        the HTTP response."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         total_deadline = start + self.total_timeout_s
         first_deadline = min(start + self.first_token_timeout_s, total_deadline)
         response: AsyncStream[ChatCompletionChunk] | None = None
         got_token = False
+        calls = ToolCallAssembler()
         try:
             response = await self._step(self._create(request), first_deadline, got_token)
             while True:
                 deadline = total_deadline if got_token else first_deadline
                 chunk = await self._step(_next_chunk(response), deadline, got_token)
                 if chunk is None:
-                    return
+                    break
                 text = _content(chunk)
                 if text:
                     got_token = True
                     yield text
+                got_token = calls.add(chunk) or got_token  # a tool call is output too
+                if _finished(chunk):
+                    for call in calls.take():
+                        yield call
+            for call in calls.take():  # servers that end the stream without a finish_reason
+                yield call
         finally:
             if response is not None:
                 await response.close()
@@ -110,6 +127,7 @@ class OpenAILLM:
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             stream=True,
+            tools=build_tools(request.tools) if request.tools else openai.omit,
         )
 
     async def _step(self, awaitable: Any, deadline: float, got_token: bool) -> Any:
@@ -181,6 +199,57 @@ async def _next_chunk(response: AsyncStream[ChatCompletionChunk]) -> ChatComplet
         return None
 
 
+def _finished(chunk: ChatCompletionChunk) -> bool:
+    return bool(chunk.choices) and chunk.choices[0].finish_reason is not None
+
+
+class ToolCallAssembler:
+    """Streamed ``tool_calls`` deltas, by index: the id and name come in the first piece,
+    the arguments' JSON text in the pieces that follow."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+
+    def add(self, chunk: ChatCompletionChunk) -> bool:
+        """Take a chunk's tool-call deltas; True if it had any."""
+        if not chunk.choices:
+            return False
+        deltas = getattr(chunk.choices[0].delta, "tool_calls", None) or []
+        for delta in deltas:
+            index = delta.index if delta.index is not None else len(self._parts)
+            part = self._parts.setdefault(index, ["", "", ""])
+            if delta.id:
+                part[0] = delta.id
+            fn = delta.function
+            if fn is not None:
+                part[1] = part[1] or (fn.name or "")
+                part[2] += fn.arguments or ""
+        return bool(deltas)
+
+    def take(self) -> list[ToolCall]:
+        """The calls put together so far, in index order (and forget them)."""
+        calls = [_tool_call(*self._parts[i]) for i in sorted(self._parts)]
+        self._parts.clear()
+        return [c for c in calls if c.name]
+
+
+def _tool_call(call_id: str, name: str, raw: str) -> ToolCall:
+    try:
+        decoded = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        decoded = {}
+    arguments = decoded if isinstance(decoded, dict) else {}
+    # Some compatible servers send no id; the follow-up request needs one.
+    return ToolCall(call_id or f"call_{uuid.uuid4().hex[:24]}", name, arguments, raw)
+
+
+def build_tools(tools: Sequence[ToolSpec]) -> list[ChatCompletionToolParam]:
+    return [{"type": "function",
+             "function": {"name": t.name, "description": t.description,
+                          "parameters": dict(t.parameters)}}
+            for t in tools]
+
+
 def _content(chunk: ChatCompletionChunk) -> str:
     # Role-only chunks, usage-only chunks (no choices) and reasoning deltas carry no content.
     if not chunk.choices:
@@ -205,10 +274,22 @@ def build_messages(
             out.append({"role": "system", "content": msg.content})
         elif msg.role == "user":
             out.append({"role": "user", "content": msg.content})
+        elif msg.role == "assistant" and msg.tool_calls:
+            out.append({"role": "assistant", "content": msg.content or None,
+                        "tool_calls": [_call_param(c) for c in msg.tool_calls]})
         elif msg.role == "assistant":
             out.append({"role": "assistant", "content": msg.content})
-        # "tool" messages are skipped: the API requires a tool_call_id we do not have.
+        elif msg.role == "tool" and msg.tool_call_id:
+            out.append({"role": "tool", "tool_call_id": msg.tool_call_id,
+                        "content": msg.content})
+        # A "tool" message without its call's id cannot be sent: the API refuses it.
     return out
+
+
+def _call_param(call: ToolCall) -> ChatCompletionMessageToolCallParam:
+    return {"id": call.id, "type": "function",
+            "function": {"name": call.name,
+                         "arguments": call.raw_arguments or json.dumps(call.arguments)}}
 
 
 def facts_block(passages: Sequence[Passage]) -> str:

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.providers.base import Message
+from gateway.providers.base import Message, Role
 
 from .models import ChatMessage, Conversation, Feedback, new_id, now
 
@@ -59,7 +59,7 @@ async def recent_messages(s: AsyncSession, conversation_id: str, limit: int) -> 
                 ChatMessage.role.in_(("user", "assistant")))
          .order_by(ChatMessage.seq.desc(), ChatMessage.created_at.desc()).limit(limit))
     rows = list(await s.execute(q))
-    return [Message(role, content) for role, content in reversed(rows)]
+    return [Message(cast(Role, role), content) for role, content in reversed(rows)]
 
 
 async def ensure_conversation(

@@ -31,8 +31,10 @@ class ChunkHit:
 
 
 def _relevance(score: float, scale: float) -> float:
+    """0..1 from an engine score. A match is never 0: a word found in almost every
+    passage scores ~0 in BM25, yet the passage did match."""
     score = max(score, 0.0)
-    return round(score / (score + scale), 4) if score else 0.0
+    return round(0.05 + 0.95 * score / (score + scale), 4)
 
 
 def pg_tsquery(question: str) -> str:

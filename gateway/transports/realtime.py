@@ -47,6 +47,7 @@ CLOSE_SLOW_CONSUMER = 4413
 PIPELINE_RATE = 16000
 KEY_PROTOCOL = "openai-insecure-api-key."
 MIN_COMMIT_MS = 100  # as OpenAI: a shorter buffer cannot be committed
+REQUEST_WAIT_S = 5.0  # a response.create's turn reaches stream_start well within this
 
 
 class Credentials:
@@ -173,6 +174,7 @@ class RealtimeConnection(Renderer):
             "reset_seconds": round(max(0.0, verdict.reset - time.time()), 3)}]
         self.input_ms = 0.0
         self.manual = bytearray()  # turn_detection null: the uncommitted audio at 16 kHz
+        self.requested_at = 0.0
         self._resampler: pcm.Resampler | None = None
         self._stt_chain: asyncio.Task[None] | None = None
         self._creating: asyncio.Task[None] | None = None
@@ -343,6 +345,8 @@ class RealtimeConnection(Renderer):
         self.session.reconfigure(self._settings())
         if event.config.turn_detection is None and was_vad:
             self.session.end_of_speech()  # an utterance in progress ends here
+        elif event.config.turn_detection is not None:
+            self.manual.clear()  # from now on the VAD takes the audio
         self._post("session.updated", session=self._session_json())
 
     def _append(self, event: rt.AudioAppend) -> None:
@@ -493,7 +497,10 @@ class RealtimeConnection(Renderer):
     def _response_active(self) -> bool:
         assert self.session is not None
         creating = self._creating is not None and not self._creating.done()
-        return creating or self.requested or self.session.replying
+        # A requested turn that a newer spoken turn superseded never starts: do not wait
+        # for it forever.
+        requested = self.requested and time.monotonic() - self.requested_at < REQUEST_WAIT_S
+        return creating or requested or self.session.replying
 
     def _response_create(self, event: rt.ResponseCreate) -> None:
         if self._response_active():
@@ -519,7 +526,7 @@ class RealtimeConnection(Renderer):
             return
         self.metadata = event.metadata
         self.session.reconfigure(self._settings())
-        self.requested = True
+        self.requested, self.requested_at = True, time.monotonic()
         self.session.user_text(text)
 
     def _unanswered(self) -> str:

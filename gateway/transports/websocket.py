@@ -21,6 +21,8 @@ from gateway.audio import pcm
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import Session, SessionSettings
 from gateway.protocol import v1
+from gateway.store.assistants import get_assistant
+from gateway.store.models import Assistant
 
 log = structlog.get_logger("gateway.ws")
 
@@ -103,6 +105,7 @@ class VoiceConnection:
         self.outbox = Outbox(self.cfg.queues.outbox)
         self.log = log.bind(session_id=grant.session_id)
         self.session: Session | None = None
+        self.assistant: Assistant | None = None
 
     def _settings(self, start: v1.Start | None) -> SessionSettings:
         fmt = self.proto.input
@@ -110,12 +113,16 @@ class VoiceConnection:
             8000 if fmt.encoding == "mulaw" else self.cfg.audio.output_sample_rate
         )
         claims = self.grant.claims
+        a = self.assistant  # the assistant's own settings, under the client's choices
         return SessionSettings(
             input=fmt,
             output=v1.AudioFormat(fmt.encoding, out_rate),
-            language=(start.language if start else None) or self.cfg.stt.language,
-            voice=(start.voice if start else None) or claims.get("voiceId"),
-            system_prompt=(start.system_prompt if start else None) or claims.get("systemPrompt"),
+            language=(start.language if start else None) or (a.language if a else None)
+            or self.cfg.stt.language,
+            voice=(start.voice if start else None) or claims.get("voiceId")
+            or (a.voice if a else None),
+            system_prompt=(start.system_prompt if start else None) or claims.get("systemPrompt")
+            or (a.system_prompt if a and a.system_prompt else None),
             assistant_id=self.grant.assistant_id,
         )
 
@@ -144,6 +151,7 @@ class VoiceConnection:
         }
 
     async def run(self) -> None:
+        self.assistant = await get_assistant(self.ws.app.state.db, self.grant.assistant_id)
         first = await self._receive(timeout=START_WAIT_S)
         event = self._parse(first) if first is not None else None
         start = event if isinstance(event, v1.Start) else None

@@ -44,9 +44,9 @@ def new_verifier() -> str:
     return secrets.token_urlsafe(48)  # 64 characters of [A-Za-z0-9_-]
 
 
-@pytest.fixture
-async def gw(gateway_factory):
-    gw = gateway_factory(server={"allow_anonymous": "false"})
+async def oauth_gateway(gateway_factory, **sections):
+    """A gateway with a user, a registered client and a second assistant, "support"."""
+    gw = gateway_factory(server={"allow_anonymous": "false"}, **sections)
     db = Database.from_config(gw.cfg)
     try:
         await create_user(db, USER, PASSWORD)
@@ -57,6 +57,11 @@ async def gw(gateway_factory):
     finally:
         await db.close()
     return gw
+
+
+@pytest.fixture
+async def gw(gateway_factory):
+    return await oauth_gateway(gateway_factory)
 
 
 def browser(gw) -> httpx.AsyncClient:
@@ -322,6 +327,26 @@ async def test_token_endpoint_errors_follow_rfc6749(gw) -> None:
         assert code.status_code == 400 and code.json()["error"] == "invalid_grant"
         as_json = await http.post(TOKEN, json={"grant_type": "authorization_code"})
         assert as_json.status_code == 400 and as_json.json()["error"] == "invalid_request"
+
+
+async def test_hostile_parameters_never_cause_a_server_error(gateway_factory) -> None:
+    gw = await oauth_gateway(gateway_factory, ratelimit={"group_oauth": "1000/minute"})
+    verifier = new_verifier()
+    odd = ['a"b', "x\\y", "é", "<script>", "\u0000"]
+    async with browser(gw) as http:
+        for value in odd:
+            for name in ("response_type", "redirect_uri", "client_id", "code_challenge",
+                         "state", "scope"):
+                resp = await http.get(AUTHORIZE, params=authorize_params(
+                    verifier, **{name: value}))
+                assert resp.status_code in (200, 302, 400), (name, value, resp.text)
+                assert "<script>" not in resp.text
+            resp = await http.post(TOKEN, data={"grant_type": value, "code": value,
+                                                "client_id": value})
+            assert resp.status_code in (400, 401) and "error" in resp.json()
+        garbage = await http.post(AUTHORIZE, content=b"\xff\xfe=%%%",
+                                  headers={"content-type": "application/x-www-form-urlencoded"})
+        assert garbage.status_code == 400
 
 
 # ---------------------------------------------------------------- legacy chatbot JWTs

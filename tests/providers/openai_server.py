@@ -35,6 +35,7 @@ BEHAVIOURS = (
     "hang",  # accept the request, never send a byte
     "stall",  # stream `stall_after` content chunks, then go silent
     "slow",  # stream a content chunk every `token_delay_s` (or 0.05 s), for ever
+    "tools",  # call the offered tools (streamed in pieces); after a tool result, echo it
 )
 DEFAULT_KEY = "sk-test-0123456789abcdefLOCAL"
 
@@ -109,6 +110,10 @@ class LocalOpenAIServer:
         self.hang_cap_s = 30.0  # hung handlers give up after this anyway
         self.echo_key_in_errors = False  # a misbehaving proxy that quotes the whole key
         self.force_usage_chunk = False  # like servers that always send usage
+        # "tools": the calls to make, as (name, arguments); None: the first offered tool,
+        # its string arguments filled with the last user message.
+        self.tool_plan: list[tuple[str, dict[str, Any]]] | None = None
+        self.tool_always = False  # call tools even after a tool result (round limits)
         with self._lock:
             self.requests.clear()
         self.release_hung()
@@ -274,8 +279,9 @@ class LocalOpenAIServer:
         if rec.behaviour == "hang":
             return await self._hang(request, rec)
         if body.get("stream"):
+            calls = self._tool_calls(rec, body)
             return StreamingResponse(
-                self._sse(rec, body),
+                self._tool_sse(rec, body, calls) if calls else self._sse(rec, body),
                 media_type="text/event-stream",
                 headers={"x-request-id": _request_id(), "cache-control": "no-cache"},
             )
@@ -330,6 +336,9 @@ class LocalOpenAIServer:
     def _reply_text(self, body: dict[str, Any]) -> str:
         if self.reply is not None:
             return self.reply
+        results = _tool_results(body.get("messages", []))
+        if results:  # a model that answers from what its tools returned
+            return f"Here is what I found: {' '.join(results)}"
         users = [m for m in body.get("messages", []) if m.get("role") == "user"]
         return f"Echo: {users[-1].get('content', '') if users else ''}"
 
@@ -354,6 +363,82 @@ class LocalOpenAIServer:
         finally:
             # Starlette cancels this generator when the client goes away.
             rec.finish("disconnected")
+
+
+    # --- function tools ------------------------------------------------------------------
+
+    def _tool_calls(self, rec: RecordedRequest, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The tool calls to answer with, in OpenAI's message shape; [] for a text reply."""
+        tools = [t["function"] for t in body.get("tools") or [] if t.get("type") == "function"]
+        messages = body.get("messages", [])
+        after_result = bool(messages) and messages[-1].get("role") == "tool"
+        if rec.behaviour != "tools" or not tools or (after_result and not self.tool_always):
+            return []
+        plan = self.tool_plan
+        if plan is None:
+            first = tools[0]
+            plan = [(first["name"], _fill(first.get("parameters") or {}, _last_user(body)))]
+        return [{"id": f"call_{uuid.uuid4().hex[:24]}", "name": name,
+                 "arguments": json.dumps(args)} for name, args in plan]
+
+    async def _tool_sse(self, rec: RecordedRequest, body: dict[str, Any],
+                        calls: list[dict[str, Any]]) -> AsyncIterator[str]:
+        """As OpenAI streams tool calls: id, type and name first (empty arguments), then
+        the arguments' JSON text in small pieces, then finish_reason "tool_calls"."""
+        chunk = _ChunkFactory(str(body["model"]))
+        try:
+            yield _event(chunk.make({"role": "assistant", "content": None, "refusal": None}))
+            for index, call in enumerate(calls):
+                head = {"index": index, "id": call["id"], "type": "function",
+                        "function": {"name": call["name"], "arguments": ""}}
+                yield _event(chunk.make({"tool_calls": [head]}))
+                text = call["arguments"]
+                for start in range(0, len(text), 7):
+                    if self.token_delay_s:
+                        await asyncio.sleep(self.token_delay_s)
+                    piece = {"index": index, "function": {"arguments": text[start:start + 7]}}
+                    yield _event(chunk.make({"tool_calls": [piece]}))
+            yield _event(chunk.make({}, finish_reason="tool_calls"))
+            yield "data: [DONE]\n\n"
+            rec.finish("completed")
+        finally:
+            rec.finish("disconnected")
+
+
+def _last_user(body: dict[str, Any]) -> str:
+    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    return str(users[-1].get("content", "")) if users else ""
+
+
+def _fill(schema: dict[str, Any], text: str) -> dict[str, Any]:
+    """Arguments for a JSON schema: every string property gets ``text``."""
+    samples = {"string": text, "integer": 1, "number": 1.5, "boolean": True}
+    props = schema.get("properties") or {}
+    return {name: samples[p.get("type", "string")] for name, p in props.items()
+            if p.get("type", "string") in samples}
+
+
+def _tool_results(messages: list[dict[str, Any]]) -> list[str]:
+    """The string values in the tool results after the last assistant message."""
+    out: list[str] = []
+    for msg in reversed(messages):
+        if msg.get("role") != "tool":
+            break
+        try:
+            out[:0] = _strings(json.loads(msg.get("content") or ""))
+        except ValueError:
+            out[:0] = [str(msg.get("content") or "")]
+    return out
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [] if value is None else [str(value)]
 
 
 async def _until_disconnected(request: Request) -> None:

@@ -161,6 +161,8 @@ async def test_server_vad_turn(gateway_factory) -> None:
                  ("response.output_item.done", "response.done"),
                  ("response.done", "rate_limits.updated")]:
         assert order.index(a) < order.index(b), (a, b, order)
+    limits = (await rec.wait("rate_limits.updated")).rate_limits
+    assert limits[0].name == "requests" and limits[0].limit == 30  # sessions a minute
     assert history[0].role == "user" and "gateway" in history[0].content.lower()
     assert "voice server" in history[1].content
     assert cut[0] == history[0] and cut[1].role == "assistant"
@@ -218,6 +220,14 @@ async def test_text_conversation(gateway) -> None:
             "content": [{"type": "input_text", "text": "What is the gateway?"}]})
         await conn.response.create(response={"output_modalities": ["audio"]})
         spoken = await rec.wait("response.done", count=2)
+        await conn.conversation.item.create(item={
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "Never mind."}]})
+        extra = await rec.wait("conversation.item.added", count=5)
+        await conn.conversation.item.delete(item_id=extra.item.id)
+        deleted = await rec.wait("conversation.item.deleted")
+        sid = (await rec.wait("session.created")).session.id
+        history = gateway.app.state.sessions.history_of(sid)
     assert added.item.role == "user" and added.item.content[0].text == "What is the gateway?"
     assert done.response.status == "completed"
     assert done.response.output_modalities == ["text"]
@@ -228,6 +238,29 @@ async def test_text_conversation(gateway) -> None:
     assert not rec.audio(done.response.id)
     assert spoken.response.status == "completed"
     assert pcm.rms_dbfs(rec.audio(spoken.response.id)) > -35
+    assert deleted.item_id == extra.item.id
+    assert [m.role for m in history] == ["user", "assistant", "user", "assistant"]
+
+
+async def test_server_vad_without_auto_response(gateway) -> None:
+    """create_response false: VAD events and the transcript, but the client asks."""
+    async with await connect(gateway) as conn:
+        rec = Recorder(conn)
+        created = await rec.wait("session.created")
+        session = json.loads(json.dumps(VAD_SESSION))
+        session["audio"]["input"]["turn_detection"]["create_response"] = False
+        await conn.session.update(session=session)
+        await rec.wait("session.updated")
+        await rec.speak(speech("what_is_the_gateway.wav"))
+        heard = await rec.wait("conversation.item.input_audio_transcription.completed")
+        await asyncio.sleep(0.3)
+        assert not rec.of("response.created")
+        await conn.response.create()
+        done = await rec.wait("response.done")
+        history = gateway.app.state.sessions.history_of(created.session.id)
+    assert "gateway" in heard.transcript.lower() and done.response.status == "completed"
+    assert [m.role for m in history] == ["user", "assistant"]
+    assert "voice server" in history[1].content
 
 
 async def test_barge_in_cancels_and_truncate_is_honoured(gateway) -> None:
@@ -388,3 +421,16 @@ async def test_browser_subprotocol_auth_and_beta_names(gateway_factory) -> None:
             await ws.recv()
     assert refused["type"] == "error" and refused["error"]["code"] == "missing_api_key"
     assert ws.close_code == 4401
+
+
+async def test_session_rate_limit(gateway_factory) -> None:
+    gw = gateway_factory(ratelimit={"group_voice": "1/minute"})
+    key = await api_key(gw)
+    async with client(gw, key).realtime.connect(model="gpt-realtime") as conn:
+        assert (await Recorder(conn).wait("session.created")).type == "session.created"
+    async with client(gw, key).realtime.connect(model="gpt-realtime") as conn:
+        rec = Recorder(conn)
+        refused = await rec.wait("error")
+        await asyncio.wait_for(rec.closed.wait(), 5)
+    assert refused.error.type == "rate_limit_error"
+    assert refused.error.code == "rate_limit_exceeded"
