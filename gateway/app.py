@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -21,7 +23,7 @@ from gateway.config import Config
 from gateway.pipeline.runtime import Runtime
 from gateway.pipeline.session import Session
 from gateway.providers.base import Message
-from gateway.store.assistants import ensure_default_assistant
+from gateway.store.assistants import assistant_tools, ensure_default_assistant
 from gateway.store.db import Database
 from gateway.store.keys import KeyStore
 from gateway.store.retriever import Retriever
@@ -81,6 +83,17 @@ class SessionRegistry:
 
     def release(self) -> None:
         self.active -= 1
+        if self.active == 0:
+            _trim_heap()
+
+
+def _trim_heap() -> None:
+    """Give freed memory back to the OS when the last session ends (glibc keeps it
+    otherwise, and RSS would not return to the idle baseline)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastAPI:
@@ -94,6 +107,8 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
         keys = KeyStore(db)
         runtime = await asyncio.to_thread(Runtime.load, cfg, overrides=providers)
         runtime.retriever = Retriever(db)
+        if runtime.tools is not None:  # each assistant's declared function tools
+            runtime.tools.declarations = functools.partial(assistant_tools, db)
         app.state.cfg = cfg
         app.state.db = db
         app.state.keys = keys

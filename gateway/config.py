@@ -1,13 +1,15 @@
 """The one configuration object: read once from TOML + environment, then frozen.
 
-Precedence: built-in defaults < TOML file < environment (``GATEWAY_<SECTION>__<KEY>``).
-Nothing else in the package reads ``os.environ``; secrets are read here too and passed
-on explicitly.
+Precedence: built-in defaults < TOML file < secrets file (``[secrets] file``) <
+environment (``GATEWAY_<SECTION>__<KEY>``). Nothing else in the package reads
+``os.environ``; secrets are read here too and passed on explicitly. Credentials (API keys)
+come only from the environment or the secrets file, and stay out of ``repr``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import tomllib
@@ -17,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gateway import secretfile
 
 ENV_PREFIX = "GATEWAY_"
 
@@ -34,8 +38,6 @@ class ServerConfig:
     allow_anonymous: str = "auto"
     idle_timeout_s: float = 300.0
     max_message_bytes: int = 1 << 20
-    # How many messages uvicorn buffers per socket before it stops reading (backpressure).
-    ws_max_queue: int = 64
     session_close_timeout_s: float = 5.0
     max_sessions: int = 1000
     log_format: str = "auto"  # auto | json | console
@@ -227,6 +229,57 @@ class WebRTCConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenAIConfig:
+    """OpenAI speech: ``stt.provider = "openai"`` and ``tts.provider = "openai"``.
+
+    The LLM keeps its own ``[llm] base_url`` and key (any OpenAI-compatible server)."""
+
+    base_url: str = "https://api.openai.com/v1"
+    api_key: str = field(default="", repr=False)
+    stt_model: str = "gpt-4o-mini-transcribe"  # | gpt-4o-transcribe | whisper-1
+    stt_stream: bool = True  # partial transcripts while a final transcription runs
+    stt_prompt: str = ""  # spelling hints: names, jargon
+    tts_model: str = "gpt-4o-mini-tts"  # | tts-1 | tts-1-hd
+    tts_voice: str = "alloy"
+    tts_instructions: str = ""  # how to speak (gpt-4o-mini-tts only)
+    connect_timeout_s: float = 5.0
+    max_retries: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ElevenLabsConfig:
+    base_url: str = "https://api.elevenlabs.io"
+    ws_url: str = "wss://api.elevenlabs.io"
+    api_key: str = field(default="", repr=False)
+    model_id: str = "eleven_flash_v2_5"
+    voice_id: str = "JBFqnCBsd6RMkjVDRZzb"
+    voices: tuple[str, ...] = ()  # more voice ids a session may choose
+    mode: str = "websocket"  # websocket (stream-input) | http (stream with timestamps)
+    # auto: follows the session (ulaw_8000 for 8 kHz telephony, else pcm_<rate>).
+    output_format: str = "auto"
+    stability: float = 0.5
+    similarity_boost: float = 0.75
+    connect_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class HybridConfig:
+    """A company backend answering instead of the LLM (SmarterAvatar hybrid integration)."""
+
+    url: str = ""  # POST {message, sessionId, context} -> {response, sources} or SSE
+    timeout_s: float = 30.0
+    api_key: str = field(default="", repr=False)  # sent as "Authorization: Bearer <key>"
+    headers: tuple[str, ...] = field(default=(), repr=False)  # "Name: value" entries
+
+
+@dataclass(frozen=True, slots=True)
+class SecretsConfig:
+    # KEY=VALUE lines (or TOML, by the .toml suffix) holding secrets only; it must not be
+    # readable by group or others. Precedence: config file < secrets file < environment.
+    file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = ServerConfig()
     audio: AudioConfig = AudioConfig()
@@ -243,6 +296,10 @@ class Config:
     webrtc: WebRTCConfig = WebRTCConfig()
     ratelimit: RateLimitConfig = RateLimitConfig()
     tools: ToolsConfig = ToolsConfig()
+    openai: OpenAIConfig = OpenAIConfig()
+    elevenlabs: ElevenLabsConfig = ElevenLabsConfig()
+    hybrid: HybridConfig = HybridConfig()
+    secrets: SecretsConfig = SecretsConfig()
 
     @property
     def data_path(self) -> Path:
@@ -337,22 +394,89 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
 def load_config(
     path: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
-    """Read the config file (if any) and the environment, once, into a frozen Config."""
+    """Read the config file (if any), the secrets file (if named) and the environment,
+    once, into a frozen Config."""
     env = dict(os.environ if environ is None else environ)
-    cfg = Config()
     path = path or env.get("GATEWAY_CONFIG")
+    data: dict[str, Any] = {}
     if path:
         try:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        cfg = _merge(cfg, data)
-    cfg = _merge(cfg, _env_overrides(env))
-    # Well-known secret variables, so a deployment needs no gateway-specific names.
-    if not cfg.llm.api_key and env.get("OPENAI_API_KEY"):
-        cfg = _merge(cfg, {"llm": {"api_key": env["OPENAI_API_KEY"]}})
+        _refuse_credentials(data, str(path))
+    base = _merge(Config(), data)
+    env_overrides = _env_overrides(env)
+    secrets_path = _merge(base, env_overrides).secrets.file
+    file_vars = read_secrets_file(secrets_path) if secrets_path else {}
+    cfg = _merge(_merge(base, _env_overrides(file_vars)), env_overrides)
+    cfg = _well_known_secrets(cfg, {**file_vars, **env})
     _validate(cfg)
+    return cfg
+
+
+# --- secrets ---------------------------------------------------------------------------
+
+# Well-known variables, so a deployment needs no gateway-specific names; a key set under
+# its gateway name (GATEWAY_LLM__API_KEY) wins.
+WELL_KNOWN_SECRETS: dict[str, tuple[tuple[str, str], ...]] = {
+    "OPENAI_API_KEY": (("llm", "api_key"), ("openai", "api_key")),
+    "ELEVENLABS_API_KEY": (("elevenlabs", "api_key"),),
+}
+# Credentials come from the environment or the secrets file, never from the config file.
+CREDENTIALS = frozenset({
+    ("llm", "api_key"), ("openai", "api_key"), ("elevenlabs", "api_key"),
+    ("hybrid", "api_key"), ("auth", "token_secret"), ("webrtc", "turn_credential"),
+})
+_MIN_SECRET_CHARS = 6  # shorter values would scrub ordinary words out of logs
+
+
+@functools.cache
+def secret_fields() -> frozenset[tuple[str, str]]:
+    """(section, key) of every field kept out of repr: the values to protect."""
+    hints = typing.get_type_hints(Config)
+    return frozenset((name, f.name) for name, section in hints.items()
+                     for f in dataclasses.fields(section) if not f.repr)
+
+
+def secret_values(cfg: Config) -> tuple[str, ...]:
+    """Every secret value the config holds, longest first (for scrubbing text)."""
+    found: set[str] = set()
+    default = Config()
+    for section, key in secret_fields():
+        value = getattr(getattr(cfg, section), key)
+        if value == getattr(getattr(default, section), key):  # "memory://" is no secret
+            continue
+        for item in value if isinstance(value, tuple) else (value,):
+            found.update(secretfile.secret_parts(str(item)))
+    return tuple(sorted((v for v in found if len(v) >= _MIN_SECRET_CHARS),
+                        key=lambda v: (-len(v), v)))
+
+
+def read_secrets_file(path: str) -> dict[str, str]:
+    """NAME -> value from the secrets file; only secret settings may be in it."""
+    allowed = {f"{ENV_PREFIX}{s.upper()}__{k.upper()}" for s, k in secret_fields()}
+    try:
+        return secretfile.read(path, allowed | set(WELL_KNOWN_SECRETS))
+    except secretfile.SecretsFileError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _refuse_credentials(data: Mapping[str, Any], path: str) -> None:
+    for section, key in sorted(CREDENTIALS):
+        table = data.get(section)
+        if isinstance(table, Mapping) and table.get(key):
+            raise ConfigError(f"{path}: {section}.{key} is a credential; set it in the "
+                              "environment or the secrets file ([secrets] file)")
+
+
+def _well_known_secrets(cfg: Config, env: Mapping[str, str]) -> Config:
+    for name, targets in WELL_KNOWN_SECRETS.items():
+        value = env.get(name)
+        for section, key in targets:
+            if value and not getattr(getattr(cfg, section), key):
+                cfg = _merge(cfg, {section: {key: value}})
     return cfg
 
 
@@ -367,6 +491,7 @@ def _validate(cfg: Config) -> None:
     if not lo <= cfg.auth.token_ttl_s <= hi:
         raise ConfigError(f"auth.token_ttl_s must be within {lo}..{hi}")
     _validate_ratelimit(cfg.ratelimit)
+    _validate_cloud(cfg)
     if cfg.tools.max_rounds < 0 or cfg.tools.timeout_s <= 0 or cfg.tools.filler_after_ms < 0:
         raise ConfigError("tools: max_rounds and filler_after_ms must be >= 0, timeout_s > 0")
     if cfg.webrtc.output_sample_rate not in (16000, 24000, 48000):
@@ -389,3 +514,18 @@ def _validate_ratelimit(rl: RateLimitConfig) -> None:
                 parse_many(getattr(rl, f.name))
             except ValueError as exc:
                 raise ConfigError(f"ratelimit.{f.name}: {exc}") from exc
+
+
+def _validate_cloud(cfg: Config) -> None:
+    el = cfg.elevenlabs
+    if el.mode not in ("websocket", "http"):
+        raise ConfigError("elevenlabs.mode must be websocket or http")
+    formats = ("auto", "ulaw_8000", "pcm_8000", "pcm_16000", "pcm_22050", "pcm_24000",
+               "pcm_44100", "pcm_48000")
+    if el.output_format not in formats:
+        raise ConfigError(f"elevenlabs.output_format must be one of {', '.join(formats)}")
+    if cfg.hybrid.timeout_s <= 0:
+        raise ConfigError("hybrid.timeout_s must be positive")
+    for header in cfg.hybrid.headers:
+        if ":" not in header or not header.split(":", 1)[0].strip():
+            raise ConfigError("hybrid.headers entries must look like \"Name: value\"")

@@ -16,7 +16,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.store.assistants import DEFAULT_ASSISTANT
+from gateway.pipeline.tools import validate_declarations
+from gateway.store.assistants import DEFAULT_ASSISTANT, invalidate_assistant
 from gateway.store.documents import add_document
 from gateway.store.models import ApiKey, Assistant, Chunk, Document, new_id
 
@@ -202,6 +203,14 @@ def _null_check(changes: dict[str, Any]) -> None:
             raise ApiError(400, "INVALID_REQUEST", f"{field}: cannot be null")
 
 
+def _tools_check(request: Request, changes: dict[str, Any]) -> None:
+    """Function tool declarations are checked when written, not at the first call."""
+    if changes.get("tools"):
+        problems = validate_declarations(changes["tools"], request.app.state.cfg)
+        if problems:
+            raise ApiError(400, "INVALID_REQUEST", "; ".join(problems[:5]))
+
+
 # --- assistants -------------------------------------------------------------------------
 
 @router.post("/assistants", response_model=AssistantResponse, status_code=201,
@@ -212,6 +221,7 @@ async def create_assistant(request: Request, principal: Caller,
     require_admin(principal)
     fields = body.model_dump(exclude_unset=True, exclude={"id", "documents"})
     _null_check(fields)
+    _tools_check(request, fields)
     assistant_id = body.id or new_id("asst")
     docs = body.documents or []
     check_document_sizes([d.content for d in docs],
@@ -228,6 +238,7 @@ async def create_assistant(request: Request, principal: Caller,
                 await add_document(s, assistant_id, title=d.title, content=d.content,
                                    url=d.url, meta=d.metadata or {})
             await s.commit()
+            invalidate_assistant()
         except IntegrityError:  # created concurrently by another request
             await s.rollback()
             raise ApiError(409, "CONFLICT",
@@ -273,6 +284,7 @@ async def update_assistant(request: Request, principal: Caller, body: AssistantF
     """Change some fields; a scoped key may not change its assistant's tier."""
     changes = body.model_dump(exclude_unset=True)
     _null_check(changes)
+    _tools_check(request, changes)
     if "tier" in changes and not principal.is_admin:
         raise ApiError(403, "FORBIDDEN", "only an admin key may change the tier")
     async with request.app.state.db.session() as s:
@@ -280,6 +292,7 @@ async def update_assistant(request: Request, principal: Caller, body: AssistantF
         for field, value in changes.items():
             setattr(assistant, field, value)
         await s.commit()
+        invalidate_assistant()
         await s.refresh(assistant)
         counts = await _doc_counts(s, [assistant_id])
     return {"success": True, "assistant": _out(assistant, counts.get(assistant_id, 0))}
@@ -300,6 +313,7 @@ async def delete_assistant(request: Request, principal: Caller,
         await s.execute(delete(ApiKey).where(ApiKey.assistant_id == assistant_id))
         await s.execute(delete(Assistant).where(Assistant.id == assistant_id))
         await s.commit()
+        invalidate_assistant()
     return {"success": True, "deleted": assistant_id}
 
 

@@ -22,7 +22,7 @@ import structlog
 from gateway.providers.base import ProviderError
 
 from .breaker import Breaker
-from .pool import InferencePool
+from .pool import InferencePool, PoolBusy
 
 log = structlog.get_logger("gateway.failover")
 T = TypeVar("T")
@@ -75,18 +75,27 @@ class Chain:
         detail = "; ".join(errors) or "every provider's circuit is open"
         return ProviderError(f"all {self.stage} providers failed ({detail})")
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """One request/response call (transcribe, synthesize) with failover."""
+    async def call(self, method: str, *args: Any, hints: dict[str, Any] | None = None,
+                   **kwargs: Any) -> Any:
+        """One request/response call (transcribe, synthesize) with failover.
+
+        ``hints`` are optional keyword arguments only providers that accept them get
+        (the session's output rate for a TTS, a partial-transcript callback for an STT).
+        """
         errors: list[str] = []
         for provider, breaker in self._candidates():
             fn: Callable[..., Any] = getattr(provider, method)
+            kw = {**kwargs, **_accepted(fn, hints)} if hints else kwargs
             try:
                 if inspect.iscoroutinefunction(fn):
                     async with asyncio.timeout(self.timeouts.total_s):
-                        result = await fn(*args, **kwargs)
+                        result = await fn(*args, **kw)
                 else:
-                    job = _bind(fn, args, kwargs)
+                    job = _bind(fn, args, kw)
                     result = await self.pool.run(job, timeout=self.timeouts.total_s)
+            except PoolBusy:
+                breaker.probing = False
+                raise  # overload is ours, not the provider's: no failover, no breaker trip
             except (ProviderError, TimeoutError) as exc:
                 self._failed(provider, breaker, _as_error(exc, self.timeouts.total_s), errors)
                 continue
@@ -108,6 +117,9 @@ class Chain:
                 async for item in self._one(provider, make):
                     emitted = True
                     yield item
+            except PoolBusy:
+                breaker.probing = False
+                raise
             except ProviderError as exc:
                 self._failed(provider, breaker, exc, errors)
                 if emitted:
@@ -119,6 +131,10 @@ class Chain:
 
     async def _one(self, provider: Any, make: Callable[[Any], Any]) -> AsyncIterator[Any]:
         t = self.timeouts
+        if getattr(provider, "inline", False):
+            for item in make(provider):
+                yield item
+            return
         if hasattr(provider, "generate"):
             items = self.pool.iterate(lambda: make(provider), first_timeout=t.first_byte_s,
                                       total_timeout=t.total_s)
@@ -134,6 +150,14 @@ class Chain:
             if closer is not None:
                 with contextlib.suppress(Exception):
                     await closer()
+
+
+def _accepted(fn: Callable[..., Any], hints: dict[str, Any]) -> dict[str, Any]:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: no hints
+        return {}
+    return {name: value for name, value in hints.items() if name in params}
 
 
 def _bind(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], T]:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +19,21 @@ import structlog
 from gateway.audio import pcm
 from gateway.config import Config
 from gateway.providers import registry
-from gateway.providers.base import STT, TTS, VAD, ChatRequest, Passage, ProviderError, Speech
+from gateway.providers.base import (
+    STT,
+    TTS,
+    VAD,
+    ChatRequest,
+    Passage,
+    ProviderError,
+    Speech,
+    ToolCall,
+)
 
 from .breaker import Breaker
 from .failover import Chain, Timeouts
 from .pool import InferencePool
+from .tools import Toolbox, ToolContext, ToolLoop, ToolRunner
 
 log = structlog.get_logger("gateway.runtime")
 
@@ -36,6 +46,7 @@ class Runtime:
     pools: dict[str, InferencePool] = field(default_factory=dict)
     # Set by the app once the database is up: async search(assistant_id, question, k).
     retriever: Any = None
+    tools: ToolRunner | None = None  # function tools (made in load())
 
     @property
     def stt(self) -> STT:
@@ -71,7 +82,7 @@ class Runtime:
                         for _ in providers]
             chains[stage] = Chain(stage, providers, pools[stage], timeouts[stage], breakers)
         vad = overrides.get("vad") or _load(cfg, "vad", cfg.vad.provider)
-        return cls(cfg=cfg, vad=vad, chains=chains, pools=pools)
+        return cls(cfg=cfg, vad=vad, chains=chains, pools=pools, tools=ToolRunner(cfg))
 
     def health(self) -> dict[str, str]:
         """Per stage "ok" or "error: …" (the primary's state; every provider in details)."""
@@ -104,16 +115,24 @@ class Runtime:
                 if closer is not None:
                     with contextlib.suppress(Exception):
                         await closer()
+        if self.tools is not None:
+            await self.tools.aclose()
         self.close()
 
     # --- stage helpers -------------------------------------------------------------
 
-    async def transcribe(self, pcm16k: bytes, language: str | None) -> str:
-        text: str = await self.chains["stt"].call("transcribe", pcm16k, language=language)
+    async def transcribe(self, pcm16k: bytes, language: str | None,
+                         on_partial: Callable[[str], None] | None = None) -> str:
+        """``on_partial(text so far)`` is called by STTs that stream (OpenAI gpt-4o-*)."""
+        hints = {"on_partial": on_partial} if on_partial is not None else None
+        text: str = await self.chains["stt"].call("transcribe", pcm16k, language=language,
+                                                  hints=hints)
         return text
 
     async def synthesize(self, text: str, voice: str | None, out_rate: int) -> Speech:
-        speech: Speech = await self.chains["tts"].call("synthesize", text, voice=voice)
+        # A TTS that can produce the session's rate itself (ElevenLabs) is asked to.
+        speech: Speech = await self.chains["tts"].call("synthesize", text, voice=voice,
+                                                       hints={"sample_rate": out_rate})
         if speech.sample_rate == out_rate:
             return speech
         # Resampling a sentence takes ~1 ms; not worth a pool hop.
@@ -122,7 +141,7 @@ class Runtime:
 
     async def retrieve(self, assistant_id: str, question: str) -> list[Passage]:
         """Knowledge-base passages for a question; none (not a failed turn) on trouble."""
-        if self.retriever is None:
+        if self.retriever is None or not getattr(self.llm, "uses_passages", True):
             return []
         try:
             async with asyncio.timeout(2.0):
@@ -134,8 +153,9 @@ class Runtime:
             log.warning("retrieval_failed", error=str(exc))
             return []
 
-    def reply_tokens(self, request: ChatRequest) -> AsyncIterator[str]:
-        """Token stream from the LLM chain (blocking or async providers), with failover."""
+    def reply_tokens(self, request: ChatRequest) -> AsyncIterator[str | ToolCall]:
+        """Token stream from the LLM chain (blocking or async providers), with failover.
+        A provider offered ``request.tools`` may yield ``ToolCall`` items too."""
 
         def make(provider: Any) -> Any:
             if hasattr(provider, "generate"):
@@ -143,6 +163,15 @@ class Runtime:
             return provider.stream(request)
 
         return self.chains["llm"].stream(make)
+
+    async def tool_loop(self, request: ChatRequest, assistant_id: str, *, session_id: str = "",
+                        telephony: bool = False, declared: list[Any] | None = None) -> ToolLoop:
+        """The LLM stage of one turn: the reply's tokens, with the assistant's tools run
+        and fed back (``declared``: its tool list when the caller has it already)."""
+        ctx = ToolContext(assistant_id, session_id, telephony, self.retrieve)
+        toolbox = (await self.tools.toolbox(ctx, declared) if self.tools is not None
+                   else Toolbox((), ctx, 0))
+        return ToolLoop(self.reply_tokens, request, toolbox, self.cfg.tools)
 
 
 def _load(cfg: Config, stage: str, name: str) -> Any:

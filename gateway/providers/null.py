@@ -45,6 +45,8 @@ class NullVAD:
 
 class NullSTT:
     name = "null"
+    # Instant and non-blocking: the runtime calls it inline, not in the worker pool.
+    inline = True
 
     def __init__(self, text: str = "hello") -> None:
         self.text = text
@@ -61,6 +63,9 @@ class NullLLM:
     """A BlockingLLM that replies instantly with a fixed sentence, a few tokens."""
 
     name = "null"
+    # Instant and non-blocking: the runtime calls it inline, not in the worker pool.
+    inline = True
+    uses_passages = False  # no knowledge-base lookup for it
 
     def __init__(self, tokens: tuple[str, ...] = REPLY_TOKENS) -> None:
         self.tokens = tokens
@@ -90,6 +95,8 @@ class NullTTS:
     """Every sentence becomes the same precomputed 200 ms, 440 Hz tone."""
 
     name = "null"
+    # Instant and non-blocking: the runtime calls it inline, not in the worker pool.
+    inline = True
     sample_rate = SAMPLE_RATE
 
     def __init__(self) -> None:

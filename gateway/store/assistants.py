@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from sqlalchemy import func, select
 
 from gateway.config import Config
@@ -14,9 +17,40 @@ from .models import Assistant, Document
 DEFAULT_ASSISTANT = "default"
 
 
+# Every connection and request looks up its assistant; a short-lived cache keeps that off
+# the database under load. Writes through the API invalidate it; another gateway process
+# sharing the database sees a change within CACHE_TTL_S.
+CACHE_TTL_S = 2.0
+_cache: dict[tuple[int, str], tuple[float, Assistant | None]] = {}
+
+
 async def get_assistant(db: Database, assistant_id: str) -> Assistant | None:
+    key = (id(db), assistant_id)
+    hit = _cache.get(key)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < CACHE_TTL_S:
+        return hit[1]
     async with db.session() as s:
-        return await s.get(Assistant, assistant_id)
+        found = await s.get(Assistant, assistant_id)
+    if len(_cache) > 1024:
+        _cache.clear()
+    _cache[key] = (now, found)
+    return found
+
+
+def invalidate_assistant(assistant_id: str | None = None) -> None:
+    if assistant_id is None:
+        _cache.clear()
+        return
+    for key in [k for k in _cache if k[1] == assistant_id]:
+        _cache.pop(key, None)
+
+
+async def assistant_tools(db: Database, assistant_id: str) -> list[Any] | None:
+    """An assistant's declared function tools (None: no such assistant)."""
+    async with db.session() as s:
+        tools = await s.scalar(select(Assistant.tools).where(Assistant.id == assistant_id))
+    return list(tools) if tools is not None else None
 
 
 async def ensure_default_assistant(db: Database, cfg: Config) -> Assistant:

@@ -106,6 +106,7 @@ class VoiceConnection:
         self.log = log.bind(session_id=grant.session_id)
         self.session: Session | None = None
         self.assistant: Assistant | None = None
+        self._last_rx = asyncio.get_running_loop().time()
 
     def _settings(self, start: v1.Start | None) -> SessionSettings:
         fmt = self.proto.input
@@ -198,22 +199,38 @@ class VoiceConnection:
         return self.proto.receive_text(message.get("text") or "")
 
     async def _reader(self) -> None:
+        # One watchdog per connection instead of a timeout around every receive: a timer
+        # per 20 ms frame costs more than the VAD does.
+        watchdog = asyncio.create_task(self._watchdog())
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                message: dict[str, Any] = await self.ws.receive()
+                self._last_rx = loop.time()
+                if message["type"] == "websocket.disconnect":
+                    return
+                event = self._parse(message)
+                if event is not None:
+                    self._dispatch(event)
+                if self.outbox.closed:
+                    return  # the watchdog closes the socket with the right code
+        finally:
+            watchdog.cancel()
+
+    async def _watchdog(self) -> None:
+        """Closes the socket for idleness, a client that stopped reading, or a dead session."""
         idle = self.cfg.server.idle_timeout_s
+        loop = asyncio.get_running_loop()
         while True:
-            message = await self._receive(timeout=idle)
-            if message is None:
-                await self._close(CLOSE_IDLE, f"idle for {idle:.0f} s")
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            event = self._parse(message)
-            if event is not None:
-                self._dispatch(event)
+            await asyncio.sleep(min(idle, 1.0) if not self.outbox.closed else 0)
             if self.outbox.overflowed:
                 await self._close(CLOSE_SLOW_CONSUMER, "client is not reading")
                 return
             if self.outbox.closed:  # the session ended itself (internal error)
                 await self._close(1011, "internal error")
+                return
+            if loop.time() - self._last_rx > idle:
+                await self._close(CLOSE_IDLE, f"idle for {idle:.0f} s")
                 return
 
     def _dispatch(self, event: v1.ClientEvent) -> None:
