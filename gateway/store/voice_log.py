@@ -34,6 +34,9 @@ class VoiceLog:
     def recorder(self, *, conversation_id: str, assistant_id: str, session_id: str,
                  user_id: str | None, source: str) -> Any:
         """A per-session callback for ``Session.on_turn_end``."""
+        # One writer at a time per session: turns are stored in order, and the first
+        # write creates the conversation before the next one looks for it.
+        lock = asyncio.Lock()
 
         def record(turn: dict[str, Any]) -> None:
             if len(self._pending) >= MAX_PENDING:
@@ -41,12 +44,16 @@ class VoiceLog:
                 log.warning("voice_turn_not_stored", session_id=session_id,
                             reason="too many pending writes")
                 return
-            task = asyncio.create_task(self._store(conversation_id, assistant_id, session_id,
-                                                   user_id, source, turn))
+            task = asyncio.create_task(self._store_locked(
+                lock, conversation_id, assistant_id, session_id, user_id, source, turn))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
         return record
+
+    async def _store_locked(self, lock: asyncio.Lock, *args: Any) -> None:
+        async with lock:
+            await self._store(*args)
 
     async def _store(self, conversation_id: str, assistant_id: str, session_id: str,
                      user_id: str | None, source: str, turn: dict[str, Any]) -> None:
@@ -55,6 +62,8 @@ class VoiceLog:
         reply_meta = {**meta, "interrupted": turn["interrupted"],
                       "played_ms": turn["played_ms"], "full_reply": turn["reply_text"],
                       "latency_ms": turn["latency_ms"], "sources": turn["sources"]}
+        if turn.get("tools"):  # the function tools the reply called, with their results
+            reply_meta["tools"] = turn["tools"]
         items = [("user", turn["user_text"], meta)]
         if turn["heard_text"]:
             items.append(("assistant", turn["heard_text"], reply_meta))
