@@ -30,8 +30,8 @@ from gateway.store.retriever import Retriever
 from gateway.store.voice_log import VoiceLog
 from gateway.transports.realtime import realtime_ws
 from gateway.transports.realtime_secrets import beta_sessions, client_secrets
-from gateway.transports.twilio import twilio_ws, twiml_endpoint
-from gateway.transports.webrtc import webrtc_offer
+from gateway.transports.twilio import TWIML_OPENAPI, TWIML_RESPONSES, twilio_ws, twiml_endpoint
+from gateway.transports.webrtc import OFFER_OPENAPI, OFFER_RESPONSES, webrtc_offer
 from gateway.transports.websocket import voice_ws
 from gateway.web import install_pages
 
@@ -144,12 +144,15 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
     app.include_router(oauth.router)
     app.add_api_websocket_route("/api/v1/voice/ws", voice_ws)
     app.add_api_websocket_route("/api/v1/voice/twilio", twilio_ws)
-    app.add_api_route("/api/v1/voice/twilio/twiml", twiml_endpoint, methods=["GET", "POST"],
-                      tags=["telephony"], summary="TwiML connecting a call to the gateway",
-                      response_class=Response)
+    for method in ("GET", "POST"):  # one operation id each (OpenAPI wants them unique)
+        app.add_api_route("/api/v1/voice/twilio/twiml", twiml_endpoint, methods=[method],
+                          tags=["telephony"], summary="TwiML connecting a call to the gateway",
+                          response_class=Response, responses=TWIML_RESPONSES,
+                          openapi_extra=TWIML_OPENAPI, operation_id=f"twiml_{method.lower()}")
     app.add_api_route("/api/v1/voice/webrtc/offer", webrtc_offer, methods=["POST"],
                       tags=["voice"], summary="WebRTC: answer an SDP offer (one voice session)",
-                      response_class=Response)
+                      response_class=Response, responses=OFFER_RESPONSES,
+                      openapi_extra=OFFER_OPENAPI)
     install_pages(app)  # the voice page (/) and the kiosk (/kiosk)
     # OpenAI-Realtime-compatible endpoint: clients change only their base URL.
     app.add_api_websocket_route("/v1/realtime", realtime_ws)

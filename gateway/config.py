@@ -164,7 +164,9 @@ class RateLimitConfig:
     enabled: bool = True
     # memory:// (one process) | async+redis://host:6379 (shared by several gateways)
     storage_url: str = field(default="memory://", repr=False)
-    strategy: str = "sliding-window-counter"  # | moving-window | fixed-window
+    # moving-window: exact. sliding-window-counter: O(1) per key, may admit ~1 extra
+    # request at a window boundary. fixed-window: O(1), bursts up to 2x at a boundary.
+    strategy: str = "moving-window"
     key_prefix: str = "gateway"
     # Per endpoint group, per caller (key, user, or client IP when anonymous).
     group_chat: str = "60/minute"
@@ -492,14 +494,25 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"auth.token_ttl_s must be within {lo}..{hi}")
     _validate_ratelimit(cfg.ratelimit)
     _validate_cloud(cfg)
-    if cfg.tools.max_rounds < 0 or cfg.tools.timeout_s <= 0 or cfg.tools.filler_after_ms < 0:
-        raise ConfigError("tools: max_rounds and filler_after_ms must be >= 0, timeout_s > 0")
+    _validate_tools(cfg.tools)
     if cfg.webrtc.output_sample_rate not in (16000, 24000, 48000):
         raise ConfigError("webrtc.output_sample_rate must be 16000, 24000 or 48000")
     if cfg.server.allow_anonymous.lower() not in (
         "auto", "true", "false", "yes", "no", "1", "0"
     ):
         raise ConfigError("server.allow_anonymous must be auto, true or false")
+
+
+def _validate_tools(tools: ToolsConfig) -> None:
+    if tools.max_rounds < 0 or tools.timeout_s <= 0 or tools.filler_after_ms < 0:
+        raise ConfigError("tools: max_rounds and filler_after_ms must be >= 0, timeout_s > 0")
+    if tools.enabled:  # checked at startup, not found out on the first call
+        from gateway.pipeline.tool_kinds import BUILTINS
+
+        unknown = [n for n in tools.enabled if n not in BUILTINS]
+        if unknown:
+            raise ConfigError(f"tools.enabled: unknown built-in tool(s) {', '.join(unknown)} "
+                              f"(known: {', '.join(BUILTINS)})")
 
 
 def _validate_ratelimit(rl: RateLimitConfig) -> None:

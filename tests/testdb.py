@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -66,10 +68,40 @@ def _sqlalchemy_url(name: str) -> str:
     return f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
 
 
-async def _admin(sql: str) -> None:
+async def _admin(*statements: str) -> None:
     conn = await asyncpg.connect(_admin_dsn(), timeout=10)
     try:
-        await conn.execute(sql)
+        for sql in statements:
+            await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+# Each database records which test process made it, so a later run can drop the
+# leftovers of a run that was killed before its cleanup (and only those).
+_OWNER = f"gateway-tests host={socket.gethostname()} pid={os.getpid()}"
+_OWNER_RE = re.compile(r"gateway-tests host=(\S+) pid=(\d+)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _drop_orphans() -> None:
+    conn = await asyncpg.connect(_admin_dsn(), timeout=10)
+    try:
+        rows = await conn.fetch("SELECT datname, shobj_description(oid, 'pg_database') AS note "
+                                "FROM pg_database WHERE datname LIKE 'gw\\_%'")
+        for row in rows:
+            owner = _OWNER_RE.fullmatch(row["note"] or "")
+            if owner and owner[1] == socket.gethostname() and not _alive(int(owner[2])):
+                await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
     finally:
         await conn.close()
 
@@ -85,6 +117,7 @@ class TestDatabases:
 
     def __init__(self) -> None:
         self.pg_names: set[str] = set()
+        self._swept = False
         self._dropper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="testdb-drop")
 
     def new_url(self, backend: str, folder: Path) -> str:
@@ -92,8 +125,12 @@ class TestDatabases:
         if backend == "sqlite":
             folder.mkdir(parents=True, exist_ok=True)
             return f"sqlite+aiosqlite:///{folder.resolve() / 'gateway.db'}"
+        if not self._swept:
+            self._swept = True
+            run_sync(_drop_orphans)
         name = f"gw_{secrets.token_hex(6)}"
-        run_sync(lambda: _admin(f'CREATE DATABASE "{name}"'))
+        run_sync(lambda: _admin(f'CREATE DATABASE "{name}"',
+                                f"COMMENT ON DATABASE \"{name}\" IS '{_OWNER}'"))
         self.pg_names.add(name)
         return _sqlalchemy_url(name)
 

@@ -87,8 +87,10 @@ Streaming (`?stream=true` or `"stream": true`) answers with Server-Sent Events, 
 * `stream_start` — `{conversation_id, sessionId, message_id, user_message_id,
   assistant_id, model}` (ids of the messages this turn will store)
 * `token` — `{text}`: the next piece of the reply
-* `tool_start` / `tool_end` — `{tool, input}` / `{tool, output}`: only when the assistant
-  runs tools (none are configured by default)
+* `tool_start` — `{tool_call_id, name, arguments, tool, input}` when the model calls one
+  of the assistant's function tools; `tool_end` — `{tool_call_id, name, result_summary,
+  duration_ms, ok, tool, output}` when that call is done (its result goes back to the model,
+  which then goes on with `token` events). Only for assistants with tools (none by default)
 * `agent_response` — the whole answer, same object as the non-streaming JSON body:
   `{response, message, sources:[{title, url, document_id, relevance}], sessionId,
   conversation_id, message_id, user_message_id}`. Sent after the exchange is stored.
@@ -112,8 +114,14 @@ audio, default the configured output rate), `sessionId`, `conversation_id`, `use
 * `stream_end` — `{conversation_id, message_id, finish_reason}`, always last
 """
 
+SSE_EVENT_NAMES = ("stream_start", "token", "tool_start", "tool_end", "agent_response",
+                   "error", "stream_end", "transcription", "tts_start", "audio", "tts_complete")
+# OpenAPI 3.1 reads a text/event-stream schema as the schema of each event.
+SSE_EVENT_SCHEMA = {"type": "object", "required": ["event", "data"], "properties": {
+    "event": {"type": "string", "enum": list(SSE_EVENT_NAMES)},
+    "data": {"type": "string", "contentMediaType": "application/json"}}}
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+    200: {"content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
           "description": "JSON (non-streaming) or Server-Sent Events (streaming)"},
     404: {"model": ErrorBody, "description": "INVALID_MODEL_ID / conversation not found"},
     502: {"model": ErrorBody, "description": "PROVIDER_ERROR (non-streaming)"},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import string
 import time
@@ -28,6 +29,7 @@ from gateway.audio import pcm
 from gateway.config import Config
 from gateway.pipeline.runtime import Runtime
 from gateway.pipeline.text import SentenceSplitter
+from gateway.pipeline.tools import Filler, ToolEvent, sse_payload
 from gateway.providers.base import ChatRequest, Message, Passage, ProviderError
 from gateway.store import conversations as store
 from gateway.store.db import Database
@@ -210,6 +212,8 @@ class Turn:
     started: float = field(default_factory=time.perf_counter)
     first_token_ms: float | None = None
     text: str = ""
+    tool_decls: list[Any] = field(default_factory=list)  # the assistant's declared tools
+    tools: list[dict[str, Any]] = field(default_factory=list)  # the calls made
 
 
 def sources_of(passages: Sequence[Passage]) -> list[dict[str, Any]]:
@@ -265,16 +269,28 @@ class ChatEngine:
         session_id = (conv.session_id if conv and conv.session_id else None) \
             or inp.session_id or "sess_" + uuid.uuid4().hex[:20]
         return Turn(inp, conv.id if conv else new_id("conv"), session_id, new_id("msg"),
-                    new_id("msg"), request, passages, self.runtime.llm.name)
+                    new_id("msg"), request, passages, self.runtime.llm.name,
+                    tool_decls=list(assistant.tools or []) if assistant else [])
+
+    async def items(self, turn: Turn) -> AsyncIterator[str | ToolEvent | Filler]:
+        """The reply's tokens (``turn.text`` accumulates them) with the tool events of
+        the calls the model makes. ProviderError on failure."""
+        llm = await self.runtime.tool_loop(turn.request, turn.inp.assistant_id,
+                                           session_id=turn.session_id, declared=turn.tool_decls)
+        turn.tools = llm.records
+        async with contextlib.aclosing(llm.run()) as items:
+            async for item in items:
+                if isinstance(item, str):
+                    if turn.first_token_ms is None:
+                        turn.first_token_ms = _ms_since(turn.started)
+                    turn.text += item
+                yield item
 
     async def tokens(self, turn: Turn) -> AsyncIterator[str]:
-        """The reply, token by token (``turn.text`` accumulates it). ProviderError on
-        failure."""
-        async for token in self.runtime.reply_tokens(turn.request):
-            if turn.first_token_ms is None:
-                turn.first_token_ms = _ms_since(turn.started)
-            turn.text += token
-            yield token
+        """The reply, token by token. ProviderError on failure."""
+        async for item in self.items(turn):
+            if isinstance(item, str):
+                yield item
 
     async def complete(self, turn: Turn) -> dict[str, Any]:
         """Store the exchange (committed: the client may now rely on it); the result."""
@@ -284,6 +300,8 @@ class ChatEngine:
         reply_meta = {"model": turn.model, "sources": sources_of(turn.passages),
                       "latency_ms": {"first_token": turn.first_token_ms,
                                      "total": _ms_since(turn.started)}}
+        if turn.tools:
+            reply_meta["tools"] = turn.tools
         async with self.db.session() as s:
             conv = await store.ensure_conversation(
                 s, turn.conversation_id, inp.assistant_id, user_id=inp.user_id,
@@ -323,8 +341,11 @@ class ChatEngine:
         yield "stream_start", self.start_event(turn)
         reason = "stop"
         try:
-            async for token in self.tokens(turn):
-                yield "token", {"text": token}
+            async for item in self.items(turn):
+                if isinstance(item, str):
+                    yield "token", {"text": item}
+                elif isinstance(item, ToolEvent):  # a filler is for speech only
+                    yield item.type, sse_payload(item)
             yield "agent_response", await self.complete(turn)
         except ProviderError as exc:
             reason = "error"
@@ -398,9 +419,14 @@ class VoiceReply:
         splitter = SentenceSplitter()
         try:
             await self.out.put(("stream_start", engine.start_event(turn)))
-            async for token in engine.tokens(turn):
-                await self.out.put(("token", {"text": token}))
-                for sentence in splitter.push(token):
+            async for item in engine.items(turn):
+                if isinstance(item, ToolEvent):
+                    await self.out.put((item.type, sse_payload(item)))
+                    continue
+                if isinstance(item, Filler):
+                    continue
+                await self.out.put(("token", {"text": item}))
+                for sentence in splitter.push(item):
                     self.sentences.put_nowait(sentence)
             for sentence in splitter.flush():
                 self.sentences.put_nowait(sentence)

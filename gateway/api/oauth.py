@@ -53,6 +53,7 @@ from .oauth_server import (
     TokenIssuer,
 )
 from .ratelimit import enforce
+from .v1base import CleanStr
 
 router = APIRouter()
 
@@ -295,7 +296,8 @@ async def _grantee(request: Request, form: Mapping[str, list[str]]) -> Grantee |
     if user is None:
         return "Invalid username or password."
     assistant_id = first(form, "chatModelId")
-    assistant = await get_assistant(db, assistant_id) if 0 < len(assistant_id) <= 64 else None
+    valid = 0 < len(assistant_id) <= 64 and assistant_id.isprintable()
+    assistant = await get_assistant(db, assistant_id) if valid else None
     if assistant is None:
         return "Pick an assistant from the list."
     return Grantee(user.id, assistant.id, assistant.tier or "free")
@@ -363,9 +365,9 @@ async def token(request: Request) -> Response:
 class LegacyExchangeRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    access_token: str | None = Field(default=None, max_length=4096,
-                                     description="else the Authorization header is used")
-    chatModelId: str | None = Field(default=None, max_length=64)
+    access_token: CleanStr | None = Field(default=None, max_length=4096,
+                                          description="else the Authorization header is used")
+    chatModelId: CleanStr | None = Field(default=None, max_length=64)
 
 
 class LegacyTokenResponse(BaseModel):

@@ -27,13 +27,18 @@ Caller = Annotated[Principal, Depends(authed())]
 MAX_LISTED_ASSISTANTS = 100
 VOICE_WS_PATH = "/api/v1/voice/ws"
 
-STT_NAMES = {"whisper": "Whisper (local, faster-whisper)", "null": "Null STT (fixed text)"}
+STT_NAMES = {"whisper": "Whisper (local, faster-whisper)", "null": "Null STT (fixed text)",
+             "openai": "OpenAI transcription"}
 TTS_NAMES = {"piper": "Piper (local neural TTS)", "espeak": "eSpeak NG (local)",
-             "null": "Null TTS (test tone)"}
+             "null": "Null TTS (test tone)", "openai": "OpenAI speech",
+             "elevenlabs": "ElevenLabs (streaming)"}
 LLM_NAMES = {"llama": "llama.cpp (local)", "extractive": "Extractive (knowledge base)",
-             "openai": "OpenAI-compatible", "null": "Null LLM (fixed reply)"}
+             "openai": "OpenAI-compatible", "null": "Null LLM (fixed reply)",
+             "hybrid": "Hybrid backend"}
 # voice id -> (display name, gender)
 VOICE_INFO = {"joe": ("Joe", "male"), "en-us": ("English (US)", "neutral")}
+VOICE_INFO.update({v: (v.capitalize(), "neutral") for v in (  # OpenAI's voices
+    "alloy ash ballad coral echo fable nova onyx sage shimmer verse marin cedar".split())})
 LANGUAGE_NAMES = {
     "en": "English", "es": "Spanish", "fr": "French", "de": "German", "it": "Italian",
     "pt": "Portuguese", "nl": "Dutch", "pl": "Polish", "ru": "Russian", "uk": "Ukrainian",
@@ -56,8 +61,10 @@ def tts_voice_ids(tts: Any) -> set[str] | None:
 
 def tts_voices(tts: Any) -> list[dict[str, str]]:
     voice = str(getattr(tts, "voice", None) or "default")
-    name, gender = VOICE_INFO.get(voice, (voice, "neutral"))
-    return [{"provider": tts.name, "id": voice, "name": name, "gender": gender}]
+    # Cloud TTSs offer several voices (``voice_list``): all listed, the default first.
+    ids = [voice, *(str(v) for v in getattr(tts, "voice_list", ()) if v != voice)]
+    return [{"provider": tts.name, "id": v, "name": VOICE_INFO.get(v, (v, "neutral"))[0],
+             "gender": VOICE_INFO.get(v, (v, "neutral"))[1]} for v in ids]
 
 
 def stt_languages(cfg: Config, stt: Any) -> list[dict[str, str]]:
@@ -149,7 +156,8 @@ async def available_features(
         ("text_to_speech", tts_ok, "spoken replies"),
         ("prompt_templates", True, "GET /api/templates"),
         ("feedback", True, "POST /api/feedback"),
-        ("tools", False, "no tools are configured"),
+        ("tools", True, "function tools per assistant: knowledge-base search, date/time, "
+         "end/transfer a call, HTTP webhooks (with an LLM that calls tools)"),
     ]
     return {"tier": principal.tier,
             "features": [{"id": f"feature_{i}", "name": n, "enabled": e, "description": d}

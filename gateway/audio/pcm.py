@@ -6,6 +6,8 @@ No I/O, no asyncio. Resampling uses libsoxr (``soxr``), not a hand-written filte
 from __future__ import annotations
 
 import base64
+import io
+import wave
 
 import numpy as np
 import numpy.typing as npt
@@ -197,3 +199,14 @@ def b64encode(data: bytes) -> str:
 def b64decode(text: str) -> bytes:
     """Strict base64 (ValueError on anything else, as binascii.Error is one)."""
     return base64.b64decode(text, validate=True)
+
+
+def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
+    """Mono s16le as a WAV file in memory (what upload-style speech APIs accept)."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(SAMPLE_WIDTH)
+        wav.setframerate(sample_rate)
+        wav.writeframes(pcm[: len(pcm) // SAMPLE_WIDTH * SAMPLE_WIDTH])
+    return out.getvalue()

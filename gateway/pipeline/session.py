@@ -35,6 +35,7 @@ from .outbox import AudioOut, Outbox
 from .pacing import Pacer
 from .runtime import Runtime
 from .text import SentenceSplitter, SpokenSegment, heard_text
+from .tools import Filler, ToolEvent
 from .turns import (
     BargeIn,
     Endpointer,
@@ -74,6 +75,8 @@ class SessionSettings:
     barge_in: bool = True
     # False: replies are text only (no TTS, no audio).
     speak: bool = True
+    # A phone call: the end_call / transfer_call tools are offered.
+    telephony: bool = False
 
 
 @dataclass(slots=True)
@@ -130,6 +133,8 @@ class Response:
     first_token_at: float | None = None
     first_audio_at: float | None = None
     sources: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[dict[str, Any]] = field(default_factory=list)  # the calls made (stored)
+    signals: list[dict[str, Any]] = field(default_factory=list)  # for the transport, at end
 
 
 class Session:
@@ -349,7 +354,8 @@ class Session:
                 # A pause: decode now; if the turn ends here, this is its transcript.
                 if early is not None:
                     early[1].cancel()
-                early = (job.turn_id, asyncio.create_task(self._decode(job.pcm)))
+                early = (job.turn_id,
+                         asyncio.create_task(self._decode(job.pcm, job.turn_id)))
                 continue
             if not job.final:
                 # One interim decode in flight at a time, beside (never ahead of) finals.
@@ -363,8 +369,15 @@ class Session:
             early = None
             await self._final(job, reuse[1] if reuse else None)
 
-    async def _decode(self, pcm16k: bytes) -> str:
-        return await self.runtime.transcribe(pcm16k, self.settings.language)
+    async def _decode(self, pcm16k: bytes, turn_id: int) -> str:
+        """A transcription whose partial text (from a streaming STT) shows as interim."""
+        return await self.runtime.transcribe(pcm16k, self.settings.language,
+                                             on_partial=lambda text: self._partial(turn_id, text))
+
+    def _partial(self, turn_id: int, text: str) -> None:
+        if text.strip() and turn_id > self._finalized_turn:
+            self.emit({"type": "transcription", "text": text.strip(), "final": False,
+                       "turn_id": turn_id})
 
     def _cancel_interim(self) -> None:
         if self._interim_task is not None:
@@ -372,7 +385,8 @@ class Session:
 
     async def _final(self, job: _SttJob, early: asyncio.Task[str] | None) -> None:
         try:
-            text = await early if early is not None else await self._decode(job.pcm)
+            decode = early if early is not None else self._decode(job.pcm, job.turn_id)
+            text = await decode
         except ProviderError as exc:
             if early is None:
                 self._provider_error("stt", exc)
@@ -428,19 +442,23 @@ class Session:
             messages=[Message("system", self._system_prompt()),
                       *self.history[-2 * cfg.llm.history_turns:], Message("user", turn.text)],
             passages=passages, max_tokens=cfg.llm.max_tokens, temperature=cfg.llm.temperature,
+            session_id=self.conversation_id,
         )
         self.history.append(Message("user", turn.text))
         splitter = SentenceSplitter()
+        llm = await self.runtime.tool_loop(request, self.settings.assistant_id,
+                                           session_id=self.session_id,
+                                           telephony=self.settings.telephony)
+        r.tools = llm.records
         try:
-            async for token in self.runtime.reply_tokens(request):
-                if r.cancelled:
-                    return
-                if r.first_token_at is None:
-                    r.first_token_at = _ms()
-                r.text += token
-                self.emit({"type": "token", "text": token, "response_id": response_id})
-                for sentence in splitter.push(token):
-                    await self.tts_q.put(_Sentence(turn.turn_id, response_id, sentence))
+            async with contextlib.aclosing(llm.run()) as items:
+                async for item in items:
+                    if r.cancelled:
+                        return
+                    if isinstance(item, str):
+                        await self._token(r, item, splitter)
+                    else:
+                        await self._tool_item(r, item, splitter)
         except ProviderError as exc:
             self._provider_error("llm", exc)
         for sentence in splitter.flush():
@@ -450,6 +468,26 @@ class Session:
             self.emit({"type": "agent_response", "text": r.text.strip(),
                        "response_id": response_id, "sources": r.sources})
         await self.tts_q.put(_EndOfReply(turn.turn_id, response_id))
+
+    async def _token(self, r: Response, token: str, splitter: SentenceSplitter) -> None:
+        if r.first_token_at is None:
+            r.first_token_at = _ms()
+        r.text += token
+        self.emit({"type": "token", "text": token, "response_id": r.response_id})
+        for sentence in splitter.push(token):
+            await self.tts_q.put(_Sentence(r.turn.turn_id, r.response_id, sentence))
+
+    async def _tool_item(self, r: Response, item: ToolEvent | Filler,
+                         splitter: SentenceSplitter) -> None:
+        if isinstance(item, Filler):  # a slow tool: said like any other reply text
+            await self._token(r, item.text + " ", splitter)
+            return
+        if item.type == "tool_start":  # what the model said before its call goes out now
+            for sentence in splitter.flush():
+                await self.tts_q.put(_Sentence(r.turn.turn_id, r.response_id, sentence))
+        self.emit({"type": item.type, "response_id": r.response_id, **item.data})
+        if item.signal is not None:
+            r.signals.append(item.signal)
 
     def _system_prompt(self) -> str:
         template = self.settings.system_prompt or self.cfg.llm.system_prompt
@@ -553,6 +591,8 @@ class Session:
                        "duration_ms": round(r.pacer.sent_ms), "interrupted": False,
                        "played_ms": round(r.pacer.sent_ms)})
         self.emit({"type": "stream_end", "response_id": r.response_id})
+        for signal in r.signals:  # end_call / transfer: after the reply has been heard
+            self.emit({**signal, "response_id": r.response_id})
         if r.text:
             self.history.append(Message("assistant", r.text.strip()))
         self.response = None
@@ -567,7 +607,7 @@ class Session:
             "turn_id": r.turn.turn_id, "response_id": r.response_id,
             "user_text": r.turn.text, "reply_text": r.text.strip(), "heard_text": heard,
             "interrupted": interrupted, "played_ms": round(r.pacer.played_ms(_ms())),
-            "latency_ms": self._latencies(r), "sources": r.sources,
+            "latency_ms": self._latencies(r), "sources": r.sources, "tools": r.tools,
         })
 
     @staticmethod

@@ -18,12 +18,19 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import jsonschema
 import structlog
 
 from gateway.config import Config, ToolsConfig
@@ -35,6 +42,7 @@ from .tool_kinds import Output, Tool, ToolContext, ToolFailure
 log = structlog.get_logger("gateway.tools")
 
 SUMMARY_CHARS = 200  # tool_end's result_summary
+MAX_CALLS_PER_ROUND = 8  # a model asking for more at once gets the first ones run
 STORED_RESULT_CHARS = 2000  # a result as kept in the conversation's message meta
 DECLARATIONS_TIMEOUT_S = 1.0
 
@@ -191,7 +199,7 @@ class ToolLoop:
     spoke: bool = False
     filled: bool = False
 
-    async def run(self) -> AsyncIterator[str | ToolEvent | Filler]:
+    async def run(self) -> AsyncGenerator[str | ToolEvent | Filler, None]:
         request = self.request
         for round_no in range(self.cfg.max_rounds + 1):
             # The last round offers no tools: the model has to answer in words.
@@ -209,9 +217,12 @@ class ToolLoop:
                     yield item
             if not calls:
                 return
+            calls = calls[:MAX_CALLS_PER_ROUND]
             results: list[ToolResult | None] = [None] * len(calls)
             async for event in self._run_calls(calls, results):
                 yield event
+            if text and not text[-1].isspace():
+                yield " "  # the next round's words do not run into this round's
             request = dataclasses.replace(request, messages=[
                 *request.messages, Message("assistant", text, tool_calls=tuple(calls)),
                 *(Message("tool", r.content if r else '{"error": "not run"}',
@@ -260,7 +271,7 @@ class ToolLoop:
                          result.signal)
 
 
-async def _agen(items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _agen(items: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
     """Any async iterator as an async generator (so ``aclosing`` can close it), which
     closes the underlying stream too."""
     try:

@@ -3,12 +3,14 @@
 Visemes are the 15 Oculus/Microsoft shapes (sil PP FF TH DD kk CH SS nn RR aa E ih oh ou).
 Phonemes are espeak-ng IPA as Piper produces them; stress and length marks carry no shape
 of their own (their time goes to the neighbouring phoneme), spaces and punctuation are
-word boundaries and mouth rest.
+word boundaries and mouth rest. TTS engines that report character timings instead
+(ElevenLabs ``alignment``) go through ``alignment_phonemes``: letters as rough phonemes.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -145,3 +147,91 @@ def _spread(words: list[str], groups: list[tuple[float, float, int]]
         end = at(pos / total_chars)
         out.append((w, start, max(end, start + 1)))
     return out
+
+
+# --- character alignment (ElevenLabs): letters as approximate phonemes ----------------------
+
+_DIGRAPHS = {"th": "θ", "sh": "ʃ", "ch": "tʃ", "ph": "f", "ng": "ŋ", "wh": "w", "ck": "k",
+             "qu": "k", "gh": "f"}
+_LETTERS = dict(zip("abcdefghijklmnopqrstuvwxyz",
+                    ["a", "b", "k", "d", "e", "f", "g", "h", "i", "dʒ", "k", "l", "m", "n",
+                     "o", "p", "k", "ɹ", "s", "t", "u", "v", "w", "k", "j", "z"], strict=True))
+_JOINERS = frozenset("'’-")  # inside a word: part of it ("don't", "well-known")
+
+
+def _letter_phone(ch: str) -> str:
+    base = unicodedata.normalize("NFD", ch.lower())[:1]  # "é" -> "e"
+    return _LETTERS.get(base, "ə")  # digits and other scripts: a neutral open mouth
+
+
+def _is_word_char(chars: Sequence[str], i: int) -> bool:
+    ch = chars[i]
+    if ch.isalnum():
+        return True
+    if ch not in _JOINERS:
+        return False
+    # Inside a word; at the edge of a chunk of alignment one letter beside it will do.
+    before = chars[i - 1].isalnum() if i > 0 else None
+    after = chars[i + 1].isalnum() if i + 1 < len(chars) else None
+    return bool(before and after) if None not in (before, after) else bool(before or after)
+
+
+def alignment_phonemes(chars: Sequence[str], starts_ms: Sequence[float],
+                       durations_ms: Sequence[float],
+                       offset_ms: float = 0.0) -> tuple[PhonemeTiming, ...]:
+    """Character timings (ElevenLabs ``alignment``) as rough phonemes from the letters.
+
+    Letters map to the sound they usually make (common digraphs as one sound); spaces and
+    punctuation become word boundaries, so ``visemes`` and ``word_timings`` work on the
+    result as on real phonemes. Apostrophes and hyphens inside a word stay in the word.
+    """
+    n = min(len(chars), len(starts_ms), len(durations_ms))
+    out: list[PhonemeTiming] = []
+    i = 0
+    while i < n:
+        start = offset_ms + starts_ms[i]
+        end = start + max(durations_ms[i], 0.0)
+        if not _is_word_char(chars, i):
+            out.append(PhonemeTiming(" ", start, end))
+            i += 1
+            continue
+        if chars[i] in _JOINERS:  # its time goes to the letter before it
+            if out:
+                out[-1] = PhonemeTiming(out[-1].phoneme, out[-1].start_ms, end)
+            i += 1
+            continue
+        pair = (chars[i] + chars[i + 1]).lower() if i + 1 < n else ""
+        if pair in _DIGRAPHS:
+            end = offset_ms + starts_ms[i + 1] + max(durations_ms[i + 1], 0.0)
+            out.append(PhonemeTiming(_DIGRAPHS[pair], start, end))
+            i += 2
+            continue
+        out.append(PhonemeTiming(_letter_phone(chars[i]), start, end))
+        i += 1
+    return tuple(out)
+
+
+def alignment_word_timings(chars: Sequence[str], starts_ms: Sequence[float],
+                           durations_ms: Sequence[float],
+                           offset_ms: float = 0.0) -> list[WordTiming]:
+    """Words straight from character timings: each run of word characters is a word."""
+    n = min(len(chars), len(starts_ms), len(durations_ms))
+    words: list[WordTiming] = []
+    letters: list[str] = []
+    start = end = 0.0
+    for i in range(n + 1):
+        if i < n and _is_word_char(chars, i):
+            if not letters:
+                start = offset_ms + starts_ms[i]
+            letters.append(chars[i])
+            end = offset_ms + starts_ms[i] + max(durations_ms[i], 0.0)
+        elif letters:
+            words.append(WordTiming("".join(letters), round(start), round(max(end, start + 1))))
+            letters = []
+    return words
+
+
+def alignment_visemes(chars: Sequence[str], starts_ms: Sequence[float],
+                      durations_ms: Sequence[float], offset_ms: float = 0.0) -> list[VisemeCue]:
+    """Approximate mouth shapes from character timings (letters, not real phonemes)."""
+    return visemes(alignment_phonemes(chars, starts_ms, durations_ms), offset_ms)

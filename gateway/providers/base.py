@@ -124,6 +124,7 @@ class ChatRequest:
     max_tokens: int = 120
     temperature: float = 0.2
     tools: Sequence[ToolSpec] = ()  # functions the model may call (providers may ignore them)
+    session_id: str = ""  # the conversation it belongs to (a hybrid backend keys on it)
 
     @property
     def question(self) -> str:

@@ -21,17 +21,21 @@ _PROVIDERS: dict[str, dict[str, str]] = {
     },
     "stt": {
         "whisper": "gateway.providers.whisper_stt:WhisperSTT",
+        "openai": "gateway.providers.openai_stt:OpenAISTT",
         "null": "gateway.providers.null:NullSTT",
     },
     "llm": {
         "llama": "gateway.providers.llama_llm:LlamaLLM",
         "extractive": "gateway.providers.extractive_llm:ExtractiveLLM",
         "openai": "gateway.providers.openai_llm:OpenAILLM",
+        "hybrid": "gateway.providers.hybrid_llm:HybridLLM",
         "null": "gateway.providers.null:NullLLM",
     },
     "tts": {
         "piper": "gateway.providers.piper_tts:PiperTTS",
         "espeak": "gateway.providers.espeak_tts:EspeakTTS",
+        "openai": "gateway.providers.openai_tts:OpenAITTS",
+        "elevenlabs": "gateway.providers.elevenlabs_tts:ElevenLabsTTS",
         "null": "gateway.providers.null:NullTTS",
     },
 }

@@ -41,14 +41,19 @@ class StoreError(ValueError):
     """A value the store refuses (duplicate, malformed); the message is safe to show."""
 
 
+def _storable(value: str | None, max_len: int) -> bool:
+    """Worth a lookup: bounded, and printable (PostgreSQL refuses NUL in text)."""
+    return value is not None and 0 < len(value) <= max_len and value.isprintable()
+
+
 def code_hash(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
 async def create_user(db: Database, username: str, password: str) -> User:
     username = username.strip()
-    if not 0 < len(username) <= MAX_USERNAME:
-        raise StoreError(f"username must be 1..{MAX_USERNAME} characters")
+    if not 0 < len(username) <= MAX_USERNAME or not username.isprintable():
+        raise StoreError(f"username must be 1..{MAX_USERNAME} printable characters")
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise StoreError(f"password must be {MIN_PASSWORD}..{MAX_PASSWORD} characters")
     hashed = await asyncio.to_thread(_hasher.hash, password)
@@ -71,7 +76,7 @@ def _verify(hashed: str | None, password: str) -> bool:
 
 async def authenticate(db: Database, username: str, password: str) -> User | None:
     """The user if the password matches; None otherwise (same cost for unknown names)."""
-    if not username or len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
+    if not _storable(username, MAX_USERNAME) or len(password) > MAX_PASSWORD:
         return None
     async with db.session() as s:
         record = await s.scalar(select(User).where(User.username == username))
@@ -109,7 +114,7 @@ async def create_client(db: Database, client_id: str, redirect_uris: list[str],
 
 
 async def get_client(db: Database, client_id: str | None) -> OAuthClient | None:
-    if not client_id or len(client_id) > 100:
+    if not _storable(client_id, 100):
         return None
     async with db.session() as s:
         return await s.get(OAuthClient, client_id)

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
-from gateway.api.errors import ApiError
+from gateway.api.errors import ApiError, ErrorBody
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import Session, SessionSettings
 from gateway.protocol import twilio as tw
@@ -31,6 +31,7 @@ log = structlog.get_logger("gateway.twilio")
 
 START_TIMEOUT_S = 10.0
 DTMF_PAUSE_S = 1.5
+HANGUP_MARK_WAIT_S = 5.0  # end_call / transfer: how long the last words may take to play
 
 
 async def twilio_ws(websocket: WebSocket) -> None:
@@ -70,7 +71,7 @@ class TwilioCall:
             self.ws.app.state.runtime,
             SessionSettings(input=pcm8k, output=pcm8k, language=self.cfg.stt.language,
                             voice=start.custom.get("voice") or grant.claims.get("voiceId"),
-                            assistant_id=grant.assistant_id),
+                            assistant_id=grant.assistant_id, telephony=True),
             self.outbox, session_id=grant.session_id,
             conversation_id="conv_" + grant.session_id[5:],
         )
@@ -175,8 +176,25 @@ class TwilioCall:
                 frame = self._render(item)
                 if frame is not None:
                     await self.ws.send_text(frame)
+                if isinstance(item, dict) and item.get("type") in ("_end_call", "_transfer"):
+                    await self._hang_up(item)
+                    return
         except (OutboxClosed, WebSocketDisconnect, RuntimeError):
             return
+
+    async def _hang_up(self, signal: dict[str, Any]) -> None:
+        """The end_call / transfer_call tools, after the reply: once the mark sent with the
+        signal comes back (the caller heard everything), close the stream. Twilio then
+        goes on with the TwiML after ``<Connect>``: nothing (hang up) or a ``<Dial>``."""
+        name = _signal_mark(signal)
+        self.log.info("call_handoff", action=signal["type"].lstrip("_"),
+                      destination=signal.get("destination"), reason=signal.get("reason"))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(HANGUP_MARK_WAIT_S):
+                while name not in self.marks_played:
+                    await asyncio.sleep(0.02)
+        await self._close(1000, "call transferred" if signal["type"] == "_transfer"
+                          else "call ended")
 
     def _render(self, item: AudioOut | dict[str, Any]) -> str | None:
         if isinstance(item, AudioOut):
@@ -188,6 +206,8 @@ class TwilioCall:
             return self.call.mark(f"{item['response_id']}:{item['index']}")
         if kind == "tts_complete" and not item.get("interrupted"):
             return self.call.mark(f"{item['response_id']}:end")
+        if kind in ("_end_call", "_transfer"):
+            return self.call.mark(_signal_mark(item))
         if kind == "error":
             self.log.info("session_error", code=item.get("code"), message=item.get("message"))
         return None
@@ -201,6 +221,16 @@ class TwilioCall:
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             await self.ws.close(code, reason)
+
+
+TWIML_OPENAPI: dict[str, Any] = {"parameters": [
+    {"name": "assistant_id", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "the assistant answering the call (default: the key's)"}]}
+TWIML_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "TwiML", "content": {"application/xml": {"schema": {"type": "string"}}}},
+    **{status: {"model": ErrorBody, "description": desc} for status, desc in (
+        (401, "UNAUTHORIZED"), (403, "FORBIDDEN"), (404, "INVALID_MODEL_ID"))},
+}
 
 
 async def twiml_endpoint(request: Request) -> Response:
@@ -224,6 +254,12 @@ async def twiml_endpoint(request: Request) -> Response:
     url = f"{scheme}://{request.url.netloc}/api/v1/voice/twilio"
     body = tw.twiml(url, {"token": minted["token"], "assistant_id": assistant_id})
     return Response(body, media_type="application/xml")
+
+
+def _signal_mark(signal: dict[str, Any]) -> str:
+    if signal["type"] == "_transfer":
+        return f"transfer:{signal.get('destination', '')}"
+    return "end_call"
 
 
 def _basic_password(request: Request) -> str | None:

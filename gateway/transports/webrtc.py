@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
-from gateway.api.errors import ApiError
+from gateway.api.errors import ApiError, ErrorBody
 from gateway.audio import frames, pcm
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import VAD_RATE, Session, SessionSettings
@@ -124,6 +124,25 @@ def _hub(app: Any) -> WebRTCHub:
 
 
 # --- the endpoint ------------------------------------------------------------------------
+
+# Its OpenAPI declaration (the route reads the raw body itself, to bound it first).
+OFFER_OPENAPI: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {
+        "type": "object", "required": ["sdp", "type"],
+        "properties": {"sdp": {"type": "string", "pattern": "^v=0"},
+                       "type": {"type": "string", "enum": ["offer"]},
+                       "token": {"type": "string"}, "assistant_id": {"type": "string"}},
+    }}}}}
+_ANSWER = {"type": "object", "required": ["sdp", "type", "session_id"],
+           "properties": {k: {"type": "string"} for k in ("sdp", "type", "session_id")}}
+OFFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the SDP answer",
+          "content": {"application/json": {"schema": _ANSWER}}},
+    **{status: {"model": ErrorBody, "description": desc} for status, desc in (
+        (400, "INVALID_REQUEST"), (401, "UNAUTHORIZED"), (403, "FORBIDDEN"),
+        (404, "INVALID_MODEL_ID"), (413, "INVALID_REQUEST: offer too large"),
+        (429, "RATE_LIMITED"), (503, "RATE_LIMITED: at capacity, or shutting down"))},
+}
 
 
 async def webrtc_offer(request: Request) -> JSONResponse:

@@ -49,7 +49,8 @@ FULL = {
     "stt_provider": "whisper", "stt_model": "tiny.en",
     "tts_provider": "piper", "voice": "joe", "language": "en",
     "allow_anonymous": False, "tier": "pro",
-    "tools": [{"name": "opening_hours", "description": "today's hours"}],
+    "tools": [{"type": "webhook", "name": "opening_hours", "description": "today's hours",
+               "url": "https://museum.example/hours"}, {"type": "builtin", "name": "end_call"}],
 }
 
 
@@ -98,7 +99,8 @@ async def test_generated_id_duplicates_and_validation(gateway) -> None:
                      "CONFLICT")
         for bad in ({"id": "has space"}, {"id": "x" * 65}, {"tier": "platinum"},
                     {"name": ""}, {"tools": "not a list"}, {"system_prompt": "a\u0000b"},
-                    {"name": None}):
+                    {"name": None}, {"tools": [{"type": "webhook", "name": "no_url"}]},
+                    {"tools": ["launch_rocket"]}):
             assert_error(await http.post("/api/v1/assistants", json=bad), 400,
                          "INVALID_REQUEST")
         assert_error(await http.patch(f"/api/v1/assistants/{made['id']}",

@@ -347,6 +347,19 @@ async def test_hostile_parameters_never_cause_a_server_error(gateway_factory) ->
         garbage = await http.post(AUTHORIZE, content=b"\xff\xfe=%%%",
                                   headers={"content-type": "application/x-www-form-urlencoded"})
         assert garbage.status_code == 400
+        page = await http.get(AUTHORIZE, params=authorize_params(verifier))
+        for value in odd:
+            resp = await http.post(AUTHORIZE, data={
+                "request": hidden_request(page.text), "username": value, "password": value,
+                "chatModelId": value})
+            assert resp.status_code == 400, resp.text
+    key = await make_key(gw)
+    async with httpx.AsyncClient(base_url=gw.base) as http:
+        for escaped in (r"\u0000", r"\ud800"):  # JSON escapes: NUL, a lone surrogate
+            resp = await http.post(
+                "/api/auth/oauth", content=f'{{"chatModelId": "{escaped}"}}'.encode(),
+                headers={"x-api-key": key, "content-type": "application/json"})
+            assert resp.status_code == 400, resp.text
 
 
 # ---------------------------------------------------------------- legacy chatbot JWTs

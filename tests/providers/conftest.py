@@ -80,3 +80,58 @@ def openai_server(_openai_server_session: LocalOpenAIServer) -> Iterator[LocalOp
     _openai_server_session.reset()
     yield _openai_server_session
     _openai_server_session.reset()  # frees handlers a test left hanging
+
+
+# --- local ElevenLabs and hybrid-backend servers; keys for the live tests ------------------
+
+from elevenlabs_server import LocalElevenLabsServer  # noqa: E402
+from hybrid_server import LocalHybridServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def _elevenlabs_server_session() -> Iterator[LocalElevenLabsServer]:
+    with LocalElevenLabsServer() as server:
+        yield server
+
+
+@pytest.fixture
+def elevenlabs_server(
+    _elevenlabs_server_session: LocalElevenLabsServer,
+) -> Iterator[LocalElevenLabsServer]:
+    """A real local ElevenLabs-format HTTP + WebSocket server, reset for each test."""
+    _elevenlabs_server_session.reset()
+    yield _elevenlabs_server_session
+    _elevenlabs_server_session.reset()
+
+
+@pytest.fixture(scope="session")
+def _hybrid_server_session() -> Iterator[LocalHybridServer]:
+    with LocalHybridServer() as server:
+        yield server
+
+
+@pytest.fixture
+def hybrid_server(_hybrid_server_session: LocalHybridServer) -> Iterator[LocalHybridServer]:
+    """A real local hybrid backend (SmarterAvatar shape), reset for each test."""
+    _hybrid_server_session.reset()
+    yield _hybrid_server_session
+    _hybrid_server_session.reset()
+
+
+def _live_key(name: str) -> str:
+    key = os.environ.get(name, "")
+    if not key:
+        pytest.skip(f"live test: set {name} to run it against the real API")
+    return key
+
+
+@pytest.fixture
+def openai_live_key() -> str:
+    """The real OpenAI key (tests marked ``live`` only); skips when unset."""
+    return _live_key("OPENAI_API_KEY")
+
+
+@pytest.fixture
+def elevenlabs_live_key() -> str:
+    """The real ElevenLabs key (tests marked ``live`` only); skips when unset."""
+    return _live_key("ELEVENLABS_API_KEY")

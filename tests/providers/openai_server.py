@@ -1,8 +1,9 @@
 """A real local HTTP server speaking the OpenAI REST wire format, for provider tests.
 
 Uvicorn serves a FastAPI app from a background thread on 127.0.0.1 (ephemeral port), so
-the official client goes through its whole HTTP stack. Only chat completions for now;
-STT/TTS tests can add routes to ``server.app`` and reuse ``check_auth``/``openai_error``.
+the official client goes through its whole HTTP stack. Chat completions here; the audio
+endpoints (transcriptions, speech) in openai_audio_routes.py, sharing ``check_auth``,
+``openai_error`` and the behaviours.
 
 Behaviour is chosen per request: ``server.behaviour`` if set, else the request's
 ``model`` when it names a behaviour (``"rate_limit"``), else ``"normal"``.
@@ -98,6 +99,9 @@ class LocalOpenAIServer:
         self._release: asyncio.Event | None = None
         self.reset()
         self._add_chat_routes()
+        from openai_audio_routes import add_audio_routes  # here: it imports this module
+
+        add_audio_routes(self)  # /v1/audio/transcriptions and /v1/audio/speech
 
     # --- knobs -------------------------------------------------------------------
 
