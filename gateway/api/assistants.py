@@ -8,7 +8,7 @@ base is its documents (``/api/v1/documents``); some may be given at creation.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,7 +43,8 @@ router = APIRouter(prefix="/api/v1", route_class=EnvelopeRoute,
                        "description": "CONFLICT"}})
 Tier = Literal["free", "basic", "pro", "enterprise"]
 ASSISTANT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
-AssistantPath = Path(min_length=1, max_length=64)
+AssistantPath = Annotated[CleanStr, Path(min_length=1, max_length=64)]
+KeyIdPath = Annotated[CleanStr, Path(min_length=1, max_length=32)]
 # Columns that may not be null; a PATCH that sends null for one of them is refused.
 _NOT_NULL = ("name", "description", "system_prompt", "template_variables", "language",
              "allow_anonymous", "tier", "tools")
@@ -128,7 +129,7 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: CleanStr = Field(default="api key", min_length=1, max_length=200)
-    assistant_id: str | None = Field(default=None, min_length=1, max_length=64,
+    assistant_id: CleanStr | None = Field(default=None, min_length=1, max_length=64,
                                      description="absent: an admin key (every assistant)")
     tier: Tier | None = Field(default=None, description="absent: enterprise")
 
@@ -270,7 +271,7 @@ async def list_assistants(
 @router.get("/assistants/{assistant_id}", response_model=AssistantResponse,
             tags=["assistants"])
 async def get_assistant_route(request: Request, principal: Caller,
-                              assistant_id: str = AssistantPath) -> dict[str, Any]:
+                              assistant_id: AssistantPath) -> dict[str, Any]:
     async with request.app.state.db.session() as s:
         assistant = await _visible(s, principal, assistant_id)
         counts = await _doc_counts(s, [assistant_id])
@@ -280,7 +281,7 @@ async def get_assistant_route(request: Request, principal: Caller,
 @router.patch("/assistants/{assistant_id}", response_model=AssistantResponse,
               tags=["assistants"])
 async def update_assistant(request: Request, principal: Caller, body: AssistantFields,
-                           assistant_id: str = AssistantPath) -> dict[str, Any]:
+                           assistant_id: AssistantPath) -> dict[str, Any]:
     """Change some fields; a scoped key may not change its assistant's tier."""
     changes = body.model_dump(exclude_unset=True)
     _null_check(changes)
@@ -300,7 +301,7 @@ async def update_assistant(request: Request, principal: Caller, body: AssistantF
 
 @router.delete("/assistants/{assistant_id}", response_model=Deleted, tags=["assistants"])
 async def delete_assistant(request: Request, principal: Caller,
-                           assistant_id: str = AssistantPath) -> dict[str, Any]:
+                           assistant_id: AssistantPath) -> dict[str, Any]:
     """Delete an assistant with its documents and keys (admin key; not the default one)."""
     require_admin(principal)
     if assistant_id == DEFAULT_ASSISTANT:
@@ -351,7 +352,7 @@ async def list_keys(
 
 @router.delete("/keys/{key_id}", response_model=Revoked, tags=["keys"])
 async def revoke_key(request: Request, principal: Caller,
-                     key_id: str = Path(min_length=1, max_length=32)) -> dict[str, Any]:
+                     key_id: KeyIdPath) -> dict[str, Any]:
     """Revoke a key: it stops working at once, on every gateway sharing the database."""
     require_admin(principal)
     if not await request.app.state.keys.revoke(key_id):

@@ -14,7 +14,7 @@ however large the documents are. ``GET /api/v1/documents/{id}`` returns the full
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,7 +51,7 @@ router = APIRouter()  # what the app includes: this API and the assistants/keys 
 kb = APIRouter(prefix="/api/v1", tags=["knowledge base"], route_class=EnvelopeRoute,
                responses={**ERROR_RESPONSES, 413: ERROR_RESPONSES[400] | {
                    "description": "DOCUMENT_TOO_LARGE"}})
-DocId = Path(min_length=1, max_length=64)
+DocId = Annotated[CleanStr, Path(min_length=1, max_length=64)]
 
 
 # --- request and response bodies ------------------------------------------------------
@@ -269,7 +269,7 @@ async def list_documents(
 
 @kb.get("/documents/{doc_id}", response_model=DocumentResponse)
 async def get_document(request: Request, principal: Caller,
-                       doc_id: str = DocId) -> dict[str, Any]:
+                       doc_id: DocId) -> dict[str, Any]:
     require_credential(principal)
     async with request.app.state.db.session() as s:
         doc = await _owned_document(s, principal, doc_id)
@@ -296,7 +296,7 @@ async def _update(request: Request, principal: Principal, doc_id: str,
 
 @kb.patch("/documents/{doc_id}", response_model=DocumentResponse)
 async def patch_document(request: Request, principal: ImportCaller, body: DocumentUpdate,
-                         doc_id: str = DocId) -> dict[str, Any]:
+                         doc_id: DocId) -> dict[str, Any]:
     """Change some of a document's title, content, url and metadata."""
     changes = body.model_dump(exclude_unset=True)
     for field in ("title", "content"):
@@ -307,7 +307,7 @@ async def patch_document(request: Request, principal: ImportCaller, body: Docume
 
 @kb.put("/documents/{doc_id}", response_model=DocumentResponse)
 async def put_document(request: Request, principal: ImportCaller, body: DocumentIn,
-                       doc_id: str = DocId) -> dict[str, Any]:
+                       doc_id: DocId) -> dict[str, Any]:
     """Replace a document (title and content required; url and metadata reset if absent)."""
     changes = {"title": body.title, "content": body.content, "url": body.url,
                "metadata": body.metadata}
@@ -316,7 +316,7 @@ async def put_document(request: Request, principal: ImportCaller, body: Document
 
 @kb.delete("/documents/{doc_id}", response_model=DeleteResponse)
 async def delete_document(request: Request, principal: ImportCaller,
-                          doc_id: str = DocId) -> dict[str, Any]:
+                          doc_id: DocId) -> dict[str, Any]:
     require_credential(principal)
     async with request.app.state.db.session() as s:
         doc = await _owned_document(s, principal, doc_id)

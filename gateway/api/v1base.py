@@ -49,7 +49,7 @@ def _plain_json(value: Any) -> Any:
 CleanStr = Annotated[str, AfterValidator(_clean_text)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_plain_json)]
 JsonList = Annotated[list[Any], AfterValidator(_plain_json)]
-ChatModelId = Annotated[str, Field(min_length=1, max_length=64)]
+ChatModelId = Annotated[CleanStr, Field(min_length=1, max_length=64)]
 # The caller, after the rate limits of the seed's endpoint group.
 Caller = Annotated[Principal, Depends(authed("default"))]
 ImportCaller = Annotated[Principal, Depends(authed("import"))]

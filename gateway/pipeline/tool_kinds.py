@@ -247,13 +247,16 @@ def _webhook(decl: Mapping[str, Any], cfg: ToolsConfig, http: HttpClient) -> Too
 def _schema_validator(name: str, params: Any) -> Any:
     if not isinstance(params, dict) or params.get("type") != "object":
         raise ToolFailure(f"{name}: parameters must be a JSON schema of type object")
-    cls = jsonschema.validators.validator_for(params, default=jsonschema.Draft202012Validator)
     try:
+        cls = jsonschema.validators.validator_for(params,
+                                                  default=jsonschema.Draft202012Validator)
         cls.check_schema(params)
+        return cls(params)
     except SchemaError as exc:
         raise ToolFailure(f"{name}: parameters is not a valid JSON schema ({exc.message})"
                           ) from None
-    return cls(params)
+    except Exception:  # e.g. a "$schema" that is not a string
+        raise ToolFailure(f"{name}: parameters is not a valid JSON schema") from None
 
 
 def _headers(name: str, headers: Any) -> dict[str, str]:

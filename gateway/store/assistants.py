@@ -25,6 +25,8 @@ _cache: dict[tuple[int, str], tuple[float, Assistant | None]] = {}
 
 
 async def get_assistant(db: Database, assistant_id: str) -> Assistant | None:
+    if "\x00" in assistant_id:  # no stored id has one (PostgreSQL text refuses NUL)
+        return None
     key = (id(db), assistant_id)
     hit = _cache.get(key)
     now = time.monotonic()
@@ -47,10 +49,12 @@ def invalidate_assistant(assistant_id: str | None = None) -> None:
 
 
 async def assistant_tools(db: Database, assistant_id: str) -> list[Any] | None:
-    """An assistant's declared function tools (None: no such assistant)."""
-    async with db.session() as s:
-        tools = await s.scalar(select(Assistant.tools).where(Assistant.id == assistant_id))
-    return list(tools) if tools is not None else None
+    """An assistant's declared function tools (None: no such assistant). Read through the
+    short-lived assistant cache: this runs on every turn."""
+    assistant = await get_assistant(db, assistant_id)
+    if assistant is None:
+        return None
+    return list(assistant.tools or [])
 
 
 async def ensure_default_assistant(db: Database, cfg: Config) -> Assistant:

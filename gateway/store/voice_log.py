@@ -102,6 +102,8 @@ def _messages(session_id: str, turn: dict[str, Any]) -> list[tuple[str, str, dic
     reply_meta = {**meta, "interrupted": turn["interrupted"], "played_ms": turn["played_ms"],
                   "full_reply": turn["reply_text"], "latency_ms": turn["latency_ms"],
                   "sources": turn["sources"]}
+    if turn.get("tools"):  # the function tools the reply called, with their results
+        reply_meta["tools"] = turn["tools"]
     items = [("user", turn["user_text"], meta)]
     if turn["heard_text"]:
         items.append(("assistant", turn["heard_text"], reply_meta))

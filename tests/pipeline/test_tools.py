@@ -192,6 +192,8 @@ def test_declaration_problems(hooks: WebhookServer) -> None:
     assert [p.split(":")[0] for p in problems] == [f"tools[{i}]" for i in (0, 1, 2, 3, 4, 5, 6,
                                                                            7, 8, 10)]
     assert "declared twice" in problems[-1]
+    odd = validate_declarations([{**good, "parameters": {"type": "object", "$schema": True}}])
+    assert odd == ["tools[0]: order_status: parameters is not a valid JSON schema"]
 
 
 # --- the loop --------------------------------------------------------------------------

@@ -80,7 +80,7 @@ async def test_session_voice_is_used_when_known(openai_server: LocalOpenAIServer
 
 
 async def test_audio_streams_in_as_it_is_sent(openai_server: LocalOpenAIServer) -> None:
-    openai_server.audio.chunk_delay_s = 0.1  # 100 ms of audio every 100 ms
+    openai_server.audio.chunk_delay_s = 0.05  # 100 ms of audio every 50 ms
     arrivals: list[tuple[float, int]] = []
     async with make_tts(openai_server) as tts:
         began = time.monotonic()
