@@ -149,6 +149,8 @@ class Authenticator:
 
     async def anonymous(self, client: str, requested: str | None) -> Principal:
         assistant_id = requested or DEFAULT_ASSISTANT
+        if len(assistant_id) > 64 or not assistant_id.isprintable():
+            raise AuthError("invalid chat model id")
         assistant = await get_assistant(self.db, assistant_id)
         if assistant is None:
             raise AuthError("authentication required")
@@ -157,6 +159,8 @@ class Authenticator:
         return Principal("anonymous", f"ip:{client}", assistant_id, assistant.tier)
 
     async def check_assistant(self, assistant_id: str) -> None:
+        if len(assistant_id) > 64 or not assistant_id.isprintable():
+            raise UnknownAssistant("invalid chat model id")
         if await get_assistant(self.db, assistant_id) is None:
             raise UnknownAssistant(f"unknown chat model id: {assistant_id}")
 

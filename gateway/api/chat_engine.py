@@ -263,11 +263,12 @@ class ChatEngine:
         passages = await self.runtime.retrieve(inp.assistant_id, inp.message)
         prompt = system_prompt(self.cfg, assistant, conv, inp.system_prompt)
         llm = self.cfg.llm
-        request = ChatRequest(
-            messages=[Message("system", prompt), *history, Message("user", inp.message)],
-            passages=passages, max_tokens=llm.max_tokens, temperature=llm.temperature)
         session_id = (conv.session_id if conv and conv.session_id else None) \
             or inp.session_id or "sess_" + uuid.uuid4().hex[:20]
+        request = ChatRequest(
+            messages=[Message("system", prompt), *history, Message("user", inp.message)],
+            passages=passages, max_tokens=llm.max_tokens, temperature=llm.temperature,
+            session_id=session_id)
         return Turn(inp, conv.id if conv else new_id("conv"), session_id, new_id("msg"),
                     new_id("msg"), request, passages, self.runtime.llm.name,
                     tool_decls=list(assistant.tools or []) if assistant else [])

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger("gateway.api")
@@ -75,7 +76,27 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code, "INVALID_REQUEST")
         return error_response(exc.status_code, code, str(exc.detail))
 
+    @app.exception_handler(DBAPIError)
+    async def _bad_data(request: Request, exc: DBAPIError) -> JSONResponse:
+        # SQLSTATE class 22 (data exception): input the database cannot store, such as a
+        # NUL character in PostgreSQL text. The client's fault, not ours.
+        if _sqlstate(exc).startswith("22"):
+            return error_response(400, "INVALID_REQUEST", "input contains characters or "
+                                  "values that cannot be stored (e.g. a NUL character)")
+        log.error("database_error", path=request.url.path, exc_info=exc)
+        return error_response(500, "INTERNAL_ERROR", "internal error")
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled_error", path=request.url.path, exc_info=exc)
         return error_response(500, "INTERNAL_ERROR", "internal error")
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    orig = getattr(exc, "orig", None)
+    for attr in ("sqlstate", "pgcode"):
+        value = getattr(orig, attr, None) or getattr(getattr(orig, "__cause__", None), attr,
+                                                     None)
+        if isinstance(value, str):
+            return value
+    return ""

@@ -267,7 +267,9 @@ class ElevenLabsTTS:
 
     async def _http_chunks(self, text: str, voice: str, fmt: str) -> AsyncIterator[SpeechChunk]:
         decoder = _Decoder(fmt)
-        settings = VoiceSettings(**self.settings)
+        settings = VoiceSettings(stability=self.settings["stability"],
+                                 similarity_boost=self.settings["similarity_boost"],
+                                 speed=self.settings["speed"])
         try:
             async for item in self._client.text_to_speech.stream_with_timestamps(
                 voice, text=text, model_id=self.model_id, output_format=fmt,

@@ -158,7 +158,7 @@ def parse_headers(entries: Sequence[str]) -> dict[str, str]:
 
 async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
     """(event name, data) per server-sent event ("message" when it has no name)."""
-    event, data = "", []
+    event, data = "", list[str]()
     async for line in lines:
         if not line:
             if data:

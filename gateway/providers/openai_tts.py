@@ -97,11 +97,11 @@ class OpenAITTS:
         text = text.strip()[:MAX_INPUT_CHARS]
         if not text:
             return
-        extra = {"instructions": self.instructions} if self.instructions else {}
         try:
             async with self._client.audio.speech.with_streaming_response.create(
                 model=self.model, voice=self.pick_voice(voice), input=text,
-                response_format="pcm", speed=self.speed, **extra,
+                response_format="pcm", speed=self.speed,
+                instructions=self.instructions or openai.omit,
             ) as response:
                 async for chunk in response.iter_bytes(CHUNK_BYTES):
                     yield chunk
