@@ -35,6 +35,7 @@ class AccessTokenResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str
+    service: str  # seed 003 shows the service's name
     timestamp: str
     version: str
     providers: dict[str, str]
@@ -49,6 +50,7 @@ async def health(request: Request) -> dict[str, Any]:
     ok = all(v == "ok" for v in providers.values())
     return {
         "status": "ok" if ok else "degraded",
+        "service": request.app.title,
         "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "version": __version__,
         "providers": providers,

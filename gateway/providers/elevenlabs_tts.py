@@ -224,6 +224,8 @@ class ElevenLabsTTS:
                 TimeoutError) as exc:
             raise ProviderError(f"cannot reach ElevenLabs at {safe_url(self._ws_base)} "
                                 f"({type(exc).__name__})") from exc
+        except websockets.WebSocketException as exc:  # a protocol violation, an oversize frame
+            raise ProviderError(f"ElevenLabs stream failed ({type(exc).__name__})") from exc
 
     async def _send_text(self, ws: ClientConnection, texts: AsyncIterable[str],
                          whole: bool) -> None:

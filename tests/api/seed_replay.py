@@ -39,6 +39,9 @@ from chat_helpers import parse_sse
 DATA = Path(__file__).resolve().parents[1] / "data"
 SEEDS = DATA / "seeds"
 _VAR = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+# Keys of a fixture (or step) that are not part of its request.
+_NOT_REQUEST = frozenset({"seed", "title", "example", "adaptation", "gateway", "response",
+                          "save"})
 _TYPES: dict[str, Any] = {
     "string": lambda v: isinstance(v, str),
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -233,7 +236,7 @@ async def first_message(url: str, headers: dict[str, str] | None) -> Outcome:
 
 async def run_step(http: httpx.AsyncClient, step: dict[str, Any],
                    env: dict[str, Any]) -> list[str]:
-    req = fill({k: v for k, v in step.items() if k not in ("response", "save")}, env)
+    req = fill({k: v for k, v in step.items() if k not in _NOT_REQUEST}, env)
     if "websocket" in req:
         outcome = await first_message(req["websocket"], req.get("headers"))
     else:

@@ -151,3 +151,22 @@ async def test_openapi_conformance(fuzz_target: dict[str, Any]) -> None:
             if found:
                 failures.append(found)
     assert not failures, "\n\n".join(failures)
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs"), [
+    ("POST", "/api/v1/documents/search", {"json": {"chatModelId": "a\x00b", "query": "x"}}),
+    ("GET", "/api/v1/voice/twilio/twiml", {"params": {"assistant_id": "a\x00b"}}),
+    ("GET", "/api/v1/documents/a%00b", {}),
+    ("GET", "/api/v1/assistants/a%00b", {}),
+    ("DELETE", "/api/v1/keys/a%00b", {}),
+    ("POST", "/api/v1/keys", {"json": {"assistant_id": "a\x00b"}}),
+])
+async def test_nul_in_an_identifier_is_a_client_error(gateway_factory: Any, method: str,
+                                                      path: str, kwargs: Any) -> None:
+    """What the fuzzer found on PostgreSQL (its text type refuses NUL): a 500 there."""
+    gw = gateway_factory()
+    headers = {"Authorization": f"Bearer {await make_key(gw)}"}
+    async with httpx.AsyncClient(base_url=gw.base, headers=headers) as http:
+        resp = await http.request(method, path, **kwargs)
+    assert resp.status_code in (400, 404), resp.text
+    assert resp.json()["error"]["code"] in ("INVALID_REQUEST", "INVALID_MODEL_ID")
