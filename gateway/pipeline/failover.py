@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -87,7 +88,9 @@ class Chain:
             fn: Callable[..., Any] = getattr(provider, method)
             kw = {**kwargs, **_accepted(fn, hints)} if hints else kwargs
             try:
-                if inspect.iscoroutinefunction(fn):
+                if getattr(provider, "inline", False):  # instant, non-blocking (null)
+                    result = fn(*args, **kw)
+                elif inspect.iscoroutinefunction(fn):
                     async with asyncio.timeout(self.timeouts.total_s):
                         result = await fn(*args, **kw)
                 else:
@@ -153,11 +156,18 @@ class Chain:
 
 
 def _accepted(fn: Callable[..., Any], hints: dict[str, Any]) -> dict[str, Any]:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # a builtin without a signature: no hints
-        return {}
+    params = _parameters(getattr(fn, "__func__", fn))
     return {name: value for name, value in hints.items() if name in params}
+
+
+@functools.lru_cache(maxsize=256)
+def _parameters(fn: Callable[..., Any]) -> frozenset[str]:
+    """A function's parameter names (cached: inspect.signature is slow, and this runs
+    for every transcription and sentence)."""
+    try:
+        return frozenset(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature: no hints
+        return frozenset()
 
 
 def _bind(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], T]:

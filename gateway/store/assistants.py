@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ DEFAULT_ASSISTANT = "default"
 # sharing the database sees a change within CACHE_TTL_S.
 CACHE_TTL_S = 2.0
 _cache: dict[tuple[int, str], tuple[float, Assistant | None]] = {}
+_inflight: dict[tuple[int, str], asyncio.Future[Assistant | None]] = {}
 
 
 async def get_assistant(db: Database, assistant_id: str) -> Assistant | None:
@@ -32,11 +34,21 @@ async def get_assistant(db: Database, assistant_id: str) -> Assistant | None:
     now = time.monotonic()
     if hit is not None and now - hit[0] < CACHE_TTL_S:
         return hit[1]
+    # Single flight: when the entry expires under load, one query serves every waiter.
+    task = _inflight.get(key)
+    if task is None:
+        task = asyncio.ensure_future(_fetch(db, assistant_id, key))
+        _inflight[key] = task
+        task.add_done_callback(lambda _t: _inflight.pop(key, None))
+    return await asyncio.shield(task)
+
+
+async def _fetch(db: Database, assistant_id: str, key: tuple[int, str]) -> Assistant | None:
     async with db.session() as s:
         found = await s.get(Assistant, assistant_id)
     if len(_cache) > 1024:
         _cache.clear()
-    _cache[key] = (now, found)
+    _cache[key] = (time.monotonic(), found)
     return found
 
 
