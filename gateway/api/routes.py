@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import __version__
@@ -33,12 +34,22 @@ class AccessTokenResponse(BaseModel):
     expiresAt: str
 
 
+class StageDetails(BaseModel):
+    providers: dict[str, str]
+    failovers: int
+    all_failed: int
+
+
 class HealthResponse(BaseModel):
     status: str
     service: str  # seed 003 shows the service's name
     timestamp: str
     version: str
     providers: dict[str, str]
+    # Every provider of each stage (primary and fallbacks): its circuit state, and the
+    # stage's failover count.
+    provider_details: dict[str, StageDetails] = {}
+
 
 
 @router.get("/api/health", response_model=HealthResponse, tags=["health"],
@@ -54,7 +65,29 @@ async def health(request: Request) -> dict[str, Any]:
         "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "version": __version__,
         "providers": providers,
+        "provider_details": runtime.provider_details(),
     }
+
+
+@router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+async def metrics(request: Request) -> str:
+    """Prometheus text format: sessions, failovers and exhausted chains per stage."""
+    state = request.app.state
+    lines = [
+        "# TYPE gateway_sessions_active gauge",
+        f"gateway_sessions_active {state.sessions.active}",
+        "# TYPE gateway_sessions_total counter",
+        f"gateway_sessions_total {state.sessions.total}",
+        "# TYPE gateway_failovers_total counter",
+        "# TYPE gateway_provider_chain_exhausted_total counter",
+    ]
+    for stage, detail in state.runtime.provider_details().items():
+        lines.append(f'gateway_failovers_total{{stage="{stage}"}} {detail["failovers"]}')
+        lines.append(f'gateway_provider_chain_exhausted_total{{stage="{stage}"}} '
+                     f'{detail["all_failed"]}')
+    for name, pool in state.runtime.pools.items():
+        lines.append(f'gateway_pool_refused_total{{stage="{name}"}} {pool.refused}')
+    return "\n".join(lines) + "\n"
 
 
 @router.post("/api/get-access-token", response_model=AccessTokenResponse, tags=["auth"],

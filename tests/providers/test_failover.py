@@ -113,8 +113,14 @@ async def test_voice_turn_survives_a_hanging_primary(gateway_factory, openai_ser
     assert "sunny" in reply["text"]
     assert not client.events("error")
     openai_server.release_hung()
-    details = gw.app.state.runtime.provider_details()["llm"]
-    assert details["failovers"] == 1
+    import httpx
+
+    async with httpx.AsyncClient(base_url=gw.base) as http:
+        health = (await http.get("/api/health")).json()
+        metrics = (await http.get("/metrics")).text
+    assert health["provider_details"]["llm"]["failovers"] == 1
+    assert set(health["provider_details"]["llm"]["providers"]) == {"openai", "extractive"}
+    assert 'gateway_failovers_total{stage="llm"} 1' in metrics
 
 
 async def test_voice_turn_all_providers_down(gateway_factory, openai_server) -> None:
