@@ -39,7 +39,9 @@ class ServerConfig:
     idle_timeout_s: float = 300.0
     max_message_bytes: int = 1 << 20
     session_close_timeout_s: float = 5.0
-    max_sessions: int = 1000
+    max_sessions: int = 1000  # per worker process
+    # Worker processes sharing the port (one event loop each); 1: a single process.
+    workers: int = 1
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     cors_origins: tuple[str, ...] = ()

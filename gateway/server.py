@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
 import socket
 from typing import Any
 
+import structlog
 import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Config
 from gateway.logs import configure_logging
+
+log = structlog.get_logger("gateway.server")
 
 
 def uvicorn_config(cfg: Config, app: Any) -> uvicorn.Config:
@@ -57,4 +64,57 @@ def make_server(cfg: Config, app: Any) -> DrainingServer:
 
 def serve(cfg: Config) -> None:
     configure_logging(cfg)
-    make_server(cfg, create_app(cfg)).run()
+    if cfg.server.workers <= 1:
+        make_server(cfg, create_app(cfg)).run()
+        return
+    serve_prefork(cfg)
+
+
+def serve_prefork(cfg: Config) -> None:
+    """Several worker processes on one listening socket (one event loop per core).
+
+    The parent binds, prepares the database once, forks, and forwards SIGTERM/SIGINT;
+    each child loads its own models and runs the usual server (drain on shutdown
+    included). Sessions are independent, so the kernel's accept spreading is enough.
+    In-memory rate limits are then per worker: use Redis to share them.
+    """
+    asyncio.run(_prepare(cfg))
+    sock = socket.create_server((cfg.server.host, cfg.server.port), backlog=2048)
+    sock.set_inheritable(True)
+    children: list[int] = []
+    for _ in range(cfg.server.workers):
+        pid = os.fork()
+        if pid == 0:  # the worker
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            make_server(cfg, create_app(cfg)).run(sockets=[sock])
+            os._exit(0)
+        children.append(pid)
+    log.info("workers_started", pids=children, port=cfg.server.port)
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child, 0)
+    sock.close()
+
+
+async def _prepare(cfg: Config) -> None:
+    """Migrations, the default assistant and the token secret: once, before forking."""
+    from gateway.api.auth import load_token_secret
+    from gateway.store.assistants import ensure_default_assistant
+    from gateway.store.db import Database
+
+    db = Database.from_config(cfg)
+    try:
+        await db.migrate()
+        await ensure_default_assistant(db, cfg)
+    finally:
+        await db.close()
+    load_token_secret(cfg)

@@ -1,0 +1,64 @@
+"""Several worker processes on one port: sessions are served by both, SIGTERM stops all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+from conftest import free_port
+from voice_client import VoiceClient
+
+
+async def test_two_workers_share_the_port(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "GATEWAY_SERVER__PORT": str(port),
+           "GATEWAY_SERVER__DATA_DIR": str(tmp_path), "GATEWAY_SERVER__WORKERS": "2",
+           "GATEWAY_SERVER__LOG_LEVEL": "warning", "GATEWAY_STT__PROVIDER": "null",
+           "GATEWAY_LLM__PROVIDER": "null", "GATEWAY_TTS__PROVIDER": "null",
+           "GATEWAY_RATELIMIT__ENABLED": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env,  # noqa: ASYNC220
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            while True:
+                assert time.monotonic() < deadline, "gateway did not start"
+                try:
+                    if (await http.get("/api/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) == 2
+        clients = [await VoiceClient.connect(f"ws://127.0.0.1:{port}/api/v1/voice/ws")
+                   for _ in range(8)]
+        for c in clients:
+            await c.wait_for("session_started")
+            await c.send_json({"type": "text", "text": "hello"})
+        for c in clients:
+            await c.wait_for("stream_end", timeout=20)
+        # Every session is held by one of the workers (the parent accepts nothing).
+        held = [sum(1 for conn in w.net_connections(kind="tcp")
+                    if conn.laddr and conn.laddr.port == port and conn.status == "ESTABLISHED")
+                for w in workers]
+        parent = [c for c in psutil.Process(proc.pid).net_connections(kind="tcp")
+                  if c.status == "ESTABLISHED"]
+        assert sum(held) == 8 and not parent, held
+        for c in clients:
+            await c.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert proc.returncode == 0
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
