@@ -1,6 +1,9 @@
 """Replays the seed-example fixtures (``tests/data/seeds/*.json``) against a gateway.
 
-A fixture is one request (or ``steps``, a list of them, for a flow such as OAuth):
+``seed``, ``title``, ``example`` (what the seed shows), ``adaptation`` (how the fixture
+differs from it, when it cannot work literally) and ``gateway`` (a special gateway it
+needs) describe a fixture; the rest is one request (or ``steps``, a list of them, for
+a flow such as OAuth):
 
 ``method``, ``path``, ``query``, ``headers``; the body as ``body`` (JSON), ``raw_body``
 (sent as it is), ``form`` (urlencoded) or ``multipart`` (``{"fields": {...}, "files":
