@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,8 +13,13 @@ from pathlib import Path
 
 import httpx
 import psutil
-from conftest import free_port
 from voice_client import VoiceClient
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def test_two_workers_share_the_port(tmp_path: Path) -> None:
