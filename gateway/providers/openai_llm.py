@@ -16,7 +16,6 @@ import json
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import openai
 from openai import AsyncOpenAI, AsyncStream
@@ -30,12 +29,11 @@ from openai.types.chat import (
 from gateway.config import Config
 
 from .base import ChatRequest, Message, Passage, ProviderError, ToolCall, ToolSpec
+from .openai_audio import ErrorMapper, safe_url
 
 # Local servers ignore the key, but the client refuses to start without one.
 PLACEHOLDER_KEY = "not-needed"
 CONNECT_TIMEOUT_S = 5.0
-_RETRYABLE_STATUS = frozenset({408, 409, 429})
-_MAX_DETAIL = 300
 
 
 class OpenAILLM:
@@ -60,7 +58,10 @@ class OpenAILLM:
         self.first_token_timeout_s = first_token_timeout_s
         self.total_timeout_s = total_timeout_s
         self._api_key = api_key or PLACEHOLDER_KEY
-        self._where = _safe_url(base_url)
+        self._where = safe_url(base_url)
+        # The same mapping as the OpenAI speech providers: one place decides what is
+        # retryable and keeps the key out of every message.
+        self._errors = ErrorMapper("LLM", base_url, api_key, "llm.api_key")
         self._client = AsyncOpenAI(
             api_key=self._api_key,
             base_url=base_url,
@@ -154,42 +155,7 @@ class OpenAILLM:
         return ProviderError(f"LLM sent no token within {limit:g} s (first-token timeout)")
 
     def _map_error(self, exc: openai.OpenAIError) -> ProviderError:
-        if isinstance(exc, openai.APITimeoutError):
-            return ProviderError(f"LLM server at {self._where} timed out")
-        if isinstance(exc, openai.APIConnectionError):
-            cause = type(exc.__cause__).__name__ if exc.__cause__ else "connection error"
-            return ProviderError(f"cannot reach LLM server at {self._where} ({cause})")
-        if isinstance(exc, openai.APIStatusError):
-            return self._status_error(exc)
-        if isinstance(exc, openai.APIResponseValidationError):
-            return ProviderError("LLM server sent an invalid response", retryable=False)
-        if isinstance(exc, openai.APIError):  # an error event inside the stream
-            detail = self._scrub(exc.message)
-            return ProviderError(f"LLM stream error: {detail}")
-        return ProviderError(f"LLM client error: {type(exc).__name__}", retryable=False)
-
-    def _status_error(self, exc: openai.APIStatusError) -> ProviderError:
-        status = exc.status_code
-        body = exc.body if isinstance(exc.body, dict) else {}
-        code = exc.code or exc.type or "error"
-        retryable = status in _RETRYABLE_STATUS or status >= 500
-        if code == "insufficient_quota":  # a 429 that no retry will fix
-            retryable = False
-        if status == 401:
-            # OpenAI echoes part of the key in its 401 message; leave the message out.
-            detail = "the API key was rejected; check llm.api_key"
-        else:
-            detail = self._scrub(str(body.get("message") or exc.message))
-        request_id = f", request id {exc.request_id}" if exc.request_id else ""
-        return ProviderError(
-            f"LLM server returned HTTP {status} ({code}{request_id}): {detail}",
-            retryable=retryable,
-        )
-
-    def _scrub(self, text: str) -> str:
-        if self._api_key != PLACEHOLDER_KEY:
-            text = text.replace(self._api_key, "***")
-        return text[:_MAX_DETAIL]
+        return self._errors.map(exc)
 
 
 async def _next_chunk(response: AsyncStream[ChatCompletionChunk]) -> ChatCompletionChunk | None:
@@ -298,11 +264,3 @@ def facts_block(passages: Sequence[Passage]) -> str:
         title = f"{passage.title}: " if passage.title else ""
         lines.append(f"{i}. {title}{' '.join(passage.text.split())}")
     return "\n".join(lines)
-
-
-def _safe_url(url: str) -> str:
-    # Error messages name the server, without any user:password@ in the URL.
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else url
