@@ -130,11 +130,13 @@ class LocalHybridServer(ThreadedServer):
                     yield f"event: token\ndata: {json.dumps({'text': token})}\n\n"
                 else:
                     yield f"data: {json.dumps({'token': token})}\n\n"
+            # Marked before the last write: a client that stops reading at the final event
+            # may close the stream before this generator is resumed after its last yield.
+            rec["outcome"] = "completed"
             if self.mode == "sse_event":
                 yield f"event: done\ndata: {final}\n\n"
             else:
                 yield f"data: {final}\n\ndata: [DONE]\n\n"
-            rec["outcome"] = "completed"
         finally:
             if rec["outcome"] == "pending":
                 rec["outcome"] = "disconnected"
