@@ -140,7 +140,6 @@ class WorkersConfig:
 
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
-    audio_in: int = 100
     stt: int = 4
     llm: int = 2
     tts: int = 16

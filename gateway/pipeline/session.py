@@ -1,11 +1,15 @@
-"""One voice session: VAD -> STT -> LLM -> TTS -> playout, as asyncio tasks on bounded queues.
+"""One voice session: VAD -> STT -> LLM -> TTS -> playout, stages on bounded queues.
+
+The VAD stage runs inline, in the transport's call that hands over each audio chunk: it
+costs microseconds per frame, and a queue hop to a task of its own cost more than the
+VAD itself (a task wake-up per 20 ms frame per session). The other stages are tasks.
 
 Queues and their overflow policies:
 
-- ``audio_in`` (client audio): drop the oldest chunk and tell the client once; the
-  VAD stage is microseconds per frame, so this only fills when the loop is starved.
 - ``stt`` (transcription jobs): interim jobs are dropped when full (a newer one will
-  come); the final job of a turn waits for room.
+  come); a final or pause job makes room by dropping a queued interim/pause job, and
+  only when finals fill the queue (the STT is stuck) the oldest final is dropped, with
+  an error to the client.
 - ``llm`` (user turns): a newer turn supersedes queued older ones.
 - ``tts`` (sentences) and ``playout`` (synthesised audio): the producer waits for
   room, which paces the LLM to the speech; on barge-in both are emptied.
@@ -159,8 +163,11 @@ class Session:
         self.settings = settings
         self.endpointer = self._make_endpointer(1)
         self._vad_changed = False
+        # VAD stage state, made at the first audio (a ``start`` may change the rate).
+        self._vad: Any = None
+        self._resampler: pcm.Resampler | None = None
+        self._reframer = pcm.Reframer(pcm.frame_bytes(VAD_RATE, cfg.vad.frame_ms))
         q = cfg.queues
-        self.audio_in: asyncio.Queue[bytes | None] = asyncio.Queue(q.audio_in)
         self.stt_q: asyncio.Queue[_SttJob] = asyncio.Queue(q.stt)
         self.llm_q: asyncio.Queue[_UserTurn] = asyncio.Queue(q.llm)
         self.tts_q: asyncio.Queue[_Sentence | _EndOfReply] = asyncio.Queue(q.tts)
@@ -171,7 +178,6 @@ class Session:
         self._interim_task: asyncio.Task[None] | None = None
         self._finalized_turn = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self._dropped_audio = 0
         # Called with a dict per finished turn (completed or interrupted): storage hook.
         self.on_turn_end: Callable[[dict[str, Any]], None] | None = None
         self.turns_completed = 0
@@ -179,8 +185,7 @@ class Session:
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        stages = (self._vad_stage, self._stt_stage, self._llm_stage, self._tts_stage,
-                  self._playout_stage)
+        stages = (self._stt_stage, self._llm_stage, self._tts_stage, self._playout_stage)
         for stage in stages:
             task = asyncio.create_task(stage(), name=f"{self.session_id}:{stage.__name__}")
             task.add_done_callback(self._stage_done)
@@ -191,8 +196,12 @@ class Session:
             return
         exc = task.exception()
         if exc is not None:
-            # A bug, not bad input: tell the client without details and end the session.
-            self.log.error("stage_crashed", stage=task.get_name(), exc_info=exc)
+            self._crashed(task.get_name(), exc)
+
+    def _crashed(self, stage: str, exc: BaseException) -> None:
+        # A bug, not bad input: tell the client without details and end the session.
+        self.log.error("stage_crashed", stage=stage, exc_info=exc)
+        if not self.outbox.closed:
             self.emit(v1.error(v1.INTERNAL_ERROR, "internal error; the session ends"))
             self.outbox.close()
 
@@ -250,17 +259,16 @@ class Session:
     # --- client input (called by the transport, never blocks) -----------------------
 
     def feed_audio(self, pcm_in: bytes) -> None:
-        if self.audio_in.full():
-            self.audio_in.get_nowait()  # drop the oldest: late audio is useless audio
-            self._dropped_audio += 1
-            if self._dropped_audio == 1:
-                self.emit(v1.error(v1.INTERNAL_ERROR, "server is behind; audio dropped",
-                                   retryable=True))
-        self.audio_in.put_nowait(pcm_in)
+        """Client audio at the session's input rate, through the VAD stage now."""
+        if self.outbox.closed:
+            return
+        try:
+            self._vad_push(pcm_in)
+        except Exception as exc:
+            self._crashed("vad", exc)
 
     def end_of_speech(self) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
-            self.audio_in.put_nowait(None)
+        self._turn_events(self.endpointer.force_stop())
 
     def user_text(self, text: str) -> None:
         turn_id = self.endpointer.new_turn_id()
@@ -301,28 +309,21 @@ class Session:
 
     # --- VAD stage --------------------------------------------------------------------
 
-    async def _vad_stage(self) -> None:
-        stream = self._vad_stream()
-        reframer = pcm.Reframer(pcm.frame_bytes(VAD_RATE, self.cfg.vad.frame_ms))
-        resampler: pcm.Resampler | None = None
-        while True:
-            chunk = await self.audio_in.get()
-            if chunk is None:
-                await self._turn_events(self.endpointer.force_stop())
-                continue
-            if resampler is None:
-                resampler = pcm.Resampler(self.settings.input.sample_rate, VAD_RATE)
-            if self._vad_changed and not self.endpointer.speaking:
-                self._vad_changed = False
-                stream = self._vad_stream()
-                self.endpointer = self._make_endpointer(self.endpointer.new_turn_id())
-            for frame in reframer.push(resampler.process(chunk)):
-                speech = stream.is_speech(frame) and (self.settings.barge_in or not self.replying)
-                events = self.endpointer.push(frame, speech, self.replying)
-                if events:
-                    await self._turn_events(events)
+    def _vad_push(self, chunk: bytes) -> None:
+        if self._resampler is None:
+            self._resampler = pcm.Resampler(self.settings.input.sample_rate, VAD_RATE)
+            self._vad = self._vad_stream()
+        if self._vad_changed and not self.endpointer.speaking:
+            self._vad_changed = False
+            self._vad = self._vad_stream()
+            self.endpointer = self._make_endpointer(self.endpointer.new_turn_id())
+        for frame in self._reframer.push(self._resampler.process(chunk)):
+            speech = self._vad.is_speech(frame) and (self.settings.barge_in or not self.replying)
+            events = self.endpointer.push(frame, speech, self.replying)
+            if events:
+                self._turn_events(events)
 
-    async def _turn_events(self, events: list[TurnEvent]) -> None:
+    def _turn_events(self, events: list[TurnEvent]) -> None:
         for ev in events:
             if isinstance(ev, SpeechStarted):
                 if not ev.during_reply:
@@ -335,14 +336,27 @@ class Session:
                 with contextlib.suppress(asyncio.QueueFull):
                     self.stt_q.put_nowait(_SttJob(ev.turn_id, ev.pcm, final=False))
             elif isinstance(ev, PauseAudio):
-                await self.stt_q.put(_SttJob(ev.turn_id, ev.pcm, final=False, early=True))
+                self._put_stt(_SttJob(ev.turn_id, ev.pcm, final=False, early=True))
             elif isinstance(ev, SpeechStopped):
                 if ev.discarded:
                     self.log.debug("speech_discarded", turn_id=ev.turn_id)
                     continue
                 self.emit({"type": "speech_stopped", "turn_id": ev.turn_id})
-                await self.stt_q.put(_SttJob(ev.turn_id, ev.pcm, final=True, stopped_at=_ms(),
-                                             use_early=ev.pause_is_final))
+                self._put_stt(_SttJob(ev.turn_id, ev.pcm, final=True, stopped_at=_ms(),
+                                      use_early=ev.pause_is_final))
+
+    def _put_stt(self, job: _SttJob) -> None:
+        if self.stt_q.full():
+            jobs = [self.stt_q.get_nowait() for _ in range(self.stt_q.qsize())]
+            victim = next((j for j in jobs if not j.final), jobs[0])
+            jobs.remove(victim)
+            if victim.final:
+                self.log.warning("stt_behind_turn_dropped", turn_id=victim.turn_id)
+                self.emit(v1.error(v1.PROVIDER_ERROR, "speech recognition is behind; "
+                                   "a turn was dropped", retryable=True))
+            for kept in jobs:
+                self.stt_q.put_nowait(kept)
+        self.stt_q.put_nowait(job)
 
     # --- STT stage --------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import structlog
 from sqlalchemy import func, select
 
 from gateway.config import Config
@@ -15,13 +16,17 @@ from .documents import add_document
 from .knowledge import SAMPLE_KNOWLEDGE, read_folder
 from .models import Assistant, Document
 
+log = structlog.get_logger("gateway.store")
+
 DEFAULT_ASSISTANT = "default"
 
 
-# Every connection and request looks up its assistant; a short-lived cache keeps that off
-# the database under load. Writes through the API invalidate it; another gateway process
-# sharing the database sees a change within CACHE_TTL_S.
+# Every connection and turn looks up its assistant; a cache keeps that off the database.
+# Writes through the API invalidate it. Past CACHE_TTL_S an entry is still served while
+# one background query refreshes it (another gateway process sharing the database sees
+# a change within about CACHE_TTL_S); past CACHE_MAX_AGE_S callers wait for the query.
 CACHE_TTL_S = 2.0
+CACHE_MAX_AGE_S = 30.0
 _cache: dict[tuple[int, str], tuple[float, Assistant | None]] = {}
 _inflight: dict[tuple[int, str], asyncio.Future[Assistant | None]] = {}
 
@@ -31,16 +36,27 @@ async def get_assistant(db: Database, assistant_id: str) -> Assistant | None:
         return None
     key = (id(db), assistant_id)
     hit = _cache.get(key)
-    now = time.monotonic()
-    if hit is not None and now - hit[0] < CACHE_TTL_S:
+    age = time.monotonic() - hit[0] if hit is not None else None
+    if hit is not None and age is not None and age < CACHE_TTL_S:
         return hit[1]
     # Single flight: when the entry expires under load, one query serves every waiter.
     task = _inflight.get(key)
     if task is None:
         task = asyncio.ensure_future(_fetch(db, assistant_id, key))
         _inflight[key] = task
-        task.add_done_callback(lambda _t: _inflight.pop(key, None))
+        task.add_done_callback(_forget(key))
+    if hit is not None and age is not None and age < CACHE_MAX_AGE_S:
+        return hit[1]  # stale while revalidating: a turn never waits for the database
     return await asyncio.shield(task)
+
+
+def _forget(key: tuple[int, str]) -> Any:
+    def done(task: asyncio.Future[Assistant | None]) -> None:
+        _inflight.pop(key, None)
+        if not task.cancelled() and task.exception() is not None:
+            # A failed background refresh: keep serving the entry until its max age.
+            log.warning("assistant_refresh_failed", error=str(task.exception()))
+    return done
 
 
 async def _fetch(db: Database, assistant_id: str, key: tuple[int, str]) -> Assistant | None:

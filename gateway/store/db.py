@@ -47,11 +47,12 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.dialect = url.split(":", 1)[0].split("+", 1)[0]
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        if self.dialect == "sqlite":
+        kwargs: dict[str, Any] = {}
+        if self.dialect == "sqlite":  # a local file: nothing to ping (a round trip per use)
             Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=10)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=10,
+                          pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
