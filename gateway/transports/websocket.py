@@ -31,6 +31,11 @@ CLOSE_IDLE = 4408
 CLOSE_SLOW_CONSUMER = 4413
 CLOSE_OVERLOADED = 1013
 CLOSE_RATE_LIMITED = 4429
+# ASGI scope extension offered by gateway.server: ``set_sink(callback | None)``. While
+# a sink is set, binary messages go straight to ``callback(data)`` from the protocol,
+# with no queue and no task wake-up (one per 20 ms audio frame per session otherwise);
+# text messages, and binary ones while earlier messages still wait, go the ASGI way.
+BINARY_SINK = "gateway.binary_sink"
 START_WAIT_S = 0.5  # how long to wait for an optional ``start`` before the defaults apply
 
 
@@ -106,7 +111,8 @@ class VoiceConnection:
         self.log = log.bind(session_id=grant.session_id)
         self.session: Session | None = None
         self.assistant: Assistant | None = None
-        self._last_rx = asyncio.get_running_loop().time()
+        self._loop = asyncio.get_running_loop()
+        self._last_rx = self._loop.time()
 
     def _settings(self, start: v1.Start | None) -> SessionSettings:
         fmt = self.proto.input
@@ -198,11 +204,21 @@ class VoiceConnection:
             return self.proto.receive_bytes(data)
         return self.proto.receive_text(message.get("text") or "")
 
+    def _on_binary(self, data: bytes) -> None:
+        """A binary message straight from the server protocol (no queue, no wake-up)."""
+        self._last_rx = self._loop.time()
+        event = self.proto.receive_bytes(data)
+        if event is not None:
+            self._dispatch(event)
+
     async def _reader(self) -> None:
         # One watchdog per connection instead of a timeout around every receive: a timer
         # per 20 ms frame costs more than the VAD does.
         watchdog = asyncio.create_task(self._watchdog())
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        set_sink = self.ws.scope.get("extensions", {}).get(BINARY_SINK)
+        if set_sink is not None:
+            set_sink(self._on_binary)
         try:
             while True:
                 message: dict[str, Any] = await self.ws.receive()
@@ -215,6 +231,8 @@ class VoiceConnection:
                 if self.outbox.closed:
                     return  # the watchdog closes the socket with the right code
         finally:
+            if set_sink is not None:
+                set_sink(None)
             watchdog.cancel()
 
     async def _watchdog(self) -> None:
