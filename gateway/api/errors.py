@@ -35,8 +35,8 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": desc}
     for status, desc in ((400, "INVALID_REQUEST"), (401, "UNAUTHORIZED"), (403, "FORBIDDEN"),
-                         (404, "NOT_FOUND / INVALID_MODEL_ID"), (429, "RATE_LIMITED"),
-                         (500, "INTERNAL_ERROR"))
+                         (404, "NOT_FOUND / INVALID_MODEL_ID"),
+                         (429, "RATE_LIMITED / QUOTA_EXCEEDED"), (500, "INTERNAL_ERROR"))
 }
 
 

@@ -4,7 +4,9 @@ A caller is ``Principal.subject``: an API key, a user, or the client IP when ano
 Each request counts against its endpoint group's limit (``ratelimit.group_<name>``,
 falling back to ``group_default``) and against the caller's tier limits
 (``ratelimit.tier_<tier>``, shared by all groups). Over a limit: HTTP 429
-``RATE_LIMITED`` with ``Retry-After`` and ``X-RateLimit-Limit/-Remaining/-Reset``;
+``RATE_LIMITED`` with ``Retry-After`` and ``X-RateLimit-Limit/-Remaining/-Reset`` — or
+``QUOTA_EXCEEDED`` (the seeds' "plan limits reached") when the refusing limit is one of
+the tier's with a window of an hour or more (``100/day``);
 allowed responses carry the ``X-RateLimit-*`` of the tightest limit too (``Reset`` is
 a Unix time in seconds). On the voice WebSocket a refusal is an ``error`` event, then
 close 4429.
@@ -46,6 +48,7 @@ log = structlog.get_logger("gateway.ratelimit")
 
 RETRY_AFTER_FAILURE_S = 5.0
 STORAGE_TIMEOUT_S = 0.5
+QUOTA_WINDOW_S = 3600  # a tier limit this long or longer is a plan quota
 STATE_KEY = "ratelimit"  # request.state attribute read by the headers middleware
 HEADER_NAMES = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 
@@ -58,6 +61,11 @@ class Verdict:
     limit: int
     remaining: int
     reset: float  # Unix time when a unit is available again
+    quota: bool = False  # refused by a plan (tier) limit of an hour or longer
+
+    @property
+    def code(self) -> str:
+        return "QUOTA_EXCEEDED" if self.quota else "RATE_LIMITED"
 
     def retry_after(self) -> int:
         return max(1, math.ceil(self.reset - time.time()))
@@ -77,7 +85,8 @@ class RateLimited(Exception):
         self.verdict = verdict
 
     def message(self) -> str:
-        return (f"rate limit exceeded ({self.verdict.limit} requests); retry in "
+        what = "plan quota reached" if self.verdict.quota else "rate limit exceeded"
+        return (f"{what} ({self.verdict.limit} requests); retry in "
                 f"{self.verdict.retry_after()} s")
 
 
@@ -174,10 +183,11 @@ class Limiter:
         stats = await asyncio.gather(*(self.strategy.get_window_stats(i, *ids)
                                        for i, ids in scoped))
         # Fewest remaining, then the latest reset (a refused day limit beats a minute one).
-        (item, _), st = min(zip(scoped, stats, strict=True),
-                            key=lambda p: (p[1].remaining, -p[1].reset_time))
+        (item, ids), st = min(zip(scoped, stats, strict=True),
+                              key=lambda p: (p[1].remaining, -p[1].reset_time))
         reset = st.reset_time if st.reset_time > time.time() else time.time() + item.get_expiry()
-        return Verdict(allowed, item.amount, max(0, st.remaining), reset)
+        quota = not allowed and ids[0] == "t" and item.get_expiry() >= QUOTA_WINDOW_S
+        return Verdict(allowed, item.amount, max(0, st.remaining), reset, quota)
 
     async def check(self, request: Request, principal: Principal | None, group: str) -> None:
         """Count a request against ``group`` (and the caller's tier); 429 when over.
@@ -193,7 +203,7 @@ class Limiter:
             return
         if not verdict.allowed:
             log.info("rate_limited", group=group, path=request.url.path)
-            raise ApiError(429, "RATE_LIMITED", RateLimited(verdict).message(),
+            raise ApiError(429, verdict.code, RateLimited(verdict).message(),
                            headers=verdict.headers())
         setattr(request.state, STATE_KEY, verdict)
 

@@ -87,7 +87,7 @@ async def _within_limits(websocket: WebSocket, grant: SessionGrant) -> bool:
         return True
     except RateLimited as exc:
         await websocket.accept()
-        event = v1.error("RATE_LIMITED", exc.message(), retryable=True)
+        event = v1.error(exc.verdict.code, exc.message(), retryable=True)
         event["retry_after"] = exc.verdict.retry_after()
         with contextlib.suppress(Exception):
             await websocket.send_text(v1.encode(event))

@@ -23,9 +23,9 @@ from test_tokens import make_key, mint
 REDIS_URL = "async+redis://127.0.0.1:6379"
 
 
-def assert_limited(resp: httpx.Response, limit: int) -> None:
+def assert_limited(resp: httpx.Response, limit: int, code: str = "RATE_LIMITED") -> None:
     assert resp.status_code == 429, resp.text
-    assert resp.json()["error"]["code"] == "RATE_LIMITED"
+    assert resp.json()["error"]["code"] == code
     assert resp.headers["x-ratelimit-limit"] == str(limit)
     assert resp.headers["x-ratelimit-remaining"] == "0"
     retry_after = int(resp.headers["retry-after"])
@@ -71,8 +71,19 @@ async def test_daily_tier_limit_says_when_to_come_back(gateway_factory) -> None:
         for _ in range(2):
             assert (await http.get("/api/models", headers=headers)).status_code == 200
         resp = await http.get("/api/models", headers=headers)
-    assert_limited(resp, 2)
+    assert_limited(resp, 2, code="QUOTA_EXCEEDED")  # the plan's quota, seed 001's code
     assert int(resp.headers["retry-after"]) > 3600  # a day window, not a minute one
+
+
+async def test_a_voice_session_over_the_daily_quota_says_so(gateway_factory) -> None:
+    gw = gateway_factory(ratelimit={"tier_basic": "100/minute;1/day"})
+    headers = {"Authorization": f"Bearer {await make_key(gw, tier='basic')}"}
+    async with httpx.AsyncClient(base_url=gw.base) as http:
+        assert (await http.get("/api/models", headers=headers)).status_code == 200
+    async with websockets.connect(gw.ws_url, additional_headers=headers) as ws:
+        event = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert event["type"] == "error" and event["code"] == "QUOTA_EXCEEDED"
+    assert event["retry_after"] > 3600
 
 
 async def test_keys_are_limited_separately(gateway_factory) -> None:

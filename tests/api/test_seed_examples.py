@@ -27,8 +27,8 @@ request), ``cors`` (CORS origin https://app.example.com). Their requests use no 
 Where an example cannot work literally, its fixture says how it was adapted (listed
 below the table).
 
-Not replayable, and why: seed 001 ``QUOTA_EXCEEDED`` (the gateway has no plan quota
-other than the tier's daily request limit, which answers ``RATE_LIMITED``); seed 002 and
+Not replayable, and why: seed 001 ``QUOTA_EXCEEDED`` (a tier's day-long limit has to be
+used up first; tests/api/test_ratelimit.py covers it); seed 002 and
 003 ``INTERNAL_ERROR`` 500 (no request can make a correct server fail; the handler that
 turns any exception into that body is covered by the fuzzer's no-5xx check); seed 003
 session cookies (the gateway has no cookie sessions outside the OAuth sign-in page).
