@@ -1,0 +1,89 @@
+"""The session's VAD stage runs inline in ``feed_audio`` (no task, no queue hop), and the
+STT queue's overflow policy: interim and pause jobs make room; finals are kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from gateway.audio import pcm
+from gateway.config import Config
+from gateway.pipeline.outbox import Outbox
+from gateway.pipeline.runtime import Runtime
+from gateway.pipeline.session import Session, SessionSettings, _SttJob
+from gateway.protocol import v1
+from gateway.providers import registry
+
+WAV = Path(__file__).parents[1] / "data" / "what_is_the_gateway.wav"
+FRAME = 640  # 20 ms at 16 kHz, 16-bit
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Runtime:
+    cfg = Config().replace(stt={"provider": "null"}, llm={"provider": "null"},
+                           tts={"provider": "null"})
+    return Runtime.load(cfg, overrides={"vad": registry.create_vad(cfg)})
+
+
+def make_session(runtime: Runtime) -> tuple[Session, Outbox]:
+    fmt = v1.AudioFormat("pcm16", 16000)
+    outbox = Outbox(512)
+    session = Session(runtime, SessionSettings(fmt, fmt), outbox, session_id="sess_t",
+                      conversation_id="conv_t")
+    return session, outbox  # not started: only what feed_audio does itself is seen
+
+
+def speech() -> bytes:
+    data, rate = sf.read(str(WAV), dtype="int16")
+    return pcm.resample(data.tobytes(), rate, 16000)
+
+
+def events(outbox: Outbox) -> list[str]:
+    return [item["type"] for item in list(outbox._items) if isinstance(item, dict)]
+
+
+async def test_feed_audio_detects_a_turn_without_any_stage_task(runtime: Runtime) -> None:
+    session, outbox = make_session(runtime)
+    audio = speech() + bytes(FRAME * 50)  # then a second of silence
+    for i in range(0, len(audio) - FRAME + 1, FRAME):
+        session.feed_audio(audio[i : i + FRAME])
+    assert events(outbox)[:2] == ["speech_started", "speech_stopped"]
+    jobs = [session.stt_q.get_nowait() for _ in range(session.stt_q.qsize())]
+    finals = [j for j in jobs if j.final]
+    assert len(finals) == 1 and len(finals[0].pcm) > 16000  # the utterance, > 0.5 s
+
+
+async def test_end_of_speech_closes_the_open_utterance(runtime: Runtime) -> None:
+    session, outbox = make_session(runtime)
+    audio = speech()[: 16000 * 2]  # a second of speech, no trailing silence
+    for i in range(0, len(audio) - FRAME + 1, FRAME):
+        session.feed_audio(audio[i : i + FRAME])
+    assert "speech_stopped" not in events(outbox)
+    session.end_of_speech()
+    assert events(outbox)[-1] == "speech_stopped"
+
+
+async def test_a_full_stt_queue_drops_interim_work_before_a_final(runtime: Runtime) -> None:
+    session, outbox = make_session(runtime)
+    size = session.stt_q.maxsize
+    session._put_stt(_SttJob(1, b"", final=True))
+    for _ in range(size - 1):
+        session._put_stt(_SttJob(2, b"", final=False, early=True))
+    session._put_stt(_SttJob(2, b"", final=True))
+    jobs = [session.stt_q.get_nowait() for _ in range(session.stt_q.qsize())]
+    assert [(j.turn_id, j.final) for j in jobs if j.final] == [(1, True), (2, True)]
+    assert len(jobs) == size and not [e for e in events(outbox) if e == "error"]
+
+
+async def test_finals_only_are_dropped_oldest_first_with_an_error(runtime: Runtime) -> None:
+    session, outbox = make_session(runtime)
+    size = session.stt_q.maxsize
+    for turn in range(1, size + 2):
+        session._put_stt(_SttJob(turn, b"", final=True))
+    jobs = [session.stt_q.get_nowait() for _ in range(session.stt_q.qsize())]
+    assert [j.turn_id for j in jobs] == list(range(2, size + 2))
+    errors = [i for i in list(outbox._items) if isinstance(i, dict) and i["type"] == "error"]
+    assert len(errors) == 1 and errors[0]["code"] == "PROVIDER_ERROR"
+    assert errors[0]["retryable"] is True
