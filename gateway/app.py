@@ -23,7 +23,11 @@ from gateway.config import Config
 from gateway.pipeline.runtime import Runtime
 from gateway.pipeline.session import Session
 from gateway.providers.base import Message
-from gateway.store.assistants import assistant_tools, ensure_default_assistant
+from gateway.store.assistants import (
+    assistant_providers,
+    assistant_tools,
+    ensure_default_assistant,
+)
 from gateway.store.db import Database
 from gateway.store.keys import KeyStore
 from gateway.store.retriever import Retriever
@@ -109,6 +113,7 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
         runtime.retriever = Retriever(db)
         if runtime.tools is not None:  # each assistant's declared function tools
             runtime.tools.declarations = functools.partial(assistant_tools, db)
+        runtime.assistant_providers = functools.partial(assistant_providers, db)
         app.state.cfg = cfg
         app.state.db = db
         app.state.keys = keys

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.pipeline.tools import validate_declarations
+from gateway.providers import registry
 from gateway.store.assistants import DEFAULT_ASSISTANT, invalidate_assistant
 from gateway.store.documents import add_document
 from gateway.store.models import ApiKey, Assistant, Chunk, Document, new_id
@@ -62,16 +63,35 @@ class AssistantFields(BaseModel):
         description="may use {assistant_name} and the template variables")
     template_name: CleanStr | None = Field(default=None, max_length=100)
     template_variables: JsonObject | None = None
-    llm_provider: CleanStr | None = Field(default=None, max_length=50)
+    llm_provider: CleanStr | None = Field(
+        default=None, max_length=50,
+        description="first in this assistant's LLM chain: "
+        + " | ".join(registry.names("llm")) + " (none: the configured chain)")
     llm_model: CleanStr | None = Field(default=None, max_length=100)
-    stt_provider: CleanStr | None = Field(default=None, max_length=50)
+    stt_provider: CleanStr | None = Field(
+        default=None, max_length=50,
+        description="first in this assistant's STT chain: "
+        + " | ".join(registry.names("stt")) + " (none: the configured chain)")
     stt_model: CleanStr | None = Field(default=None, max_length=100)
-    tts_provider: CleanStr | None = Field(default=None, max_length=50)
+    tts_provider: CleanStr | None = Field(
+        default=None, max_length=50,
+        description="first in this assistant's TTS chain: "
+        + " | ".join(registry.names("tts")) + " (none: the configured chain)")
     voice: CleanStr | None = Field(default=None, max_length=100)
     language: CleanStr | None = Field(default=None, min_length=1, max_length=20)
     allow_anonymous: bool | None = None
     tier: Tier | None = None
     tools: JsonList | None = Field(default=None, max_length=64)
+
+    @field_validator("llm_provider", "stt_provider", "tts_provider")
+    @classmethod
+    def _known_provider(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A name the gateway cannot load would only show up as a silent fallback later.
+        stage = (info.field_name or "").partition("_")[0]
+        if value is not None and value not in registry.names(stage):
+            raise ValueError(f"unknown {stage} provider {value!r}; one of "
+                             f"{', '.join(registry.names(stage))}")
+        return value
 
 
 class AssistantCreate(AssistantFields):

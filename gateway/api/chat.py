@@ -230,12 +230,13 @@ async def read_upload(audio: UploadFile) -> bytes:
     return data
 
 
-async def transcribe_upload(request: Request, audio: UploadFile,
-                            language: str | None) -> tuple[str, float]:
+async def transcribe_upload(request: Request, audio: UploadFile, language: str | None,
+                            assistant_id: str | None = None) -> tuple[str, float]:
     """Decode, resample to 16 kHz mono, transcribe. Errors are HTTP errors (4xx/502)."""
     pcm16k, seconds = await asyncio.to_thread(decode_audio, await read_upload(audio))
     try:
-        text: str = await request.app.state.runtime.transcribe(pcm16k, language)
+        text: str = await request.app.state.runtime.transcribe(pcm16k, language,
+                                                               assistant_id=assistant_id)
     except ProviderError as exc:
         raise ApiError(502, "PROVIDER_ERROR", f"stt: {exc}") from None
     return text.strip(), seconds
@@ -286,7 +287,7 @@ async def chat_voice(
 ) -> EventSourceResponse:
     assistant_id = await caller_assistant(request, principal, chatModelId)
     voice, language = await voice_settings(request, assistant_id, voice, language)
-    transcript, seconds = await transcribe_upload(request, audio, language)
+    transcript, seconds = await transcribe_upload(request, audio, language, assistant_id)
     if not transcript:
         raise ApiError(400, "INVALID_REQUEST", "no speech was recognised in the audio")
     engine = engine_of(request)

@@ -448,7 +448,8 @@ class VoiceReply:
         total_ms, seq, index = 0.0, 0, 0
         try:
             while (sentence := await self.sentences.get()) is not None:
-                speech = await self.engine.runtime.synthesize(sentence, self.opts.voice, rate)
+                speech = await self.engine.runtime.synthesize(
+                    sentence, self.opts.voice, rate, assistant_id=self.turn.inp.assistant_id)
                 if index == 0:
                     await self.out.put(("tts_start", {"encoding": "pcm_s16le",
                                                       "sample_rate": rate, "channels": 1}))

@@ -365,7 +365,8 @@ async def query(request: Request, principal: QueryCaller,
                      else body.options.temperature),
     )
     try:
-        answer = "".join([token async for token in state.runtime.reply_tokens(chat)])
+        chain = await state.runtime.chain("llm", assistant_id)
+        answer = "".join([token async for token in state.runtime.reply_tokens(chat, chain)])
     except ProviderError as exc:
         raise ApiError(502, "PROVIDER_ERROR", f"the language model failed: {exc}") from None
     return {"success": True, "response": answer.strip(), "sources": _sources(passages)}

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,12 @@ class Runtime:
     # Set by the app once the database is up: async search(assistant_id, question, k).
     retriever: Any = None
     tools: ToolRunner | None = None  # function tools (made in load())
+    # Set by the app once the database is up: async (assistant_id) -> {stage: provider
+    # name or None}, the assistant's own STT / LLM / TTS choice (None: the config's).
+    assistant_providers: Callable[[str], Awaitable[Mapping[str, str | None]]] | None = None
+    # (stage, provider name) -> the chain an assistant naming it gets; None: unusable.
+    _extra: dict[tuple[str, str], Chain | None] = field(default_factory=dict)
+    _loading: dict[tuple[str, str], asyncio.Task[Chain | None]] = field(default_factory=dict)
 
     @property
     def stt(self) -> STT:
@@ -99,17 +106,65 @@ class Runtime:
                         "all_failed": chain.exhausted}
                 for stage, chain in self.chains.items()}
 
+    def _all_chains(self) -> list[Chain]:
+        return [*self.chains.values(), *(c for c in self._extra.values() if c is not None)]
+
+    async def chain(self, stage: str, assistant_id: str | None) -> Chain:
+        """The failover chain of ``stage`` for an assistant: its own provider first when
+        it names one (loaded on first use, off the event loop), then the configured
+        chain. A provider that cannot be loaded is logged once and the config's used."""
+        default = self.chains[stage]
+        if assistant_id is None or self.assistant_providers is None:
+            return default
+        try:
+            name = (await self.assistant_providers(assistant_id)).get(stage)
+        except Exception as exc:  # the configured chain then, never a failed turn
+            log.warning("assistant_providers_not_loaded", error=str(exc))
+            return default
+        if not name or name == getattr(default.primary, "name", None):
+            return default
+        key = (stage, name)
+        if key in self._extra:
+            return self._extra[key] or default
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._extra_chain(stage, name))
+            self._loading[key] = task
+            task.add_done_callback(lambda _t: self._loading.pop(key, None))
+        return await asyncio.shield(task) or default
+
+    async def _extra_chain(self, stage: str, name: str) -> Chain | None:
+        default = self.chains[stage]
+        pairs = list(zip(default.providers, default.breakers, strict=True))
+        mine = [pair for pair in pairs if getattr(pair[0], "name", None) == name]
+        if not mine:
+            try:
+                provider = await asyncio.to_thread(_load, self.cfg, stage, name)
+            except ProviderError as exc:
+                log.warning("assistant_provider_unavailable", stage=stage, provider=name,
+                            error=str(exc), note="the configured providers answer instead")
+                self._extra[(stage, name)] = None
+                return None
+            f = self.cfg.failover
+            mine = [(provider, Breaker(f.breaker_threshold, f.breaker_cooldown_s))]
+        rest = [pair for pair in pairs if pair[0] is not mine[0][0]]
+        ordered = [mine[0], *rest]  # breakers of shared providers are shared too
+        chain = Chain(stage, [p for p, _ in ordered], default.pool, default.timeouts,
+                      [b for _, b in ordered])
+        self._extra[(stage, name)] = chain
+        return chain
+
     def close(self) -> None:
         for pool in self.pools.values():
             pool.shutdown()
-        for chain in self.chains.values():
+        for chain in self._all_chains():
             for provider in chain.providers:
                 closer = getattr(provider, "close", None)
                 if callable(closer) and not inspect.iscoroutinefunction(closer):
                     closer()
 
     async def aclose(self) -> None:
-        for chain in self.chains.values():
+        for chain in self._all_chains():
             for provider in chain.providers:
                 closer = getattr(provider, "aclose", None)
                 if closer is not None:
@@ -122,17 +177,20 @@ class Runtime:
     # --- stage helpers -------------------------------------------------------------
 
     async def transcribe(self, pcm16k: bytes, language: str | None,
-                         on_partial: Callable[[str], None] | None = None) -> str:
+                         on_partial: Callable[[str], None] | None = None, *,
+                         assistant_id: str | None = None) -> str:
         """``on_partial(text so far)`` is called by STTs that stream (OpenAI gpt-4o-*)."""
         hints = {"on_partial": on_partial} if on_partial is not None else None
-        text: str = await self.chains["stt"].call("transcribe", pcm16k, language=language,
-                                                  hints=hints)
+        chain = await self.chain("stt", assistant_id)
+        text: str = await chain.call("transcribe", pcm16k, language=language, hints=hints)
         return text
 
-    async def synthesize(self, text: str, voice: str | None, out_rate: int) -> Speech:
+    async def synthesize(self, text: str, voice: str | None, out_rate: int, *,
+                         assistant_id: str | None = None) -> Speech:
         # A TTS that can produce the session's rate itself (ElevenLabs) is asked to.
-        speech: Speech = await self.chains["tts"].call("synthesize", text, voice=voice,
-                                                       hints={"sample_rate": out_rate})
+        chain = await self.chain("tts", assistant_id)
+        speech: Speech = await chain.call("synthesize", text, voice=voice,
+                                          hints={"sample_rate": out_rate})
         if speech.sample_rate == out_rate:
             return speech
         # Resampling a sentence takes ~1 ms; not worth a pool hop.
@@ -141,7 +199,10 @@ class Runtime:
 
     async def retrieve(self, assistant_id: str, question: str) -> list[Passage]:
         """Knowledge-base passages for a question; none (not a failed turn) on trouble."""
-        if self.retriever is None or not getattr(self.llm, "uses_passages", True):
+        if self.retriever is None:
+            return []
+        llm = (await self.chain("llm", assistant_id)).primary
+        if not getattr(llm, "uses_passages", True):
             return []
         try:
             async with asyncio.timeout(2.0):
@@ -153,8 +214,10 @@ class Runtime:
             log.warning("retrieval_failed", error=str(exc))
             return []
 
-    def reply_tokens(self, request: ChatRequest) -> AsyncIterator[str | ToolCall]:
-        """Token stream from the LLM chain (blocking or async providers), with failover.
+    def reply_tokens(self, request: ChatRequest,
+                     chain: Chain | None = None) -> AsyncIterator[str | ToolCall]:
+        """Token stream from the LLM chain (blocking or async providers), with failover
+        (``chain``: an assistant's, from ``chain("llm", …)``; default the config's).
         A provider offered ``request.tools`` may yield ``ToolCall`` items too."""
 
         def make(provider: Any) -> Any:
@@ -162,7 +225,7 @@ class Runtime:
                 return provider.generate(request)
             return provider.stream(request)
 
-        return self.chains["llm"].stream(make)
+        return (chain or self.chains["llm"]).stream(make)
 
     async def tool_loop(self, request: ChatRequest, assistant_id: str, *, session_id: str = "",
                         telephony: bool = False, declared: list[Any] | None = None) -> ToolLoop:
@@ -171,7 +234,9 @@ class Runtime:
         ctx = ToolContext(assistant_id, session_id, telephony, self.retrieve)
         toolbox = (await self.tools.toolbox(ctx, declared) if self.tools is not None
                    else Toolbox((), ctx, 0))
-        return ToolLoop(self.reply_tokens, request, toolbox, self.cfg.tools)
+        chain = await self.chain("llm", assistant_id)
+        return ToolLoop(functools.partial(self.reply_tokens, chain=chain), request, toolbox,
+                        self.cfg.tools)
 
 
 def _load(cfg: Config, stage: str, name: str) -> Any:

@@ -386,7 +386,8 @@ class Session:
     async def _decode(self, pcm16k: bytes, turn_id: int) -> str:
         """A transcription whose partial text (from a streaming STT) shows as interim."""
         return await self.runtime.transcribe(pcm16k, self.settings.language,
-                                             on_partial=lambda text: self._partial(turn_id, text))
+                                             on_partial=lambda text: self._partial(turn_id, text),
+                                             assistant_id=self.settings.assistant_id)
 
     def _partial(self, turn_id: int, text: str) -> None:
         if text.strip() and turn_id > self._finalized_turn:
@@ -418,7 +419,8 @@ class Session:
 
     async def _interim(self, job: _SttJob) -> None:
         try:
-            text = await self.runtime.transcribe(job.pcm, self.settings.language)
+            text = await self.runtime.transcribe(job.pcm, self.settings.language,
+                                                 assistant_id=self.settings.assistant_id)
         except ProviderError:
             return  # an interim result is best effort; the final one reports errors
         # Shown until the final transcript of its turn is out (even after speech_stopped).
@@ -534,7 +536,8 @@ class Session:
                 continue
             out_rate = self.settings.output.sample_rate  # per sentence: a client may change it
             try:
-                speech = await self.runtime.synthesize(item.text, self.settings.voice, out_rate)
+                speech = await self.runtime.synthesize(item.text, self.settings.voice, out_rate,
+                                                       assistant_id=self.settings.assistant_id)
             except ProviderError as exc:
                 self._provider_error("tts", exc)
                 continue

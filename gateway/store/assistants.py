@@ -85,6 +85,15 @@ async def assistant_tools(db: Database, assistant_id: str) -> list[Any] | None:
     return list(assistant.tools or [])
 
 
+async def assistant_providers(db: Database, assistant_id: str) -> dict[str, str | None]:
+    """The STT / LLM / TTS provider an assistant names ({} for no such assistant). Read
+    through the assistant cache: this runs for every transcription, reply and sentence."""
+    a = await get_assistant(db, assistant_id)
+    if a is None:
+        return {}
+    return {"stt": a.stt_provider, "llm": a.llm_provider, "tts": a.tts_provider}
+
+
 async def ensure_default_assistant(db: Database, cfg: Config) -> Assistant:
     """Create the default assistant on first start, with the configured knowledge folder."""
     async with db.session() as s:

@@ -393,7 +393,8 @@ class RealtimeConnection(Renderer):
 
         async def job() -> None:
             try:
-                text = await self.runtime.transcribe(pcm16k, self.cfg.stt.language)
+                text = await self.runtime.transcribe(pcm16k, self.cfg.stt.language,
+                                                     assistant_id=self.grant.assistant_id)
             except ProviderError as exc:
                 text = ""
                 self._post("conversation.item.input_audio_transcription.failed",

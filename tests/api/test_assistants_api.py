@@ -258,3 +258,23 @@ async def test_voice_turn_answers_from_the_assistants_documents(gateway) -> None
     # The default assistant has its own knowledge base, without the museum.
     reply = await typed_turn(gateway.ws_url, headers, "When does the museum open?")
     assert "opens at ten" not in reply
+
+
+async def test_an_assistants_own_llm_provider_answers_its_turns(gateway) -> None:
+    assistant_id = unique("bench")
+    key = await admin_key(gateway)
+    async with client(gateway, key) as http:
+        resp = await http.post("/api/v1/assistants", json={
+            "id": assistant_id, "name": "Fixed answers", "llm_provider": "null"})
+        assert resp.status_code in (200, 201), resp.text
+        bad = await http.post("/api/v1/assistants", json={
+            "id": unique(), "name": "Typo", "llm_provider": "gpt-5-turbo"})
+        assert_error(bad, 400, "INVALID_REQUEST")
+        assert "gpt-5-turbo" in bad.json()["error"]["message"]
+    headers = {"x-api-key": key}
+    reply = await typed_turn(f"{gateway.ws_url}?assistant_id={assistant_id}", headers,
+                             "When does the museum open?")
+    assert reply.strip() == "Hello! This is a benchmark reply."  # the null LLM's answer
+    # Other assistants keep the configured LLM.
+    reply = await typed_turn(gateway.ws_url, headers, "What is the gateway?")
+    assert "benchmark reply" not in reply

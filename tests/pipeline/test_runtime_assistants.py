@@ -1,0 +1,78 @@
+"""Per-assistant providers: an assistant naming its own STT / LLM / TTS gets a chain with
+that provider first and the configured ones behind it; a provider that cannot load
+falls back to the configured chain (logged once), never a failed turn."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import pytest
+
+from gateway.config import Config
+from gateway.pipeline.runtime import Runtime
+from gateway.providers import registry
+from gateway.providers.base import ChatRequest, Message
+
+CHOICES: dict[str, dict[str, str | None]] = {
+    "fixed": {"llm": "null"},
+    "broken": {"llm": "hybrid"},  # no hybrid.url configured: it cannot load
+    "plain": {"llm": None, "stt": None, "tts": None},
+}
+
+
+@pytest.fixture
+def runtime() -> Runtime:
+    cfg = Config().replace(stt={"provider": "null"}, llm={"provider": "extractive"},
+                           tts={"provider": "null"})
+    rt = Runtime.load(cfg, overrides={"vad": registry.create_vad(cfg)})
+    calls: list[str] = []
+
+    async def providers(assistant_id: str) -> Mapping[str, str | None]:
+        calls.append(assistant_id)
+        await asyncio.sleep(0.01)
+        return CHOICES.get(assistant_id, {})
+
+    rt.assistant_providers = providers
+    return rt
+
+
+async def reply(rt: Runtime, assistant_id: str) -> str:
+    request = ChatRequest(messages=(Message("user", "Hello?"),))
+    chain = await rt.chain("llm", assistant_id)
+    return "".join([t async for t in rt.reply_tokens(request, chain) if isinstance(t, str)])
+
+
+async def test_the_assistants_provider_comes_first(runtime: Runtime) -> None:
+    chain = await runtime.chain("llm", "fixed")
+    assert [p.name for p in chain.providers] == ["null", "extractive"]
+    assert await reply(runtime, "fixed") == "Hello! This is a benchmark reply."
+    # The configured provider object and its breaker are shared, not loaded again.
+    assert chain.providers[1] is runtime.chains["llm"].primary
+    assert chain.breakers[1] is runtime.chains["llm"].breakers[0]
+    assert await runtime.chain("llm", "fixed") is chain  # made once
+
+
+async def test_no_choice_or_the_configured_one_is_the_default_chain(runtime: Runtime) -> None:
+    default = runtime.chains["llm"]
+    assert await runtime.chain("llm", "plain") is default
+    assert await runtime.chain("llm", "nobody") is default
+    assert await runtime.chain("llm", None) is default
+    assert await runtime.chain("tts", "fixed") is runtime.chains["tts"]
+
+
+async def test_a_provider_that_cannot_load_falls_back(runtime: Runtime) -> None:
+    chains = await asyncio.gather(*(runtime.chain("llm", "broken") for _ in range(5)))
+    assert all(c is runtime.chains["llm"] for c in chains)
+    assert runtime._extra == {("llm", "hybrid"): None}  # tried once, remembered
+    assert "benchmark" not in await reply(runtime, "broken")
+
+
+async def test_retrieval_follows_the_assistants_llm(runtime: Runtime) -> None:
+    class Retriever:
+        async def search(self, assistant_id: str, question: str, k: int) -> list[object]:
+            return ["passage"]
+
+    runtime.retriever = Retriever()
+    assert await runtime.retrieve("plain", "q") == ["passage"]  # extractive reads passages
+    assert await runtime.retrieve("fixed", "q") == []  # the null LLM does not
