@@ -25,19 +25,28 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from gateway.audio import pcm
 from gateway.protocol import v1
-from gateway.providers.base import ChatRequest, Message, PhonemeTiming, ProviderError
+from gateway.providers.base import ChatRequest, Message, ProviderError
 
 from . import visemes
 from .outbox import AudioOut, Outbox
 from .pacing import Pacer
 from .runtime import Runtime
+from .session_items import (
+    EndOfReply,
+    Response,
+    Segment,
+    Sentence,
+    SessionSettings,
+    SttJob,
+    UserTurn,
+    VadOverrides,
+)
 from .text import SentenceSplitter, SpokenSegment, heard_text
 from .tools import Filler, ToolEvent
 from .turns import (
@@ -52,93 +61,6 @@ from .turns import (
 )
 
 VAD_RATE = 16000
-
-
-@dataclass(frozen=True, slots=True)
-class VadOverrides:
-    """Per-session turn detection (OpenAI Realtime ``server_vad``); None: the config's."""
-
-    stop_ms: int | None = None  # silence that ends a turn
-    preroll_ms: int | None = None  # audio kept from before the speech start
-    threshold: float | None = None  # 0..1, higher needs louder speech
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    input: v1.AudioFormat
-    output: v1.AudioFormat
-    language: str | None = None
-    voice: str | None = None
-    system_prompt: str | None = None
-    assistant_id: str = "default"
-    vad: VadOverrides | None = None
-    # False: a finished spoken turn goes into the history and waits for the client
-    # to ask for a reply (a typed turn); no reply starts on its own.
-    auto_respond: bool = True
-    # False: speech during a reply neither interrupts it nor becomes a turn.
-    barge_in: bool = True
-    # False: replies are text only (no TTS, no audio).
-    speak: bool = True
-    # A phone call: the end_call / transfer_call tools are offered.
-    telephony: bool = False
-
-
-@dataclass(slots=True)
-class _SttJob:
-    turn_id: int
-    pcm: bytes
-    final: bool
-    stopped_at: float = 0.0
-    early: bool = False  # a speculative decode at a pause (see turns.PauseAudio)
-    use_early: bool = False  # a final whose audio the early decode already covers
-
-
-@dataclass(slots=True)
-class _UserTurn:
-    turn_id: int
-    text: str
-    stopped_at: float | None = None  # loop time of the VAD end-of-speech decision
-    final_at: float | None = None
-
-
-@dataclass(slots=True)
-class _Sentence:
-    turn_id: int
-    response_id: str
-    text: str
-
-
-@dataclass(slots=True)
-class _Segment:
-    turn_id: int
-    response_id: str
-    text: str
-    pcm: bytes
-    phonemes: tuple[PhonemeTiming, ...] = ()
-
-
-@dataclass(slots=True)
-class _EndOfReply:
-    turn_id: int
-    response_id: str
-
-
-@dataclass
-class Response:
-    """The assistant's reply to one user turn, from stream_start to stream_end."""
-
-    response_id: str
-    turn: _UserTurn
-    pacer: Pacer
-    segments: list[SpokenSegment] = field(default_factory=list)
-    text: str = ""
-    tts_started: bool = False
-    cancelled: bool = False
-    first_token_at: float | None = None
-    first_audio_at: float | None = None
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    tools: list[dict[str, Any]] = field(default_factory=list)  # the calls made (stored)
-    signals: list[dict[str, Any]] = field(default_factory=list)  # for the transport, at end
 
 
 class Session:
@@ -168,10 +90,10 @@ class Session:
         self._resampler: pcm.Resampler | None = None
         self._reframer = pcm.Reframer(pcm.frame_bytes(VAD_RATE, cfg.vad.frame_ms))
         q = cfg.queues
-        self.stt_q: asyncio.Queue[_SttJob] = asyncio.Queue(q.stt)
-        self.llm_q: asyncio.Queue[_UserTurn] = asyncio.Queue(q.llm)
-        self.tts_q: asyncio.Queue[_Sentence | _EndOfReply] = asyncio.Queue(q.tts)
-        self.play_q: asyncio.Queue[_Segment | _EndOfReply] = asyncio.Queue(q.playout)
+        self.stt_q: asyncio.Queue[SttJob] = asyncio.Queue(q.stt)
+        self.llm_q: asyncio.Queue[UserTurn] = asyncio.Queue(q.llm)
+        self.tts_q: asyncio.Queue[Sentence | EndOfReply] = asyncio.Queue(q.tts)
+        self.play_q: asyncio.Queue[Segment | EndOfReply] = asyncio.Queue(q.playout)
         self.current_turn = 0
         self.response: Response | None = None
         self._gen_task: asyncio.Task[None] | None = None
@@ -274,7 +196,7 @@ class Session:
         turn_id = self.endpointer.new_turn_id()
         self.interrupt(new_turn=turn_id)
         self.current_turn = turn_id
-        self._submit_turn(_UserTurn(turn_id, text))
+        self._submit_turn(UserTurn(turn_id, text))
 
     def interrupt(self, new_turn: int | None = None) -> None:
         """Barge-in or client ``interrupt``: stop the live reply now, keep what was heard."""
@@ -334,18 +256,18 @@ class Session:
                 self.interrupt(new_turn=ev.turn_id)
             elif isinstance(ev, InterimAudio):
                 with contextlib.suppress(asyncio.QueueFull):
-                    self.stt_q.put_nowait(_SttJob(ev.turn_id, ev.pcm, final=False))
+                    self.stt_q.put_nowait(SttJob(ev.turn_id, ev.pcm, final=False))
             elif isinstance(ev, PauseAudio):
-                self._put_stt(_SttJob(ev.turn_id, ev.pcm, final=False, early=True))
+                self._put_stt(SttJob(ev.turn_id, ev.pcm, final=False, early=True))
             elif isinstance(ev, SpeechStopped):
                 if ev.discarded:
                     self.log.debug("speech_discarded", turn_id=ev.turn_id)
                     continue
                 self.emit({"type": "speech_stopped", "turn_id": ev.turn_id})
-                self._put_stt(_SttJob(ev.turn_id, ev.pcm, final=True, stopped_at=_ms(),
+                self._put_stt(SttJob(ev.turn_id, ev.pcm, final=True, stopped_at=_ms(),
                                       use_early=ev.pause_is_final))
 
-    def _put_stt(self, job: _SttJob) -> None:
+    def _put_stt(self, job: SttJob) -> None:
         if self.stt_q.full():
             jobs = [self.stt_q.get_nowait() for _ in range(self.stt_q.qsize())]
             victim = next((j for j in jobs if not j.final), jobs[0])
@@ -398,7 +320,7 @@ class Session:
         if self._interim_task is not None:
             self._interim_task.cancel()
 
-    async def _final(self, job: _SttJob, early: asyncio.Task[str] | None) -> None:
+    async def _final(self, job: SttJob, early: asyncio.Task[str] | None) -> None:
         try:
             decode = early if early is not None else self._decode(job.pcm, job.turn_id)
             text = await decode
@@ -415,9 +337,9 @@ class Session:
         if text and not self.settings.auto_respond:
             self.history.append(Message("user", text))  # the client asks for the reply
         elif text:
-            self._submit_turn(_UserTurn(job.turn_id, text, job.stopped_at, _ms()))
+            self._submit_turn(UserTurn(job.turn_id, text, job.stopped_at, _ms()))
 
-    async def _interim(self, job: _SttJob) -> None:
+    async def _interim(self, job: SttJob) -> None:
         try:
             text = await self.runtime.transcribe(job.pcm, self.settings.language,
                                                  assistant_id=self.settings.assistant_id)
@@ -428,7 +350,7 @@ class Session:
             self.emit({"type": "transcription", "text": text, "final": False,
                        "turn_id": job.turn_id})
 
-    def _submit_turn(self, turn: _UserTurn) -> None:
+    def _submit_turn(self, turn: UserTurn) -> None:
         while self.llm_q.full():  # a newer turn supersedes a queued older one
             self.llm_q.get_nowait()
         self.llm_q.put_nowait(turn)
@@ -447,7 +369,7 @@ class Session:
             await asyncio.wait({self._gen_task})
             self._gen_task = None
 
-    async def _respond(self, turn: _UserTurn) -> None:
+    async def _respond(self, turn: UserTurn) -> None:
         cfg = self.cfg
         response_id = "resp_" + uuid.uuid4().hex[:16]
         r = Response(response_id, turn, Pacer(cfg.audio.pacing_lead_ms))
@@ -478,12 +400,12 @@ class Session:
         except ProviderError as exc:
             self._provider_error("llm", exc)
         for sentence in splitter.flush():
-            await self.tts_q.put(_Sentence(turn.turn_id, response_id, sentence))
+            await self.tts_q.put(Sentence(turn.turn_id, response_id, sentence))
         r.sources = [{"title": p.title, "source": p.source} for p in passages]
         if r.text:
             self.emit({"type": "agent_response", "text": r.text.strip(),
                        "response_id": response_id, "sources": r.sources})
-        await self.tts_q.put(_EndOfReply(turn.turn_id, response_id))
+        await self.tts_q.put(EndOfReply(turn.turn_id, response_id))
 
     async def _token(self, r: Response, token: str, splitter: SentenceSplitter) -> None:
         if r.first_token_at is None:
@@ -491,7 +413,7 @@ class Session:
         r.text += token
         self.emit({"type": "token", "text": token, "response_id": r.response_id})
         for sentence in splitter.push(token):
-            await self.tts_q.put(_Sentence(r.turn.turn_id, r.response_id, sentence))
+            await self.tts_q.put(Sentence(r.turn.turn_id, r.response_id, sentence))
 
     async def _tool_item(self, r: Response, item: ToolEvent | Filler,
                          splitter: SentenceSplitter) -> None:
@@ -500,7 +422,7 @@ class Session:
             return
         if item.type == "tool_start":  # what the model said before its call goes out now
             for sentence in splitter.flush():
-                await self.tts_q.put(_Sentence(r.turn.turn_id, r.response_id, sentence))
+                await self.tts_q.put(Sentence(r.turn.turn_id, r.response_id, sentence))
         self.emit({"type": item.type, "response_id": r.response_id, **item.data})
         if item.signal is not None:
             r.signals.append(item.signal)
@@ -529,7 +451,7 @@ class Session:
             item = await self.tts_q.get()
             if self._live(item.turn_id, item.response_id) is None:
                 continue
-            if isinstance(item, _EndOfReply):
+            if isinstance(item, EndOfReply):
                 await self.play_q.put(item)
                 continue
             if not self.settings.speak:
@@ -542,7 +464,7 @@ class Session:
                 self._provider_error("tts", exc)
                 continue
             if self._live(item.turn_id, item.response_id) is not None:
-                await self.play_q.put(_Segment(item.turn_id, item.response_id, item.text,
+                await self.play_q.put(Segment(item.turn_id, item.response_id, item.text,
                                                speech.pcm, speech.phonemes))
 
     # --- playout ----------------------------------------------------------------------
@@ -553,12 +475,12 @@ class Session:
             r = self._live(item.turn_id, item.response_id)
             if r is None:
                 continue
-            if isinstance(item, _Segment):
+            if isinstance(item, Segment):
                 await self._play_segment(r, item)
             else:
                 await self._finish(r)
 
-    async def _play_segment(self, r: Response, seg: _Segment) -> None:
+    async def _play_segment(self, r: Response, seg: Segment) -> None:
         out = self.settings.output
         if not r.tts_started:
             r.tts_started = True
@@ -585,7 +507,7 @@ class Session:
         self.emit({"type": "_segment_played", "response_id": r.response_id,
                    "index": len(r.segments) - 1})
 
-    def _emit_lipsync(self, r: Response, seg: _Segment) -> None:
+    def _emit_lipsync(self, r: Response, seg: Segment) -> None:
         """Mouth shapes and word timings for an avatar, relative to the reply's audio start."""
         offset = r.pacer.sent_ms
         cues = visemes.visemes(seg.phonemes, offset)

@@ -1,0 +1,100 @@
+"""What flows between a session's stages: its settings, the queued items (each with
+its turn id) and the reply being produced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.protocol import v1
+from gateway.providers.base import PhonemeTiming
+
+from .pacing import Pacer
+from .text import SpokenSegment
+
+
+@dataclass(frozen=True, slots=True)
+class VadOverrides:
+    """Per-session turn detection (OpenAI Realtime ``server_vad``); None: the config's."""
+
+    stop_ms: int | None = None  # silence that ends a turn
+    preroll_ms: int | None = None  # audio kept from before the speech start
+    threshold: float | None = None  # 0..1, higher needs louder speech
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    input: v1.AudioFormat
+    output: v1.AudioFormat
+    language: str | None = None
+    voice: str | None = None
+    system_prompt: str | None = None
+    assistant_id: str = "default"
+    vad: VadOverrides | None = None
+    # False: a finished spoken turn goes into the history and waits for the client
+    # to ask for a reply (a typed turn); no reply starts on its own.
+    auto_respond: bool = True
+    # False: speech during a reply neither interrupts it nor becomes a turn.
+    barge_in: bool = True
+    # False: replies are text only (no TTS, no audio).
+    speak: bool = True
+    # A phone call: the end_call / transfer_call tools are offered.
+    telephony: bool = False
+
+
+@dataclass(slots=True)
+class SttJob:
+    turn_id: int
+    pcm: bytes
+    final: bool
+    stopped_at: float = 0.0
+    early: bool = False  # a speculative decode at a pause (see turns.PauseAudio)
+    use_early: bool = False  # a final whose audio the early decode already covers
+
+
+@dataclass(slots=True)
+class UserTurn:
+    turn_id: int
+    text: str
+    stopped_at: float | None = None  # loop time of the VAD end-of-speech decision
+    final_at: float | None = None
+
+
+@dataclass(slots=True)
+class Sentence:
+    turn_id: int
+    response_id: str
+    text: str
+
+
+@dataclass(slots=True)
+class Segment:
+    turn_id: int
+    response_id: str
+    text: str
+    pcm: bytes
+    phonemes: tuple[PhonemeTiming, ...] = ()
+
+
+@dataclass(slots=True)
+class EndOfReply:
+    turn_id: int
+    response_id: str
+
+
+@dataclass
+class Response:
+    """The assistant's reply to one user turn, from stream_start to stream_end."""
+
+    response_id: str
+    turn: UserTurn
+    pacer: Pacer
+    segments: list[SpokenSegment] = field(default_factory=list)
+    text: str = ""
+    tts_started: bool = False
+    cancelled: bool = False
+    first_token_at: float | None = None
+    first_audio_at: float | None = None
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[dict[str, Any]] = field(default_factory=list)  # the calls made (stored)
+    signals: list[dict[str, Any]] = field(default_factory=list)  # for the transport, at end
