@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Message as AsgiMessage
 
-from gateway.providers.base import Message, ProviderError
+from gateway.providers.base import Message, ProviderError, Transcript, confidence_of
 from gateway.store.assistants import get_assistant
 
 from . import conversations, platform_api
@@ -239,7 +239,7 @@ async def transcribe_upload(request: Request, audio: UploadFile, language: str |
                                                                assistant_id=assistant_id)
     except ProviderError as exc:
         raise ApiError(502, "PROVIDER_ERROR", f"stt: {exc}") from None
-    return text.strip(), seconds
+    return Transcript(text.strip(), confidence_of(text)), seconds
 
 
 def voice_known(request: Request, voice: str) -> bool:
@@ -326,7 +326,7 @@ async def transcribe(
     multilingual = bool(getattr(stt, "multilingual", False))
     language = (language_code or st.cfg.stt.language) if multilingual else st.cfg.stt.language
     text, seconds = await transcribe_upload(request, audio, language)
-    return {"text": text, "detected_language": language, "confidence": None,
+    return {"text": text, "detected_language": language, "confidence": confidence_of(text),
             "duration_s": round(seconds, 3), "provider": stt.name}
 
 

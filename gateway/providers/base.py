@@ -46,9 +46,27 @@ class VAD(Protocol):
 # --- STT ---------------------------------------------------------------------------
 
 
+class Transcript(str):
+    """A transcription that knows how sure the recogniser was (0..1), when it can say.
+
+    A ``str``, so every caller that only wants the text is unaffected."""
+
+    confidence: float | None
+
+    def __new__(cls, text: str, confidence: float | None = None) -> Transcript:
+        obj = super().__new__(cls, text)
+        obj.confidence = confidence
+        return obj
+
+
+def confidence_of(text: str) -> float | None:
+    return getattr(text, "confidence", None)
+
+
 @runtime_checkable
 class STT(Protocol):
-    """Blocking: runs in the inference pool. Audio is 16 kHz mono s16le."""
+    """Blocking: runs in the inference pool. Audio is 16 kHz mono s16le. ``transcribe``
+    may return a ``Transcript`` carrying a confidence."""
 
     name: str
 

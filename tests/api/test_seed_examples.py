@@ -121,8 +121,8 @@ Adaptations (the full text is in each fixture's ``adaptation``):
   no separate ``avatar`` provider (lip-sync comes from the TTS stage).
 * 003_02 / 003_19: ``"model": "gpt-4o"`` names no assistant here, so the key's default
   assistant answers (GET /api/models lists the names ``model`` can take).
-* 003_11: provider "openai" is answered by the loaded STT; ``confidence`` is null (the
-  local engine reports none).
+* 003_11: provider "openai" is answered by the loaded STT (its ``confidence`` is Whisper's
+  mean token probability).
 * 003_12: ``defaults`` names the loaded TTS's voice (``piper_voice``), not
   ``openai_voice`` / ``elevenlabs_voice``.
 * 003_13: the socket URL comes from GET /api/websocket/config (not ws://localhost:6789)
