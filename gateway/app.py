@@ -159,6 +159,7 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
                       response_class=Response, responses=OFFER_RESPONSES,
                       openapi_extra=OFFER_OPENAPI)
     install_pages(app)  # the voice page (/) and the kiosk (/kiosk)
+    _document_security(app)
     # OpenAI-Realtime-compatible endpoint: clients change only their base URL.
     app.add_api_websocket_route("/v1/realtime", realtime_ws)
     app.add_api_route("/v1/realtime/client_secrets", client_secrets, methods=["POST"],
@@ -168,3 +169,29 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
                       tags=["realtime"], summary="Beta: session + client_secret",
                       response_class=Response)
     return app
+
+
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearerAuth": {"type": "http", "scheme": "bearer", "description":
+                   "An API key (gw_…), a session token from /api/get-access-token, an "
+                   "OAuth access token, or a legacy chatbot JWT (with x-use-chatbot-auth)."},
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key",
+                     "description": "An API key (gw_…)."},
+}
+
+
+def _document_security(app: FastAPI) -> None:
+    """Declare the credentials in the OpenAPI document (the auth is our own dependency,
+    which FastAPI cannot describe). ``{}`` among the alternatives: some operations also
+    take anonymous callers (health, tokens for anonymous-friendly assistants)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            schema["security"] = [{"bearerAuth": []}, {"apiKeyHeader": []}, {}]
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+

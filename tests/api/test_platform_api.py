@@ -149,3 +149,13 @@ async def test_discovery_needs_auth_when_anonymous_is_off(gateway_factory) -> No
             assert_error(await http.get(path), 401, "UNAUTHORIZED")
     async with client(gw, await make_key(gw)) as http:
         assert (await http.get("/api/templates")).status_code == 200
+
+
+async def test_openapi_declares_the_credentials(gateway) -> None:
+    async with client(gateway) as http:
+        doc = (await http.get("/openapi.json")).json()
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {**schemes["bearerAuth"], "type": "http", "scheme": "bearer"}
+    assert schemes["apiKeyHeader"]["in"] == "header"
+    assert schemes["apiKeyHeader"]["name"] == "x-api-key"
+    assert {"bearerAuth": []} in doc["security"] and {} in doc["security"]
