@@ -87,8 +87,9 @@ class VoiceLog:
                 select(convs.c.id, convs.c.title, func.max(msgs.c.seq))
                 .select_from(convs.outerjoin(msgs, msgs.c.conversation_id == convs.c.id))
                 .where(convs.c.id.in_(ids)).group_by(convs.c.id, convs.c.title))
-            top = {cid: seq or 0 for cid, _title, seq in known}
-            untitled = {cid for cid, title, _seq in known if not title}
+            found = known.all()
+            top = {cid: seq or 0 for cid, _title, seq in found}
+            untitled = {cid for cid, title, _seq in found if not title}
             fresh: list[dict[str, Any]] = []
             rows: list[dict[str, Any]] = []
             titles: dict[str, str] = {}
