@@ -140,7 +140,7 @@ class Runtime:
         if not mine:
             try:
                 provider = await asyncio.to_thread(_load, self.cfg, stage, name)
-            except ProviderError as exc:
+            except Exception as exc:  # ProviderError, or no thread at shutdown: never a turn's
                 log.warning("assistant_provider_unavailable", stage=stage, provider=name,
                             error=str(exc), note="the configured providers answer instead")
                 self._extra[(stage, name)] = None
