@@ -13,10 +13,13 @@ from typing import Any
 import structlog
 import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from gateway.app import create_app
 from gateway.config import Config
 from gateway.logs import configure_logging
+from gateway.protocol import wsframes
 from gateway.transports.websocket import BINARY_SINK
 
 log = structlog.get_logger("gateway.server")
@@ -24,20 +27,93 @@ log = structlog.get_logger("gateway.server")
 
 # Messages a WebSocket may have waiting for the app before reading from it pauses.
 WS_QUEUE_HIGH = 16
+# The parser's "size of the fragmented message so far" (None: not inside one); renamed
+# from cur_size in websockets 16.
+_FRAGMENTED = "current_size" if hasattr(ServerProtocol(), "current_size") else "cur_size"
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, made cheaper per audio frame.
 
-    Stock, it pauses the socket after every message and resumes it when the app takes
-    the message: two epoll_ctl calls per frame, about a tenth of the gateway's CPU at
-    hundreds of sessions. Here reading pauses once WS_QUEUE_HIGH messages wait (each at
-    most ``ws_max_size``) and resumes when the app has taken them all, so memory stays
-    bounded and a client that floods still gets backpressure. And an app may take
-    binary messages through a direct callback (``BINARY_SINK``).
+    - Stock, it pauses the socket after every message and resumes it when the app takes
+      the message: two epoll_ctl calls per frame. Here reading pauses once
+      WS_QUEUE_HIGH messages wait (each at most ``ws_max_size``) and resumes when the
+      app has taken them all, so memory stays bounded and a flooding client still gets
+      backpressure.
+    - An app may take binary messages through a direct callback (``BINARY_SINK``).
+    - After a clean handshake the protocol cuts the client's stream into frames itself
+      (``gateway.protocol.wsframes``): a whole binary message in one frame — every
+      audio chunk — is unmasked and delivered without the general parser; every other
+      frame (text, control, fragments, anything malformed or too big) is handed to the
+      stock parser whole, so it always sits at a frame boundary and judges those as
+      before.
     """
 
     binary_sink: Callable[[bytes], None] | None = None
+    _framing = False  # frames are cut here (set once the handshake ended cleanly)
+    _rx = b""  # the start of a frame whose end has not arrived
+    _request_tail = b""  # the handshake's last bytes, to find where the request ends
+    _request_ended = False
+    _clean_handshake = True  # no byte arrived after the request before the 101
+
+    def data_received(self, data: bytes) -> None:
+        if self._framing:
+            self._frames_received(data)
+        elif (self.conn.state is State.OPEN and self._clean_handshake
+                and not self.conn.reader.buffer):
+            self._framing = True
+            self._frames_received(data)
+        else:
+            if self.conn.state is State.CONNECTING:
+                self._watch_handshake(data)
+            super().data_received(data)
+
+    def _watch_handshake(self, data: bytes) -> None:
+        # A client must wait for the 101 before sending frames (RFC 6455 §4.1). One that
+        # does not leaves bytes in the stock parser, which then keeps this connection.
+        if self._request_ended:
+            self._clean_handshake = False
+            return
+        buf = self._request_tail + data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            self._request_tail = buf[-3:]
+            return
+        self._request_ended = True
+        if end + 4 != len(buf):
+            self._clean_handshake = False
+
+    def _frames_received(self, data: bytes) -> None:
+        buf = self._rx + data if self._rx else data
+        pos, size, limit = 0, len(buf), self.config.ws_max_size
+        conn = self.conn
+        while pos < size:
+            start, end = wsframes.frame_bounds(buf, pos, limit)
+            if end == wsframes.INCOMPLETE:
+                break
+            if end == wsframes.REFUSED:
+                self._stop_framing(buf[pos:])  # the stock parser closes with 1002/1009
+                return
+            if buf[pos] == wsframes.BINARY_FIN and getattr(conn, _FRAGMENTED) is None:
+                self.curr_msg_data_type = "bytes"
+                self.frames = [wsframes.unmask(buf, start, end)]
+                self.send_receive_event_to_app()
+            else:
+                super().data_received(buf[pos:end])
+                if conn.parser_exc is not None:  # failed and closed: drop the rest
+                    self._stop_framing(b"")
+                    return
+                if conn.state is not State.OPEN:  # closing: the stock path from here
+                    self._stop_framing(buf[end:])
+                    return
+            pos = end
+        self._rx = buf[pos:] if pos < size else b""
+
+    def _stop_framing(self, rest: bytes) -> None:
+        self._framing = False
+        self._rx = b""
+        if rest:
+            super().data_received(rest)
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)

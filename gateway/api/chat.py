@@ -321,11 +321,13 @@ async def transcribe(
     language_code: Language = None,
 ) -> dict[str, Any]:
     st = request.app.state
-    stt = st.runtime.stt
+    # A key or token bound to an assistant transcribes with that assistant's STT.
+    assistant_id = principal.assistant_scope
+    stt = (await st.runtime.chain("stt", assistant_id)).primary
     # English-only models transcribe English whatever is asked.
     multilingual = bool(getattr(stt, "multilingual", False))
     language = (language_code or st.cfg.stt.language) if multilingual else st.cfg.stt.language
-    text, seconds = await transcribe_upload(request, audio, language)
+    text, seconds = await transcribe_upload(request, audio, language, assistant_id)
     return {"text": text, "detected_language": language, "confidence": confidence_of(text),
             "duration_s": round(seconds, 3), "provider": stt.name}
 

@@ -160,6 +160,8 @@ class Reframer:
         self._buf = bytearray()
 
     def push(self, data: bytes) -> list[bytes]:
+        if not self._buf and len(data) == self.frame_size:
+            return [data]  # the usual case: one 20 ms chunk, no copy
         self._buf += data
         n = len(self._buf) // self.frame_size
         if n == 0:

@@ -190,7 +190,10 @@ class Session:
             self._crashed("vad", exc)
 
     def end_of_speech(self) -> None:
-        self._turn_events(self.endpointer.force_stop())
+        try:
+            self._turn_events(self.endpointer.force_stop())
+        except Exception as exc:  # a bug, guarded like feed_audio's
+            self._crashed("vad", exc)
 
     def user_text(self, text: str) -> None:
         turn_id = self.endpointer.new_turn_id()

@@ -27,6 +27,7 @@ DEFAULT_ASSISTANT = "default"
 # a change within about CACHE_TTL_S); past CACHE_MAX_AGE_S callers wait for the query.
 CACHE_TTL_S = 2.0
 CACHE_MAX_AGE_S = 30.0
+FETCH_TIMEOUT_S = 10.0
 _cache: dict[tuple[int, str], tuple[float, Assistant | None]] = {}
 _inflight: dict[tuple[int, str], asyncio.Future[Assistant | None]] = {}
 
@@ -60,7 +61,9 @@ def _forget(key: tuple[int, str]) -> Any:
 
 
 async def _fetch(db: Database, assistant_id: str, key: tuple[int, str]) -> Assistant | None:
-    async with db.session() as s:
+    # Its own deadline: a background refresh stuck on a dead database must end, so the
+    # next caller past the TTL starts a new one.
+    async with asyncio.timeout(FETCH_TIMEOUT_S), db.session() as s:
         found = await s.get(Assistant, assistant_id)
     if len(_cache) > 1024:
         _cache.clear()

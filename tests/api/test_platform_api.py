@@ -159,3 +159,14 @@ async def test_openapi_declares_the_credentials(gateway) -> None:
     assert schemes["apiKeyHeader"]["in"] == "header"
     assert schemes["apiKeyHeader"]["name"] == "x-api-key"
     assert {"bearerAuth": []} in doc["security"] and {} in doc["security"]
+
+
+async def test_transcribe_uses_the_callers_assistants_stt(gateway_factory) -> None:
+    gw = gateway_factory()
+    await add_assistant(gw, "kiosk", stt_provider="null")
+    wav = {"audio": ("q.wav", wav_bytes(WAV), "audio/wav")}
+    async with client(gw, await make_key(gw, "kiosk")) as scoped:
+        resp = await scoped.post("/api/transcribe", files=wav)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["provider"] == "null"
+    assert resp.json()["text"] == "hello"  # the null STT's fixed text

@@ -87,3 +87,21 @@ async def test_finals_only_are_dropped_oldest_first_with_an_error(runtime: Runti
     errors = [i for i in list(outbox._items) if isinstance(i, dict) and i["type"] == "error"]
     assert len(errors) == 1 and errors[0]["code"] == "PROVIDER_ERROR"
     assert errors[0]["retryable"] is True
+
+
+async def test_a_vad_bug_ends_the_session_with_an_internal_error(runtime: Runtime) -> None:
+    # A bug in turn tracking (not bad input) must not escape into the transport's reader.
+    for call in ("feed_audio", "end_of_speech"):
+        session, outbox = make_session(runtime)
+        session.feed_audio(speech()[: 16000 * 2])  # an open utterance
+
+        def broken(*_args: object) -> list[object]:
+            raise RuntimeError("turn tracker bug")
+
+        session.endpointer.push = broken  # type: ignore[method-assign]
+        session.endpointer.force_stop = broken  # type: ignore[method-assign]
+        if call == "feed_audio":
+            session.feed_audio(bytes(FRAME))
+        else:
+            session.end_of_speech()
+        assert events(outbox)[-1] == "error" and outbox.closed

@@ -1,0 +1,216 @@
+"""The server's own framing of client WebSocket frames (gateway.protocol.wsframes and
+gateway.server.WebSocketProtocol) must be indistinguishable from uvicorn's stock
+sans-I/O protocol: the same messages reach the app, the same bytes go back to the
+client, however the stream is cut into reads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import struct
+from typing import Any
+
+import pytest
+import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+from websockets.frames import Frame, Opcode
+
+from gateway.protocol import wsframes
+from gateway.server import WebSocketProtocol
+from gateway.transports.websocket import BINARY_SINK
+
+MAX = 64 * 1024
+HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+             b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+def frame(opcode: Opcode, data: bytes, fin: bool = True, mask: bool = True) -> bytes:
+    return Frame(opcode, data, fin=fin).serialize(mask=mask)
+
+
+def binary(data: bytes) -> bytes:
+    return frame(Opcode.BINARY, data)
+
+
+# --- the pure part ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 640, 65535, 65536, 70000])
+def test_bounds_and_payload_of_every_length_encoding(size: int) -> None:
+    payload = os.urandom(size)
+    data = b"xx" + binary(payload)  # not at offset 0
+    start, end = wsframes.frame_bounds(data, 2, 1 << 20)
+    assert end == len(data)
+    assert wsframes.unmask(data, start, end) == payload
+    for cut in range(2, len(data), max(1, len(data) // 40)):  # any prefix is incomplete
+        assert wsframes.frame_bounds(data[:cut], 2, 1 << 20)[1] == wsframes.INCOMPLETE
+
+
+def test_unmasked_or_oversized_frames_are_refused() -> None:
+    assert wsframes.frame_bounds(frame(Opcode.BINARY, b"abc", mask=False), 0, MAX)[1] == \
+        wsframes.REFUSED
+    big = binary(bytes(MAX + 1))
+    assert wsframes.frame_bounds(big[:10], 0, MAX)[1] == wsframes.REFUSED  # from the header
+    assert wsframes.frame_bounds(binary(bytes(MAX)), 0, MAX)[1] != wsframes.REFUSED
+
+
+# --- the protocol against the stock one -----------------------------------------------
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self.paused = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
+            name, default)
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+
+def make_app(received: list[Any], use_sink: bool) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        set_sink = scope["extensions"].get(BINARY_SINK)
+        if use_sink and set_sink is not None:
+            set_sink(lambda data: received.append(("bytes", data)))
+        while True:
+            msg = await receive()
+            if msg["type"] == "websocket.disconnect":
+                received.append(("disconnect", msg.get("code")))
+                return
+            received.append(("text", msg["text"]) if msg.get("text") is not None
+                            else ("bytes", msg["bytes"]))
+
+    return app
+
+
+async def settle(transport: FakeTransport) -> None:
+    for _ in range(50):  # the app takes what is queued; reading resumes
+        await asyncio.sleep(0)
+        if not transport.paused:
+            return
+
+
+async def drive(cls: type, chunks: list[bytes], use_sink: bool = True,
+                with_request: bytes = b"") -> tuple[list[Any], bytes]:
+    received: list[Any] = []
+    config = uvicorn.Config(make_app(received, use_sink), ws=cls, ws_max_size=MAX,
+                            ws_ping_interval=None, ws_per_message_deflate=False,
+                            log_config=None, lifespan="off")
+    config.load()
+    proto = cls(config, ServerState(), {}, _loop=asyncio.get_running_loop())
+    transport = FakeTransport()
+    proto.connection_made(transport)
+    proto.data_received(HANDSHAKE + with_request)
+    await settle(transport)
+    await asyncio.sleep(0)
+    assert transport.written.startswith(b"HTTP/1.1 101")
+    head = transport.written.index(b"\r\n\r\n") + 4
+    for chunk in chunks:
+        if transport.closed:
+            break
+        await settle(transport)
+        proto.data_received(chunk)
+    await settle(transport)
+    if not transport.closed:
+        proto.connection_lost(None)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    return received, bytes(transport.written[head:])
+
+
+def stream() -> bytes:
+    rng = random.Random(7)
+    parts = [binary(rng.randbytes(640)) for _ in range(5)]
+    parts += [
+        frame(Opcode.TEXT, b'{"type":"ping"}'),
+        binary(b""),
+        frame(Opcode.PING, b"are you there"),
+        binary(rng.randbytes(300)),
+        frame(Opcode.BINARY, b"part one,", fin=False),  # a fragmented binary message
+        frame(Opcode.PING, b"mid-message"),
+        frame(Opcode.CONT, b" part two,", fin=False),
+        frame(Opcode.CONT, b" part three", fin=True),
+        binary(rng.randbytes(60000)),  # 16-bit length
+        frame(Opcode.TEXT, "héllo".encode(), fin=False),
+        frame(Opcode.CONT, " wörld".encode()),
+        binary(rng.randbytes(640)),
+    ]
+    return b"".join(parts)
+
+
+def cuts(data: bytes, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    points = sorted(rng.sample(range(1, len(data)), k=min(len(data) - 1, rng.randint(1, 60))))
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+@pytest.mark.parametrize("use_sink", [True, False])
+async def test_same_messages_as_stock_however_the_stream_is_cut(use_sink: bool) -> None:
+    data = stream() + frame(Opcode.CLOSE, struct.pack("!H", 1000) + b"bye")
+    expected = await drive(WebSocketsSansIOProtocol, [data], use_sink=False)
+    assert [m[0] for m in expected[0]].count("bytes") == 10
+    assert expected[0][-1] == ("disconnect", 1000)
+    for seed in range(25):
+        assert await drive(WebSocketProtocol, cuts(data, seed), use_sink) == expected, seed
+    small = stream()[:3000] + frame(Opcode.CLOSE, struct.pack("!H", 1000))
+    one_by_one = [small[i : i + 1] for i in range(len(small))]
+    assert (await drive(WebSocketProtocol, one_by_one, use_sink)
+            == await drive(WebSocketsSansIOProtocol, [small], use_sink=False))
+
+
+@pytest.mark.parametrize("bad", ["too_big", "unmasked", "rsv_bit", "bad_opcode",
+                                 "cont_without_start", "binary_inside_fragments",
+                                 "bad_utf8", "long_ping"])
+async def test_protocol_errors_close_like_stock(bad: str) -> None:
+    head = binary(b"ok" * 100)
+    tail = {
+        "too_big": binary(bytes(MAX + 1)),
+        "unmasked": frame(Opcode.BINARY, b"abc", mask=False),
+        "rsv_bit": bytes([0xC2]) + frame(Opcode.BINARY, b"abc")[1:],
+        "bad_opcode": bytes([0x83]) + frame(Opcode.BINARY, b"abc")[1:],
+        "cont_without_start": frame(Opcode.CONT, b"abc"),
+        "binary_inside_fragments": frame(Opcode.BINARY, b"a", fin=False) + binary(b"b"),
+        "bad_utf8": frame(Opcode.TEXT, b"\xff\xfe"),
+        "long_ping": bytes([0x89, 0x80 | 126]) + struct.pack("!H", 200) + bytes(204),
+    }[bad]
+    data = head + tail + binary(b"after the error")
+    # Stock drops a message parsed in the same read as the error; cut there, it is
+    # delivered. Here it is delivered however the reads fall.
+    expected = await drive(WebSocketsSansIOProtocol, [head, data[len(head):]], use_sink=False)
+    assert expected[0][0] == ("bytes", b"ok" * 100)
+    assert expected[0][-1][0] == "disconnect" and expected[0][-1][1] in (1002, 1007, 1009)
+    assert expected[1].startswith(b"\x88")  # a close frame went back
+    assert ("bytes", b"after the error") not in expected[0]
+    for seed in range(10):
+        assert await drive(WebSocketProtocol, cuts(data, seed)) == expected, (bad, seed)
+
+
+async def test_frames_sent_before_the_101_stay_with_the_stock_parser() -> None:
+    early = binary(b"too early")  # a client that did not wait for the handshake
+    data = binary(b"then audio") + frame(Opcode.CLOSE, struct.pack("!H", 1000))
+    expected = await drive(WebSocketsSansIOProtocol, [data], use_sink=False,
+                           with_request=early)
+    got = await drive(WebSocketProtocol, cuts(data, 1), with_request=early)
+    assert got == expected and expected[0][0] == ("bytes", b"too early")
