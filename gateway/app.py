@@ -143,12 +143,16 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
                            expose_headers=[*ratelimit.HEADER_NAMES, "Retry-After"])
     app.add_middleware(ratelimit.RateLimitHeaders)
     install_error_handlers(app)
+    # The WebSockets first: routes match in order, and a connection storm should not
+    # test forty HTTP routes per handshake first.
+    app.add_api_websocket_route("/api/v1/voice/ws", voice_ws)
+    app.add_api_websocket_route("/api/v1/voice/twilio", twilio_ws)
+    # OpenAI-Realtime-compatible endpoint: clients change only their base URL.
+    app.add_api_websocket_route("/v1/realtime", realtime_ws)
     app.include_router(router)
     app.include_router(knowledge.router)
     app.include_router(chat.router)
     app.include_router(oauth.router)
-    app.add_api_websocket_route("/api/v1/voice/ws", voice_ws)
-    app.add_api_websocket_route("/api/v1/voice/twilio", twilio_ws)
     for method in ("GET", "POST"):  # one operation id each (OpenAPI wants them unique)
         app.add_api_route("/api/v1/voice/twilio/twiml", twiml_endpoint, methods=[method],
                           tags=["telephony"], summary="TwiML connecting a call to the gateway",
@@ -160,8 +164,6 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
                       openapi_extra=OFFER_OPENAPI)
     install_pages(app)  # the voice page (/) and the kiosk (/kiosk)
     _document_security(app)
-    # OpenAI-Realtime-compatible endpoint: clients change only their base URL.
-    app.add_api_websocket_route("/v1/realtime", realtime_ws)
     app.add_api_route("/v1/realtime/client_secrets", client_secrets, methods=["POST"],
                       tags=["realtime"], summary="Mint an ek_ client secret (one session)",
                       response_class=Response)

@@ -72,6 +72,12 @@ class Outbox:
             await self._ready.wait()
         return self._items.popleft()
 
+    def take_all(self) -> list[OutItem]:
+        """Everything queued now, in order (the writer sends it in one go)."""
+        items = list(self._items)
+        self._items.clear()
+        return items
+
     def close(self) -> None:
         self.closed = True
         self._ready.set()

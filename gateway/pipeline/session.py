@@ -493,10 +493,13 @@ class Session:
         if seg.phonemes:
             self._emit_lipsync(r, seg)
         r.segments.append(SpokenSegment(seg.text, pcm.duration_ms(len(seg.pcm), out.sample_rate)))
+        # Woken once per few chunks, not per chunk (each wake-up costs a timer, a task
+        # step and a write): the lead over playback stays within [lead - slack, lead].
+        slack = min(2 * self.cfg.audio.output_chunk_ms, self.cfg.audio.pacing_lead_ms / 4)
         for start in range(0, len(seg.pcm), chunk):
             delay = r.pacer.delay_ms(_ms())
             if delay > 0:
-                await asyncio.sleep(delay / 1000.0)
+                await asyncio.sleep((delay + slack) / 1000.0)
             if r.cancelled:
                 return
             data = seg.pcm[start : start + chunk]

@@ -16,6 +16,7 @@ except ImportError:  # pragma: no cover - websockets without its C extension
     from websockets.utils import apply_mask
 
 BINARY_FIN = 0x82  # FIN, no RSV bits, opcode 2: a whole binary message in one frame
+TEXT_FIN = 0x81
 INCOMPLETE = -1  # more bytes are needed to know (or to have) the frame
 REFUSED = -2  # over the size limit or unmasked: the full parser fails the connection
 
@@ -54,4 +55,18 @@ def frame_bounds(buf: bytes, pos: int, max_size: int) -> tuple[int, int]:
 
 def unmask(buf: bytes, start: int, end: int) -> bytes:
     """The payload of a masked frame found by :func:`frame_bounds`."""
-    return apply_mask(memoryview(buf)[start:end], buf[start - 4 : start])
+    # A bytes slice, not a memoryview: for audio-sized frames the copy is cheaper.
+    return apply_mask(buf[start:end], buf[start - 4 : start])
+
+
+def server_frame(first: int, payload: bytes) -> bytes:
+    """A server-to-client frame (unmasked, no extension) of one whole message: ``first``
+    is BINARY_FIN or TEXT_FIN. Byte for byte what websockets' serializer writes."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((first, n))
+    elif n < 65536:
+        head = bytes((first, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((first, 127)) + n.to_bytes(8, "big")
+    return head + payload

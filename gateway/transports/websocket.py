@@ -36,6 +36,11 @@ CLOSE_RATE_LIMITED = 4429
 # with no queue and no task wake-up (one per 20 ms audio frame per session otherwise);
 # text messages, and binary ones while earlier messages still wait, go the ASGI way.
 BINARY_SINK = "gateway.binary_sink"
+# Offered beside it: ``(ready, write)``. While ``ready()``, ``write(messages)`` puts
+# whole messages (bytes: binary, str: text) on the wire at once, in one system call,
+# without the ASGI send path; otherwise the app awaits ``websocket.send`` as usual
+# (which waits for the client to read).
+FRAME_WRITER = "gateway.frame_writer"
 START_WAIT_S = 0.5  # how long to wait for an optional ``start`` before the defaults apply
 
 
@@ -208,7 +213,9 @@ class VoiceConnection:
         """A binary message straight from the server protocol (no queue, no wake-up)."""
         self._last_rx = self._loop.time()
         event = self.proto.receive_bytes(data)
-        if event is not None:
+        if type(event) is v1.Audio and self.session is not None:
+            self.session.feed_audio(event.pcm)  # every 20 ms: no match statement
+        elif event is not None:
             self._dispatch(event)
 
     async def _reader(self) -> None:
@@ -273,18 +280,33 @@ class VoiceConnection:
 
     async def _writer(self) -> None:
         assert self.session is not None
-        settings = self.session
+        mulaw = self.session.settings.output.encoding == "mulaw"
+        ready, write = self.ws.scope.get("extensions", {}).get(FRAME_WRITER, (None, None))
         try:
             while True:
                 item = await self.outbox.get()
-                if isinstance(item, AudioOut):
-                    mulaw = settings.settings.output.encoding == "mulaw"
-                    data = pcm.mulaw_encode(item.pcm) if mulaw else item.pcm
-                    await self.ws.send_bytes(data)
-                elif not item["type"].startswith("_"):  # internal events stay inside
-                    await self.ws.send_text(v1.encode(item))
+                if ready is not None and ready():
+                    # Everything queued now goes out in one write (a reply's first
+                    # chunks, its events): one system call instead of one per message.
+                    batch = [item, *self.outbox.take_all()]
+                    write([m for m in map(self._wire, batch, [mulaw] * len(batch))
+                           if m is not None])
+                    continue
+                message = self._wire(item, mulaw)
+                if isinstance(message, bytes):
+                    await self.ws.send_bytes(message)
+                elif message is not None:
+                    await self.ws.send_text(message)
         except (OutboxClosed, WebSocketDisconnect, RuntimeError):
             return
+
+    @staticmethod
+    def _wire(item: Any, mulaw: bool) -> bytes | str | None:
+        if isinstance(item, AudioOut):
+            return pcm.mulaw_encode(item.pcm) if mulaw else item.pcm
+        if item["type"].startswith("_"):  # internal events stay inside
+            return None
+        return v1.encode(item)
 
     async def drain(self, deadline: float) -> None:
         """Server shutdown: let the current reply finish, then close with 1001."""

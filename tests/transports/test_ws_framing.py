@@ -214,3 +214,13 @@ async def test_frames_sent_before_the_101_stay_with_the_stock_parser() -> None:
                            with_request=early)
     got = await drive(WebSocketProtocol, cuts(data, 1), with_request=early)
     assert got == expected and expected[0][0] == ("bytes", b"too early")
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_server_frames_are_what_websockets_writes(size: int) -> None:
+    data = os.urandom(size)
+    assert wsframes.server_frame(wsframes.BINARY_FIN, data) == \
+        Frame(Opcode.BINARY, data).serialize(mask=False)
+    text = ("é" * size)[:size].encode()
+    assert wsframes.server_frame(wsframes.TEXT_FIN, text) == \
+        Frame(Opcode.TEXT, text).serialize(mask=False)
