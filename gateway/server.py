@@ -236,8 +236,7 @@ def serve_prefork(cfg: Config) -> None:
     In-memory rate limits are then per worker: use Redis to share them.
     """
     asyncio.run(_prepare(cfg))
-    sock = socket.create_server((cfg.server.host, cfg.server.port), backlog=2048)
-    sock.set_inheritable(True)
+    sock = listening_socket(cfg.server.host, cfg.server.port)
     children: list[int] = []
     for _ in range(cfg.server.workers):
         pid = os.fork()
@@ -260,6 +259,27 @@ def serve_prefork(cfg: Config) -> None:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(child, 0)
     sock.close()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket made with ``proto=IPPROTO_TCP``, inheritable by the workers.
+
+    asyncio sets TCP_NODELAY on accepted connections only when the listening socket
+    says IPPROTO_TCP; ``socket.create_server`` leaves ``proto`` 0, and Nagle's algorithm
+    then held each reply's first audio ~20 ms behind the events written just before it.
+    """
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 async def _prepare(cfg: Config) -> None:
