@@ -67,12 +67,18 @@ class AssistantFields(BaseModel):
         default=None, max_length=50,
         description="first in this assistant's LLM chain: "
         + " | ".join(registry.names("llm")) + " (none: the configured chain)")
-    llm_model: CleanStr | None = Field(default=None, max_length=100)
+    llm_model: CleanStr | None = Field(
+        default=None, max_length=100,
+        description="the model of an `openai` LLM (the others run one model; none: the "
+        "configured model)")
     stt_provider: CleanStr | None = Field(
         default=None, max_length=50,
         description="first in this assistant's STT chain: "
         + " | ".join(registry.names("stt")) + " (none: the configured chain)")
-    stt_model: CleanStr | None = Field(default=None, max_length=100)
+    stt_model: CleanStr | None = Field(
+        default=None, max_length=100,
+        description="whisper: " + " | ".join(registry.WHISPER_MODELS) + "; openai: e.g. "
+        "gpt-4o-mini-transcribe (none: the configured model)")
     tts_provider: CleanStr | None = Field(
         default=None, max_length=50,
         description="first in this assistant's TTS chain: "
@@ -91,6 +97,16 @@ class AssistantFields(BaseModel):
         if value is not None and value not in registry.names(stage):
             raise ValueError(f"unknown {stage} provider {value!r}; one of "
                              f"{', '.join(registry.names(stage))}")
+        return value
+
+
+    @field_validator("stt_model")
+    @classmethod
+    def _known_whisper_model(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if (value is not None and info.data.get("stt_provider") == "whisper"
+                and value not in registry.WHISPER_MODELS):
+            raise ValueError(f"unknown whisper model {value!r}; one of "
+                             f"{', '.join(registry.WHISPER_MODELS)}")
         return value
 
 

@@ -39,6 +39,9 @@ from .tools import Toolbox, ToolContext, ToolLoop, ToolRunner
 log = structlog.get_logger("gateway.runtime")
 
 
+ChainKey = tuple[str, str, str | None]
+
+
 @dataclass
 class Runtime:
     cfg: Config
@@ -51,9 +54,10 @@ class Runtime:
     # Set by the app once the database is up: async (assistant_id) -> {stage: provider
     # name or None}, the assistant's own STT / LLM / TTS choice (None: the config's).
     assistant_providers: Callable[[str], Awaitable[Mapping[str, str | None]]] | None = None
-    # (stage, provider name) -> the chain an assistant naming it gets; None: unusable.
-    _extra: dict[tuple[str, str], Chain | None] = field(default_factory=dict)
-    _loading: dict[tuple[str, str], asyncio.Task[Chain | None]] = field(default_factory=dict)
+    # (stage, provider name, model) -> the chain an assistant naming them gets; None:
+    # unusable. (model None: the configured one.)
+    _extra: dict[ChainKey, Chain | None] = field(default_factory=dict)
+    _loading: dict[ChainKey, asyncio.Task[Chain | None]] = field(default_factory=dict)
 
     @property
     def stt(self) -> STT:
@@ -110,40 +114,52 @@ class Runtime:
         return [*self.chains.values(), *(c for c in self._extra.values() if c is not None)]
 
     async def chain(self, stage: str, assistant_id: str | None) -> Chain:
-        """The failover chain of ``stage`` for an assistant: its own provider first when
-        it names one (loaded on first use, off the event loop), then the configured
-        chain. A provider that cannot be loaded is logged once and the config's used."""
+        """The failover chain of ``stage`` for an assistant: its own provider (with its
+        own model, for providers that have a choice) first when it names one (loaded on
+        first use, off the event loop), then the configured chain. A provider that cannot
+        be loaded is logged once and the config's used."""
         default = self.chains[stage]
         if assistant_id is None or self.assistant_providers is None:
             return default
         try:
-            name = (await self.assistant_providers(assistant_id)).get(stage)
+            prefs = await self.assistant_providers(assistant_id)
         except Exception as exc:  # the configured chain then, never a failed turn
             log.warning("assistant_providers_not_loaded", error=str(exc))
             return default
-        if not name or name == getattr(default.primary, "name", None):
+        primary = getattr(default.primary, "name", None)
+        name = prefs.get(stage) or primary
+        model = prefs.get(f"{stage}_model") or None
+        if name is None:
             return default
-        key = (stage, name)
+        if model == registry.configured_model(self.cfg, stage, name) or (
+                model is not None and (stage, name) not in registry.MODEL_SETTINGS):
+            model = None  # what the config runs anyway, or a provider with one model
+        if name == primary and model is None:
+            return default
+        key: ChainKey = (stage, name, model)
         if key in self._extra:
             return self._extra[key] or default
         task = self._loading.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._extra_chain(stage, name))
+            task = asyncio.ensure_future(self._extra_chain(stage, name, model))
             self._loading[key] = task
             task.add_done_callback(lambda _t: self._loading.pop(key, None))
         return await asyncio.shield(task) or default
 
-    async def _extra_chain(self, stage: str, name: str) -> Chain | None:
+    async def _extra_chain(self, stage: str, name: str, model: str | None) -> Chain | None:
         default = self.chains[stage]
         pairs = list(zip(default.providers, default.breakers, strict=True))
-        mine = [pair for pair in pairs if getattr(pair[0], "name", None) == name]
+        mine = ([pair for pair in pairs if getattr(pair[0], "name", None) == name]
+                if model is None else [])
         if not mine:
+            cfg = self.cfg if model is None else registry.with_model(self.cfg, stage, name, model)
             try:
-                provider = await asyncio.to_thread(_load, self.cfg, stage, name)
+                provider = await asyncio.to_thread(_load, cfg, stage, name)
             except Exception as exc:  # ProviderError, or no thread at shutdown: never a turn's
                 log.warning("assistant_provider_unavailable", stage=stage, provider=name,
-                            error=str(exc), note="the configured providers answer instead")
-                self._extra[(stage, name)] = None
+                            model=model, error=str(exc),
+                            note="the configured providers answer instead")
+                self._extra[(stage, name, model)] = None
                 return None
             f = self.cfg.failover
             mine = [(provider, Breaker(f.breaker_threshold, f.breaker_cooldown_s))]
@@ -151,7 +167,7 @@ class Runtime:
         ordered = [mine[0], *rest]  # breakers of shared providers are shared too
         chain = Chain(stage, [p for p, _ in ordered], default.pool, default.timeouts,
                       [b for _, b in ordered])
-        self._extra[(stage, name)] = chain
+        self._extra[(stage, name, model)] = chain
         return chain
 
     def close(self) -> None:

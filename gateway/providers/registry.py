@@ -41,6 +41,32 @@ _PROVIDERS: dict[str, dict[str, str]] = {
 }
 
 
+# Where a provider reads the name of its model; the providers not listed run one model
+# (their weights ship in a package, or the backend chooses), so a model named for them
+# has no effect.
+MODEL_SETTINGS: dict[tuple[str, str], tuple[str, str]] = {
+    ("stt", "whisper"): ("stt", "model"),
+    ("stt", "openai"): ("openai", "stt_model"),
+    ("llm", "openai"): ("llm", "model"),
+}
+WHISPER_MODELS = ("tiny.en", "base")
+
+
+def configured_model(cfg: Config, stage: str, name: str) -> str | None:
+    """The model provider ``name`` runs by the config (None: it has no choice)."""
+    setting = MODEL_SETTINGS.get((stage, name))
+    if setting is None:
+        return None
+    section, field = setting
+    return str(getattr(getattr(cfg, section), field))
+
+
+def with_model(cfg: Config, stage: str, name: str, model: str) -> Config:
+    """``cfg`` with ``model`` as the model of provider ``name`` (which must have one)."""
+    section, field = MODEL_SETTINGS[(stage, name)]
+    return cfg.replace(**{section: {field: model}})
+
+
 def names(stage: str) -> list[str]:
     return sorted(_PROVIDERS[stage])
 

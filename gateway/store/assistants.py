@@ -89,12 +89,14 @@ async def assistant_tools(db: Database, assistant_id: str) -> list[Any] | None:
 
 
 async def assistant_providers(db: Database, assistant_id: str) -> dict[str, str | None]:
-    """The STT / LLM / TTS provider an assistant names ({} for no such assistant). Read
-    through the assistant cache: this runs for every transcription, reply and sentence."""
+    """The STT / LLM / TTS provider and the STT / LLM model an assistant names ({} for no
+    such assistant). Read through the assistant cache: this runs for every
+    transcription, reply and sentence."""
     a = await get_assistant(db, assistant_id)
     if a is None:
         return {}
-    return {"stt": a.stt_provider, "llm": a.llm_provider, "tts": a.tts_provider}
+    return {"stt": a.stt_provider, "llm": a.llm_provider, "tts": a.tts_provider,
+            "stt_model": a.stt_model, "llm_model": a.llm_model}
 
 
 async def ensure_default_assistant(db: Database, cfg: Config) -> Assistant:

@@ -271,6 +271,10 @@ async def test_an_assistants_own_llm_provider_answers_its_turns(gateway) -> None
             "id": unique(), "name": "Typo", "llm_provider": "gpt-5-turbo"})
         assert_error(bad, 400, "INVALID_REQUEST")
         assert "gpt-5-turbo" in bad.json()["error"]["message"]
+        bad = await http.post("/api/v1/assistants", json={
+            "id": unique(), "name": "Typo", "stt_provider": "whisper", "stt_model": "huge"})
+        assert_error(bad, 400, "INVALID_REQUEST")
+        assert "tiny.en" in bad.json()["error"]["message"]
     headers = {"x-api-key": key}
     reply = await typed_turn(f"{gateway.ws_url}?assistant_id={assistant_id}", headers,
                              "When does the museum open?")

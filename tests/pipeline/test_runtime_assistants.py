@@ -64,7 +64,7 @@ async def test_no_choice_or_the_configured_one_is_the_default_chain(runtime: Run
 async def test_a_provider_that_cannot_load_falls_back(runtime: Runtime) -> None:
     chains = await asyncio.gather(*(runtime.chain("llm", "broken") for _ in range(5)))
     assert all(c is runtime.chains["llm"] for c in chains)
-    assert runtime._extra == {("llm", "hybrid"): None}  # tried once, remembered
+    assert runtime._extra == {("llm", "hybrid", None): None}  # tried once, remembered
     assert "benchmark" not in await reply(runtime, "broken")
 
 
@@ -76,3 +76,38 @@ async def test_retrieval_follows_the_assistants_llm(runtime: Runtime) -> None:
     runtime.retriever = Retriever()
     assert await runtime.retrieve("plain", "q") == ["passage"]  # extractive reads passages
     assert await runtime.retrieve("fixed", "q") == []  # the null LLM does not
+
+
+@pytest.fixture
+def model_runtime() -> Runtime:
+    # The openai LLM is made without a request: its model is what the chain shows.
+    cfg = Config().replace(stt={"provider": "null"}, tts={"provider": "null"},
+                           llm={"provider": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                "model": "configured-model", "api_key": "sk-test"})
+    rt = Runtime.load(cfg, overrides={"vad": registry.create_vad(cfg)})
+    models: dict[str, dict[str, str | None]] = {
+        "own_model": {"llm_model": "assistant-model"},
+        "same_model": {"llm_model": "configured-model"},
+        "extractive_model": {"llm": "extractive", "llm_model": "ignored"},
+    }
+
+    async def providers(assistant_id: str) -> Mapping[str, str | None]:
+        return models.get(assistant_id, {})
+
+    rt.assistant_providers = providers
+    return rt
+
+
+async def test_an_assistants_model_gets_its_own_provider(model_runtime: Runtime) -> None:
+    rt = model_runtime
+    default = rt.chains["llm"]
+    chain = await rt.chain("llm", "own_model")
+    assert chain is not default and chain.primary.model == "assistant-model"
+    assert [p.name for p in chain.providers] == ["openai", "openai"]
+    assert chain.providers[1] is default.primary  # the configured model stays the fallback
+    assert await rt.chain("llm", "own_model") is chain
+    # The configured model, or a model for a provider that runs one, changes nothing.
+    assert await rt.chain("llm", "same_model") is default
+    extractive = await rt.chain("llm", "extractive_model")
+    assert extractive.primary.name == "extractive"
+    assert ("llm", "extractive", None) in rt._extra
