@@ -248,6 +248,15 @@ def _tools_check(request: Request, changes: dict[str, Any]) -> None:
             raise ApiError(400, "INVALID_REQUEST", "; ".join(problems[:5]))
 
 
+PROVIDER_FIELDS = {"stt_provider", "stt_model", "llm_provider", "llm_model", "tts_provider"}
+
+
+def _prepare_providers(request: Request, assistant_id: str, fields: dict[str, Any]) -> None:
+    # Its own provider or model loads now, in the background, not in its first turn.
+    if PROVIDER_FIELDS & {k for k, v in fields.items() if v is not None}:
+        request.app.state.runtime.prepare(assistant_id)
+
+
 # --- assistants -------------------------------------------------------------------------
 
 @router.post("/assistants", response_model=AssistantResponse, status_code=201,
@@ -281,7 +290,8 @@ async def create_assistant(request: Request, principal: Caller,
             raise ApiError(409, "CONFLICT",
                            f"an assistant with id {assistant_id} exists") from None
         await s.refresh(assistant)
-        return {"success": True, "assistant": _out(assistant, len(docs))}
+    _prepare_providers(request, assistant_id, fields)
+    return {"success": True, "assistant": _out(assistant, len(docs))}
 
 
 @router.get("/assistants", response_model=AssistantList, tags=["assistants"])
@@ -332,6 +342,7 @@ async def update_assistant(request: Request, principal: Caller, body: AssistantF
         invalidate_assistant()
         await s.refresh(assistant)
         counts = await _doc_counts(s, [assistant_id])
+    _prepare_providers(request, assistant_id, changes)
     return {"success": True, "assistant": _out(assistant, counts.get(assistant_id, 0))}
 
 

@@ -58,6 +58,7 @@ class Runtime:
     # unusable. (model None: the configured one.)
     _extra: dict[ChainKey, Chain | None] = field(default_factory=dict)
     _loading: dict[ChainKey, asyncio.Task[Chain | None]] = field(default_factory=dict)
+    _preparing: set[asyncio.Future[Chain]] = field(default_factory=set)
 
     @property
     def stt(self) -> STT:
@@ -145,6 +146,14 @@ class Runtime:
             self._loading[key] = task
             task.add_done_callback(lambda _t: self._loading.pop(key, None))
         return await asyncio.shield(task) or default
+
+    def prepare(self, assistant_id: str) -> None:
+        """Start loading an assistant's own providers now (it was created or changed),
+        so its first turn does not wait for a model to load."""
+        for stage in ("stt", "llm", "tts"):
+            task = asyncio.ensure_future(self.chain(stage, assistant_id))
+            self._preparing.add(task)
+            task.add_done_callback(self._preparing.discard)
 
     async def _extra_chain(self, stage: str, name: str, model: str | None) -> Chain | None:
         default = self.chains[stage]

@@ -267,6 +267,13 @@ async def test_an_assistants_own_llm_provider_answers_its_turns(gateway) -> None
         resp = await http.post("/api/v1/assistants", json={
             "id": assistant_id, "name": "Fixed answers", "llm_provider": "null"})
         assert resp.status_code in (200, 201), resp.text
+        # Its provider loads in the background now, before its first turn.
+        extra = gateway.app.state.runtime._extra
+        for _ in range(250):
+            if ("llm", "null", None) in extra:
+                break
+            await asyncio.sleep(0.02)
+        assert extra.get(("llm", "null", None)) is not None
         bad = await http.post("/api/v1/assistants", json={
             "id": unique(), "name": "Typo", "llm_provider": "gpt-5-turbo"})
         assert_error(bad, 400, "INVALID_REQUEST")
