@@ -279,18 +279,19 @@ class VoiceConnection:
                 session.emit(event.event())
 
     async def _writer(self) -> None:
-        assert self.session is not None
-        mulaw = self.session.settings.output.encoding == "mulaw"
+        session = self.session
+        assert session is not None
         ready, write = self.ws.scope.get("extensions", {}).get(FRAME_WRITER, (None, None))
         try:
             while True:
                 item = await self.outbox.get()
+                # Read each time: a ``start`` may change the output encoding.
+                mulaw = session.settings.output.encoding == "mulaw"
                 if ready is not None and ready():
                     # Everything queued now goes out in one write (a reply's first
                     # chunks, its events): one system call instead of one per message.
                     batch = [item, *self.outbox.take_all()]
-                    write([m for m in map(self._wire, batch, [mulaw] * len(batch))
-                           if m is not None])
+                    write([m for it in batch if (m := self._wire(it, mulaw)) is not None])
                     continue
                 message = self._wire(item, mulaw)
                 if isinstance(message, bytes):

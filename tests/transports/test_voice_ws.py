@@ -233,3 +233,23 @@ async def test_voice_turns_are_stored_as_conversation_messages(gateway) -> None:
     assert len(first_reply.content) < len(first_reply.meta["full_reply"])
     assert set(first_reply.meta["latency_ms"]) == {"stt_ms", "first_token_ms", "first_audio_ms"}
     assert "weather" in messages[2].content.lower()
+
+
+async def test_a_late_start_switches_the_reply_audio_to_mulaw(gateway) -> None:
+    # The defaults apply after 0.5 s without a ``start``; one that comes later (still the
+    # first message) changes the formats, the reply audio's encoding included.
+    client = await VoiceClient.connect(gateway.ws_url)
+    started = await client.wait_for("session_started")
+    assert started["output"]["encoding"] == "pcm_s16le"
+    await asyncio.sleep(0.8)
+    await client.send_json({"type": "start", "encoding": "mulaw", "sample_rate": 8000})
+    await client.send_json({"type": "text", "text": "How is the weather?"})
+    end = await client.wait_for("stream_end", timeout=60)
+    await client.close()
+    rid = end["response_id"]
+    tts = [e for e in client.events("tts_start") if e["response_id"] == rid][0]
+    assert (tts["encoding"], tts["sample_rate"]) == ("mulaw", 8000)
+    done = [e for e in client.events("tts_complete") if e["response_id"] == rid][0]
+    audio = client.audio_between("tts_start", "tts_complete", rid)
+    # One byte per sample at 8 kHz: 8 bytes a millisecond (s16le would be 16).
+    assert abs(len(audio) / 8 - done["duration_ms"]) <= 40
