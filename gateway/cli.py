@@ -1,4 +1,4 @@
-"""``gateway serve | keys create|list|revoke | users create | oauth-clients create``."""
+"""``gateway serve | keys create|list|revoke | users create | oauth-clients create | eval``."""
 
 from __future__ import annotations
 
@@ -112,6 +112,29 @@ def _cmd_oauth_clients(cfg: Config, args: argparse.Namespace) -> int:
     return asyncio.run(_with_db(cfg, job))
 
 
+def _cmd_eval(cfg: Config, args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from gateway.evaluation.runner import EvalError, Options, run
+    from gateway.evaluation.scenario import ScenarioError, load
+
+    url = args.url or f"http://127.0.0.1:{cfg.server.port}"
+    out = Path(args.out or f"eval-report-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+    opts = Options(url.rstrip("/"), args.api_key or os.environ.get("GATEWAY_EVAL_API_KEY"),
+                   out, args.assistant, args.keep, tuple(args.only or ()))
+    try:
+        summary = asyncio.run(run(load(args.scenarios), opts,
+                                  lambda line: print(line, file=sys.stderr, flush=True)))
+    except (ScenarioError, EvalError) as exc:
+        print(f"eval: {exc}", file=sys.stderr)
+        return 2
+    lat, ok = summary["latency_ms"], summary["correct_answers"]
+    print(f"{out / 'report.md'}: correct {ok['passed']}/{ok['total']}, latency p50 "
+          f"{lat['p50']} ms p95 {lat['p95']} ms")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway", description=__doc__)
     p.add_argument("--config", help="TOML config file (default: $GATEWAY_CONFIG or built-ins)")
@@ -139,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     oc.add_argument("--redirect-uri", required=True, action="append",
                     help="exact redirect URI (repeat for several)")
     oc.add_argument("--name", default="")
+    e = sub.add_parser("eval", help="play scripted callers against a running gateway and "
+                       "write a report (docs/evaluation.md)")
+    e.add_argument("scenarios", nargs="?", default="eval/scenarios/default.toml",
+                   help="scenario set (TOML; default: %(default)s)")
+    e.add_argument("--url", help="the gateway (default: http://127.0.0.1:<server.port>)")
+    e.add_argument("--api-key", help="an admin API key (`gateway keys create`); or "
+                   "$GATEWAY_EVAL_API_KEY")
+    e.add_argument("--out", help="report folder (default: eval-report-<time>)")
+    e.add_argument("--assistant", help="use this assistant as it is (no new assistant, "
+                   "no import)")
+    e.add_argument("--keep", action="store_true", help="keep the assistant made for the run")
+    e.add_argument("--only", action="append", help="run only this kind or id (repeatable)")
     return p
 
 
@@ -150,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     handlers = {"serve": _cmd_serve, "keys": _cmd_keys, "users": _cmd_users,
-                "oauth-clients": _cmd_oauth_clients}
+                "oauth-clients": _cmd_oauth_clients, "eval": _cmd_eval}
     return handlers[args.cmd](cfg, args)
 
 

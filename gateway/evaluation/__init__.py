@@ -1,0 +1,1 @@
+"""``gateway eval``: scripted callers against a running gateway, and a readable report."""

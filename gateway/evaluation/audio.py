@@ -1,0 +1,146 @@
+"""Caller audio: speech from the embedded voices, WAV files and synthetic noises.
+
+Everything is 16 kHz mono s16le, cut into 20 ms frames as the runner streams it. A
+``Clip`` knows its first and last voiced frame (from the frame energy), so the runner
+can time the caller's last voiced audio exactly, before any trailing silence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from gateway.audio import pcm
+from gateway.evaluation.scenario import PAUSE_MARK, Utterance, Voice
+
+RATE = 16000
+FRAME_MS = 20
+FRAME_BYTES = pcm.frame_bytes(RATE, FRAME_MS)
+LEAD_MS = 200  # silence before each utterance, as a person takes a breath
+# A frame is voiced above both an absolute floor and a level relative to the loudest
+# frame (so a quiet voice or a WAV with a noise floor is still timed right).
+FLOOR_DBFS = -50.0
+BELOW_PEAK_DB = 35.0
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    audio: bytes  # whole frames only
+    first_voiced: int  # frame index
+    last_voiced: int  # frame index
+    label: str
+
+    @property
+    def frames(self) -> int:
+        return len(self.audio) // FRAME_BYTES
+
+    @property
+    def duration_ms(self) -> int:
+        return self.frames * FRAME_MS
+
+
+def frame_levels(audio: bytes) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """dBFS of each 20 ms frame."""
+    n = len(audio) // FRAME_BYTES
+    x = np.frombuffer(audio[: n * FRAME_BYTES], dtype="<i2").astype(np.float64)
+    rms = np.sqrt((x.reshape(n, -1) ** 2).mean(axis=1)) if n else np.zeros(0)
+    return np.asarray(20 * np.log10(np.maximum(rms, 1e-9) / 32768.0), dtype=np.float64)
+
+
+def voiced_span(audio: bytes) -> tuple[int, int]:
+    """First and last voiced frame index; (-1, -1) when nothing is voiced."""
+    levels = frame_levels(audio)
+    if not len(levels):
+        return -1, -1
+    threshold = max(FLOOR_DBFS, float(levels.max()) - BELOW_PEAK_DB)
+    voiced = np.flatnonzero(levels > threshold)
+    return (int(voiced[0]), int(voiced[-1])) if len(voiced) else (-1, -1)
+
+
+def silence(ms: int) -> bytes:
+    return bytes(pcm.frame_bytes(RATE, ms))
+
+
+def trim(audio: bytes) -> bytes:
+    """The voiced part, whole frames."""
+    first, last = voiced_span(audio)
+    return b"" if first < 0 else audio[first * FRAME_BYTES : (last + 1) * FRAME_BYTES]
+
+
+def make_clip(audio: bytes, label: str) -> Clip:
+    body = silence(LEAD_MS) + audio
+    body = body[: len(body) // FRAME_BYTES * FRAME_BYTES]
+    first, last = voiced_span(body)
+    if first < 0:
+        raise ValueError(f"{label!r}: no voiced audio")
+    return Clip(body, first, last, label)
+
+
+def noise(kind: str, seed: int = 7) -> bytes:
+    """A cough (noise burst with a short voiced tail) or a plain broadband burst."""
+    rng = np.random.default_rng(seed)
+    if kind == "burst":
+        n = RATE * 400 // 1000
+        x = rng.normal(0, 0.12, n) * np.minimum(1, np.arange(n) / 80)
+        return pcm.from_float(x)
+    n = RATE * 350 // 1000
+    t = np.arange(n) / RATE
+    env = np.minimum(1, t / 0.008) * np.exp(-t / 0.09)
+    # Breathy burst low-passed by a short moving average, then a decaying 140 Hz buzz.
+    burst = np.convolve(rng.normal(0, 0.35, n), np.ones(6) / 6, mode="same") * env
+    tail_env = np.exp(-np.maximum(t - 0.08, 0) / 0.06) * (t > 0.08)
+    buzz = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 6))
+    return pcm.from_float(np.clip(burst + 0.15 * buzz * tail_env, -1, 1))
+
+
+def read_wav(path: Path) -> bytes:
+    data, sr = sf.read(str(path), dtype="int16", always_2d=True)
+    mono = data.mean(axis=1).astype("<i2") if data.shape[1] > 1 else data[:, 0]
+    return pcm.resample(mono.astype("<i2").tobytes(), int(sr), RATE)
+
+
+class Voices:
+    """Synthesises caller speech with Piper or espeak-ng (loaded once per voice and speed)."""
+
+    def __init__(self) -> None:
+        self._engines: dict[tuple[Voice, float], Any] = {}
+        self._cache: dict[tuple[str, Voice, float, int], Clip] = {}
+
+    def _engine(self, voice: Voice, speed: float) -> Any:
+        key = (voice, speed)
+        if key not in self._engines:
+            if voice.engine == "piper":
+                from gateway.providers.piper_tts import PiperTTS
+
+                self._engines[key] = PiperTTS(voice.name, speed)
+            else:
+                from gateway.providers.espeak_tts import EspeakTTS
+
+                self._engines[key] = EspeakTTS(voice.name, speed)
+        return self._engines[key]
+
+    def speak(self, text: str, voice: Voice, speed: float = 1.0) -> bytes:
+        speech = self._engine(voice, speed).synthesize(text)
+        return pcm.resample(speech.pcm, speech.sample_rate, RATE)
+
+    def clip(self, u: Utterance) -> Clip:
+        """The utterance as a clip: speech parts joined by exact pauses, after a lead-in."""
+        if u.wav is not None:
+            return make_clip(read_wav(u.wav), u.label)
+        if u.noise is not None:
+            return make_clip(noise(u.noise), u.label)
+        text = u.text or ""
+        key = (text, u.voice, u.speed, u.pause_ms)
+        if key not in self._cache:
+            parts = [p.strip() for p in text.split(PAUSE_MARK) if p.strip()]
+            # Parts before a pause end with a comma: spoken with a continuing intonation.
+            spoken = [p if i == len(parts) - 1 or p[-1] in ",;:-" else p + ","
+                      for i, p in enumerate(parts)]
+            audio = silence(u.pause_ms).join(
+                trim(self.speak(p, u.voice, u.speed)) for p in spoken)
+            self._cache[key] = make_clip(audio, u.label)
+        return self._cache[key]
