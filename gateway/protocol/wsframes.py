@@ -19,14 +19,18 @@ BINARY_FIN = 0x82  # FIN, no RSV bits, opcode 2: a whole binary message in one f
 TEXT_FIN = 0x81
 INCOMPLETE = -1  # more bytes are needed to know (or to have) the frame
 REFUSED = -2  # over the size limit or unmasked: the full parser fails the connection
+# A read as it came, or the server's buffer of an incomplete frame (grown in place).
+Buffer = bytes | bytearray
 
 
-def frame_bounds(buf: bytes, pos: int, max_size: int) -> tuple[int, int]:
+def frame_bounds(buf: Buffer, pos: int, max_size: int) -> tuple[int, int]:
     """(payload start, frame end) of the client frame starting at ``buf[pos]``.
 
-    The end is INCOMPLETE when ``buf`` does not hold the whole frame yet, REFUSED when
-    the frame is unmasked or its payload is over ``max_size``. The 4-byte masking key
-    sits just before the payload.
+    The end is INCOMPLETE when ``buf`` does not hold the whole frame yet (the first
+    value is then the frame's end if its header is complete, else 0: the caller need
+    not look again before that many bytes are there), REFUSED when the frame is
+    unmasked or its payload is over ``max_size``. The 4-byte masking key sits just
+    before the payload.
     """
     avail = len(buf) - pos
     if avail < 2:
@@ -49,11 +53,11 @@ def frame_bounds(buf: bytes, pos: int, max_size: int) -> tuple[int, int]:
     start = pos + head + 4
     end = start + length
     if end > len(buf):
-        return 0, INCOMPLETE
+        return end, INCOMPLETE
     return start, end
 
 
-def unmask(buf: bytes, start: int, end: int) -> bytes:
+def unmask(buf: Buffer, start: int, end: int) -> bytes:
     """The payload of a masked frame found by :func:`frame_bounds`."""
     # A bytes slice, not a memoryview: for audio-sized frames the copy is cheaper.
     return apply_mask(buf[start:end], buf[start - 4 : start])
