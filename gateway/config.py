@@ -91,6 +91,21 @@ class STTConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnConfig:
+    # End of turn: smart_turn (Smart Turn v3.2 judges each pause) | silence (vad.stop_ms).
+    detector: str = "smart_turn"
+    pause_ms: int = 200  # silence before the model is asked
+    recheck_ms: int = 400  # asked again this often while the silence lasts
+    max_wait_ms: int = 2500  # silence that ends a turn the model kept calling incomplete
+    threshold: float = 0.5  # probability of "complete" that ends the turn
+    # Checks run in their own pool; one that waits longer than wait_ms for a thread (or
+    # finds max_waiting ahead of it) is skipped, and that pause ends on vad.stop_ms.
+    threads: int = 1
+    max_waiting: int = 8
+    wait_ms: int = 150
+
+
+@dataclass(frozen=True, slots=True)
 class LLMConfig:
     provider: str = "llama"  # llama | extractive | openai | null
     fallbacks: tuple[str, ...] = ()
@@ -288,6 +303,7 @@ class Config:
     audio: AudioConfig = AudioConfig()
     vad: VADConfig = VADConfig()
     stt: STTConfig = STTConfig()
+    turn: TurnConfig = TurnConfig()
     llm: LLMConfig = LLMConfig()
     tts: TTSConfig = TTSConfig()
     knowledge: KnowledgeConfig = KnowledgeConfig()
@@ -493,6 +509,7 @@ def _validate(cfg: Config) -> None:
     lo, hi = cfg.auth.token_ttl_min_s, cfg.auth.token_ttl_max_s
     if not lo <= cfg.auth.token_ttl_s <= hi:
         raise ConfigError(f"auth.token_ttl_s must be within {lo}..{hi}")
+    _validate_turn(cfg.turn)
     _validate_ratelimit(cfg.ratelimit)
     _validate_cloud(cfg)
     _validate_tools(cfg.tools)
@@ -502,6 +519,17 @@ def _validate(cfg: Config) -> None:
         "auto", "true", "false", "yes", "no", "1", "0"
     ):
         raise ConfigError("server.allow_anonymous must be auto, true or false")
+
+
+def _validate_turn(t: TurnConfig) -> None:
+    if t.detector not in ("smart_turn", "silence"):
+        raise ConfigError("turn.detector must be smart_turn or silence")
+    if min(t.pause_ms, t.recheck_ms, t.max_wait_ms, t.threads) <= 0 or t.max_waiting < 0 \
+            or t.wait_ms < 0:
+        raise ConfigError("turn: pause_ms, recheck_ms, max_wait_ms and threads must be "
+                          "positive, max_waiting and wait_ms >= 0")
+    if not 0.0 < t.threshold < 1.0:
+        raise ConfigError("turn.threshold must be between 0 and 1")
 
 
 def _validate_tools(tools: ToolsConfig) -> None:

@@ -26,6 +26,7 @@ from testdb import BACKENDS, TestDatabases, selected_backend
 from gateway.app import create_app
 from gateway.config import Config
 from gateway.providers import registry
+from gateway.providers.smart_turn import SmartTurn
 from gateway.server import make_server
 
 TESTS = Path(__file__).resolve().parent
@@ -72,6 +73,7 @@ def models() -> dict[str, Any]:
         "vad": registry.create("vad", "webrtcvad", cfg),
         "stt": registry.create("stt", "whisper", cfg),
         "tts": registry.create("tts", "piper", cfg),
+        "turn": SmartTurn.from_config(cfg),
     }
 
 

@@ -29,17 +29,19 @@ from gateway.providers.base import (
     ProviderError,
     Speech,
     ToolCall,
+    TurnDetector,
 )
 
 from .breaker import Breaker
 from .failover import Chain, Timeouts
-from .pool import InferencePool
+from .pool import InferencePool, PoolBusy
 from .tools import Toolbox, ToolContext, ToolLoop, ToolRunner
 
 log = structlog.get_logger("gateway.runtime")
 
 
 ChainKey = tuple[str, str, str | None]
+_TURN_CHECK_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -51,6 +53,8 @@ class Runtime:
     # Set by the app once the database is up: async search(assistant_id, question, k).
     retriever: Any = None
     tools: ToolRunner | None = None  # function tools (made in load())
+    # The end-of-turn model (Smart Turn) when [turn] detector asks for one; None: silence.
+    turn_detector: TurnDetector | None = None
     # Set by the app once the database is up: async (assistant_id) -> {stage: provider
     # name or None}, the assistant's own STT / LLM / TTS choice (None: the config's).
     assistant_providers: Callable[[str], Awaitable[Mapping[str, str | None]]] | None = None
@@ -94,7 +98,10 @@ class Runtime:
                         for _ in providers]
             chains[stage] = Chain(stage, providers, pools[stage], timeouts[stage], breakers)
         vad = overrides.get("vad") or _load(cfg, "vad", cfg.vad.provider)
-        return cls(cfg=cfg, vad=vad, chains=chains, pools=pools, tools=ToolRunner(cfg))
+        t = cfg.turn
+        pools["turn"] = InferencePool("turn", t.threads, t.max_waiting, t.wait_ms / 1000)
+        return cls(cfg=cfg, vad=vad, chains=chains, pools=pools, tools=ToolRunner(cfg),
+                   turn_detector=_turn_detector(cfg, overrides))
 
     def health(self) -> dict[str, str]:
         """Per stage "ok" or "error: …" (the primary's state; every provider in details)."""
@@ -210,6 +217,21 @@ class Runtime:
         text: str = await chain.call("transcribe", pcm16k, language=language, hints=hints)
         return text
 
+    async def turn_probability(self, pcm16k: bytes) -> float | None:
+        """How likely the utterance so far is a finished turn; None when no detector is
+        loaded or no check could run in time (the caller falls back to the timer)."""
+        detector = self.turn_detector
+        if detector is None:
+            return None
+        try:
+            return await self.pools["turn"].run(detector.end_probability, pcm16k,
+                                                timeout=_TURN_CHECK_TIMEOUT_S)
+        except PoolBusy:
+            return None  # busy: routine under load, the silence timer decides
+        except ProviderError as exc:
+            log.warning("turn_check_failed", error=str(exc))
+            return None
+
     async def synthesize(self, text: str, voice: str | None, out_rate: int, *,
                          assistant_id: str | None = None) -> Speech:
         # A TTS that can produce the session's rate itself (ElevenLabs) is asked to.
@@ -270,6 +292,24 @@ def _load(cfg: Config, stage: str, name: str) -> Any:
     log.info("provider_loaded", stage=stage, provider=obj.name,
              ms=round((time.perf_counter() - started) * 1000))
     return obj
+
+
+def _turn_detector(cfg: Config, overrides: dict[str, Any]) -> TurnDetector | None:
+    if cfg.turn.detector == "silence":
+        return None
+    if "turn" in overrides:
+        return overrides["turn"]  # type: ignore[no-any-return]
+    try:
+        from gateway.providers.smart_turn import SmartTurn
+
+        started = time.perf_counter()
+        detector = SmartTurn.from_config(cfg)
+    except Exception as exc:  # turns then end on the silence timer; not a dead gateway
+        log.error("turn_detector_unavailable", error=str(exc), note="vad.stop_ms decides")
+        return None
+    log.info("provider_loaded", stage="turn", provider=detector.name,
+             ms=round((time.perf_counter() - started) * 1000))
+    return detector
 
 
 def _stage_providers(cfg: Config, stage: str, override: Any) -> list[Any]:

@@ -49,6 +49,7 @@ from .session_items import (
 )
 from .text import SentenceSplitter, SpokenSegment, heard_text
 from .tools import Filler, ToolEvent
+from .turn_checks import TurnChecks, turn_settings
 from .turns import (
     BargeIn,
     Endpointer,
@@ -57,6 +58,7 @@ from .turns import (
     PauseAudio,
     SpeechStarted,
     SpeechStopped,
+    TurnCheck,
     TurnEvent,
 )
 
@@ -83,6 +85,7 @@ class Session:
         self.log = structlog.get_logger("gateway.session").bind(session_id=session_id)
         self.history: list[Message] = list(history or [])
         self.settings = settings
+        self.turn_checks = TurnChecks(runtime, self._verdict, self.log)
         self.endpointer = self._make_endpointer(1)
         self._vad_changed = False
         # VAD stage state, made at the first audio (a ``start`` may change the rate).
@@ -130,6 +133,7 @@ class Session:
     async def close(self) -> None:
         if self.response is not None:
             self.response.cancelled = True
+        self.turn_checks.close()
         tasks = [t for t in (*self._tasks, self._gen_task, self._interim_task) if t is not None]
         for task in tasks:
             task.cancel()
@@ -159,6 +163,7 @@ class Session:
                 interim_interval_ms=cfg.stt.interim_interval_ms,
                 early_final_ms=cfg.stt.early_final_ms,
                 max_utterance_ms=int(cfg.stt.max_utterance_s * 1000),
+                turn=turn_settings(cfg, self.runtime, self.settings.turn, o.stop_ms),
             ),
             first_turn_id=first_turn_id,
         )
@@ -262,13 +267,24 @@ class Session:
                     self.stt_q.put_nowait(SttJob(ev.turn_id, ev.pcm, final=False))
             elif isinstance(ev, PauseAudio):
                 self._put_stt(SttJob(ev.turn_id, ev.pcm, final=False, early=True))
+            elif isinstance(ev, TurnCheck):
+                self.turn_checks.submit(ev, self.endpointer.settings.turn.threshold)
             elif isinstance(ev, SpeechStopped):
                 if ev.discarded:
                     self.log.debug("speech_discarded", turn_id=ev.turn_id)
                     continue
                 self.emit({"type": "speech_stopped", "turn_id": ev.turn_id})
+                self.log.debug("turn_end", turn_id=ev.turn_id, silence_ms=ev.silence_ms)
                 self._put_stt(SttJob(ev.turn_id, ev.pcm, final=True, stopped_at=_ms(),
                                       use_early=ev.pause_is_final))
+
+    def _verdict(self, check: TurnCheck, complete: bool | None) -> None:
+        if self.outbox.closed:
+            return
+        try:
+            self._turn_events(self.endpointer.verdict(check, complete))
+        except Exception as exc:  # a bug, guarded like feed_audio's
+            self._crashed("vad", exc)
 
     def _put_stt(self, job: SttJob) -> None:
         if self.stt_q.full():

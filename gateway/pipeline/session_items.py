@@ -11,6 +11,7 @@ from gateway.providers.base import PhonemeTiming
 
 from .pacing import Pacer
 from .text import SpokenSegment
+from .turns import TurnSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ class SessionSettings:
     speak: bool = True
     # A phone call: the end_call / transfer_call tools are offered.
     telephony: bool = False
+    # End of turn (model or timer); None: the config's [turn].
+    turn: TurnSettings | None = None
 
 
 @dataclass(slots=True)

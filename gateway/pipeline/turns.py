@@ -5,6 +5,12 @@ decides when a user turn starts and stops (start/stop hangovers), collects the
 utterance audio (with a pre-roll so the first syllable is kept), asks for interim
 transcriptions at an interval, and decides when speech during a reply is long enough
 to be a barge-in rather than a cough.
+
+End of turn is either a silence timer (``stop_ms``) or semantic: with a ``TurnSettings``
+whose detector is on, a pause of ``pause_ms`` emits ``TurnCheck`` (again every
+``recheck_ms`` while the silence lasts); the session runs the model and hands back
+``verdict()``. Complete ends the turn at once; incomplete keeps listening, up to
+``max_wait_ms`` of silence. A verdict applies only to the pause it was asked for.
 """
 
 from __future__ import annotations
@@ -39,6 +45,15 @@ class PauseAudio:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnCheck:
+    """The user paused: is the turn complete? Answer with ``Endpointer.verdict(pause)``."""
+
+    turn_id: int
+    pause: int  # which pause of the session this is (a verdict for another is ignored)
+    pcm: bytes  # the utterance so far, pause included
+
+
+@dataclass(frozen=True, slots=True)
 class BargeIn:
     turn_id: int
     at_ms: float
@@ -53,9 +68,26 @@ class SpeechStopped:
     discarded: bool = False
     # No speech since the last PauseAudio: its decode is this turn's final transcript.
     pause_is_final: bool = False
+    silence_ms: float = 0.0  # the pause at the end that ended it
 
 
-TurnEvent = SpeechStarted | InterimAudio | PauseAudio | BargeIn | SpeechStopped
+TurnEvent = SpeechStarted | InterimAudio | PauseAudio | TurnCheck | BargeIn | SpeechStopped
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSettings:
+    """How a turn ends. ``detector``: "smart_turn" (a model judges each pause) or
+    "silence" (``stop_ms`` of silence). Small and frozen: an assistant may override it."""
+
+    detector: str = "smart_turn"
+    pause_ms: int = 200  # silence before the first check
+    recheck_ms: int = 400  # later checks while the silence lasts
+    max_wait_ms: int = 2500  # silence that ends the turn whatever the checks said
+    threshold: float = 0.5  # probability of "complete" that ends the turn
+
+    @property
+    def semantic(self) -> bool:
+        return self.detector != "silence"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +100,7 @@ class EndpointerSettings:
     interim_interval_ms: int = 1000
     max_utterance_ms: int = 30000
     early_final_ms: int = 200  # 0: no speculative decode at pauses
+    turn: TurnSettings = TurnSettings(detector="silence")
 
 
 def _frames(ms: int, frame_ms: int) -> int:
@@ -82,12 +115,20 @@ class Endpointer:
         s = settings
         self.settings = s
         self._start_frames = _frames(s.start_ms, s.frame_ms)
-        self._stop_frames = _frames(s.stop_ms, s.frame_ms)
+        self._stop_frames = _frames(s.stop_ms, s.frame_ms)  # the silence timer
+        semantic = s.turn.semantic
+        self._check_frames = _frames(s.turn.pause_ms, s.frame_ms) if semantic else 0
+        self._recheck_frames = _frames(s.turn.recheck_ms, s.frame_ms)
+        # Silence that ends the turn: the timer, or with a detector the longest wait.
+        self._end_frames = _frames(s.turn.max_wait_ms, s.frame_ms) if semantic else \
+            self._stop_frames
+        self._limit = self._end_frames  # for this pause (a failed check: the timer)
+        self._pause = 0
         self._barge_frames = _frames(s.barge_in_min_ms, s.frame_ms)
         self._interim_frames = _frames(s.interim_interval_ms, s.frame_ms)
         self._max_frames = _frames(s.max_utterance_ms, s.frame_ms)
         self._pause_frames = _frames(s.early_final_ms, s.frame_ms) if s.early_final_ms else 0
-        if self._pause_frames >= self._stop_frames:
+        if self._pause_frames >= self._end_frames:
             self._pause_frames = 0  # the pause would come after the stop: pointless
         self._pause_sent = False
         # Holds the start run itself plus preroll_ms before it.
@@ -120,6 +161,19 @@ class Endpointer:
             return self._push_speaking(frame, is_speech)
         return self._push_silent(frame, is_speech, replying)
 
+    def verdict(self, check: TurnCheck, complete: bool | None) -> list[TurnEvent]:
+        """The answer to ``check``: complete ends the turn now, incomplete keeps listening,
+        None (no check could run) falls back to the silence timer. A verdict for an older
+        pause (speech resumed since, or another turn) is ignored."""
+        if not self.speaking or (check.turn_id, check.pause) != (self.turn_id, self._pause):
+            return []
+        if complete is None:
+            self._limit = min(self._limit, self._stop_frames)
+            if self._silence_run >= self._limit:
+                return [self._stop()]
+            return []
+        return [self._stop()] if complete else []
+
     def force_stop(self) -> list[TurnEvent]:
         """Client-side endpointing (``end_of_speech``): close the open utterance now."""
         if not self.speaking:
@@ -150,28 +204,47 @@ class Endpointer:
         events: list[TurnEvent] = []
         if is_speech:
             self._voiced += 1
+            if self._silence_run:
+                self._pause += 1  # speech resumed: verdicts on the last pause are stale
             self._silence_run = 0
+            self._limit = self._end_frames
             self._pause_sent = False
         else:
             self._silence_run += 1
         if not self._confirmed and self._voiced >= self._barge_frames:
             self._confirmed = True
             events.append(BargeIn(self.turn_id, self.now_ms))
-        if self._silence_run >= self._stop_frames or self._frames >= self._max_frames:
+        # Unconfirmed speech during a reply (a cough?) ends on the plain timer.
+        limit = self._limit if self._confirmed else self._stop_frames
+        if self._silence_run >= limit or self._frames >= self._max_frames:
             events.append(self._stop())
-        elif self._confirmed and self._pause_frames and self._silence_run == self._pause_frames:
+            return events
+        if not self._confirmed:
+            return events
+        pause = bool(self._pause_frames) and self._silence_run == self._pause_frames
+        if pause:
             self._pause_sent = True
             events.append(PauseAudio(self.turn_id, bytes(self._utterance)))
-        elif self._confirmed and self._since_interim >= self._interim_frames:
+        if self._check_due():
+            events.append(TurnCheck(self.turn_id, self._pause, bytes(self._utterance)))
+        elif not pause and self._since_interim >= self._interim_frames:
             self._since_interim = 0
             events.append(InterimAudio(self.turn_id, bytes(self._utterance)))
         return events
 
+    def _check_due(self) -> bool:
+        run, first = self._silence_run, self._check_frames
+        return bool(first) and run >= first and (run - first) % self._recheck_frames == 0
+
     def _stop(self) -> SpeechStopped:
         self.speaking = False
+        self._pause += 1
+        silence_ms = self._silence_run * self.settings.frame_ms
+        self._silence_run = 0
+        self._limit = self._end_frames
         self._speech_run = 0
         pcm_data = bytes(self._utterance)
         self._utterance = bytearray()
         pause_is_final, self._pause_sent = self._pause_sent, False
         return SpeechStopped(self.turn_id, self.now_ms, pcm_data, discarded=not self._confirmed,
-                             pause_is_final=pause_is_final)
+                             pause_is_final=pause_is_final, silence_ms=silence_ms)

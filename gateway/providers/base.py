@@ -43,6 +43,19 @@ class VAD(Protocol):
     def stream(self, frame_ms: int) -> VADStream: ...
 
 
+# --- end of turn -------------------------------------------------------------------
+
+
+@runtime_checkable
+class TurnDetector(Protocol):
+    """Blocking: runs in the turn pool, only at pauses. Audio is 16 kHz mono s16le, the
+    utterance so far ending now (its pause included)."""
+
+    name: str
+
+    def end_probability(self, pcm: bytes) -> float: ...
+
+
 # --- STT ---------------------------------------------------------------------------
 
 

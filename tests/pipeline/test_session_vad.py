@@ -22,8 +22,10 @@ FRAME = 640  # 20 ms at 16 kHz, 16-bit
 
 @pytest.fixture(scope="module")
 def runtime() -> Runtime:
+    # The silence timer: these tests see what feed_audio does with no task running (a
+    # turn check is a task; tests/transports/test_semantic_turn.py covers it).
     cfg = Config().replace(stt={"provider": "null"}, llm={"provider": "null"},
-                           tts={"provider": "null"})
+                           tts={"provider": "null"}, turn={"detector": "silence"})
     return Runtime.load(cfg, overrides={"vad": registry.create_vad(cfg)})
 
 

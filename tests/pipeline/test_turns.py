@@ -12,7 +12,9 @@ from gateway.pipeline.turns import (
     PauseAudio,
     SpeechStarted,
     SpeechStopped,
+    TurnCheck,
     TurnEvent,
+    TurnSettings,
 )
 
 FRAME_MS = 20
@@ -388,3 +390,111 @@ def test_pause_takes_the_frame_and_the_interim_follows() -> None:
     f.feed([T] * 13 + [F] * 20)  # start at frame 2; silence from frame 13; pause at frame 22
     assert [i for i, _ in f.of(PauseAudio)] == [22]
     assert [i for i, _ in f.of(InterimAudio)] == [7, 12, 17, 23, 28]
+
+
+# --- semantic end of turn: TurnCheck out, a fake verdict back in --------------------
+
+SEMANTIC = EndpointerSettings(turn=TurnSettings(detector="smart_turn", pause_ms=200,
+                                                recheck_ms=400, max_wait_ms=2500))
+
+
+def checks(f: Feeder) -> list[TurnCheck]:
+    return [ev for _, ev in f.of(TurnCheck)]  # type: ignore[misc]
+
+
+def test_complete_at_a_pause_ends_the_turn_early() -> None:
+    f = Feeder(SEMANTIC)
+    f.feed([T] * 30 + [F] * 10)  # 200 ms pause: the check is asked for
+    (check,) = checks(f)
+    assert check.turn_id == 1 and frame_ids(check.pcm)[-1] == 39
+    f.feed([F] * 3)  # the model answers ~60 ms later
+    (stop,) = f.ep.verdict(check, True)
+    assert isinstance(stop, SpeechStopped) and not stop.discarded
+    assert stop.pause_is_final  # the decode started at the pause is the transcript
+    assert stop.at_ms == 43 * FRAME_MS  # 260 ms of silence, not the 400 ms timer
+    assert stop.silence_ms == 13 * FRAME_MS
+    assert not f.ep.speaking
+
+
+def test_incomplete_keeps_listening_through_a_600_ms_pause() -> None:
+    f = Feeder(SEMANTIC)
+    f.feed([T] * 30 + [F] * 10)
+    assert f.ep.verdict(checks(f)[0], False) == []
+    f.feed([F] * 20)  # 600 ms of silence in all: the old timer would have cut here
+    assert f.ep.speaking and not f.of(SpeechStopped)
+    assert len(checks(f)) == 2  # re-checked at 600 ms
+    assert f.ep.verdict(checks(f)[1], False) == []
+    f.feed([T] * 25 + [F] * 10)  # the sentence goes on, then a pause again
+    assert f.ep.speaking
+    third = checks(f)[2]
+    assert third.pause != checks(f)[0].pause
+    (stop,) = f.ep.verdict(third, True)
+    assert isinstance(stop, SpeechStopped) and stop.turn_id == 1
+    assert frame_ids(stop.pcm)[-1] == f.i - 1  # one utterance, both halves
+
+
+def test_a_verdict_for_an_old_pause_is_ignored() -> None:
+    f = Feeder(SEMANTIC)
+    f.feed([T] * 30 + [F] * 10)
+    old = checks(f)[0]
+    f.feed([T] * 5)  # speech resumed before the model answered
+    assert f.ep.verdict(old, True) == []
+    assert f.ep.speaking
+    f.feed([F] * 5)  # silent again, but this is another pause
+    assert f.ep.verdict(old, True) == []
+    assert f.ep.speaking
+
+
+def test_a_verdict_after_the_turn_ended_is_ignored() -> None:
+    f = Feeder(SEMANTIC)
+    f.feed([T] * 30 + [F] * 10)
+    old = checks(f)[0]
+    f.ep.force_stop()
+    f.feed([F] * 5 + [T] * 10 + [F] * 2)  # the next turn
+    assert f.ep.speaking and f.ep.turn_id == 2
+    assert f.ep.verdict(old, True) == []
+    assert f.ep.speaking
+
+
+def test_max_wait_ends_the_turn_whatever_the_checks_said() -> None:
+    f = Feeder(SEMANTIC)
+    f.feed([T] * 30)
+    for _ in range(124):
+        f.feed([F])
+        for ev in f.events[-1:]:
+            if isinstance(ev[1], TurnCheck) and ev[0] == f.i - 1:
+                f.ep.verdict(ev[1], False)
+    assert f.ep.speaking
+    (stop,) = [ev for _, ev in f.feed([F])]
+    assert isinstance(stop, SpeechStopped) and stop.at_ms == (30 + 125) * FRAME_MS
+    # Checks at 200 ms, then every 400 ms up to the limit: bounded.
+    assert [i - 29 for i, _ in f.of(TurnCheck)] == [10, 30, 50, 70, 90, 110]
+
+
+def test_no_check_possible_falls_back_to_the_silence_timer() -> None:
+    f = Feeder(SEMANTIC)
+    f.feed([T] * 30 + [F] * 10)
+    assert f.ep.verdict(checks(f)[0], None) == []  # pool busy: the timer decides
+    f.feed([F] * 9)
+    assert f.ep.speaking
+    (stop,) = [ev for _, ev in f.feed([F])]
+    assert isinstance(stop, SpeechStopped) and stop.at_ms == 50 * FRAME_MS  # 400 ms
+    # A late "no check" after the timer would have fired ends it at once.
+    g = Feeder(SEMANTIC)
+    g.feed([T] * 30 + [F] * 25)
+    (late,) = g.ep.verdict(checks(g)[0], None)
+    assert isinstance(late, SpeechStopped)
+
+
+def test_silence_detector_never_asks() -> None:
+    f = Feeder(EndpointerSettings(turn=TurnSettings(detector="silence")))
+    f.feed([T] * 30 + [F] * 20)
+    assert not checks(f) and len(f.of(SpeechStopped)) == 1
+
+
+def test_speech_during_a_reply_is_not_checked_until_it_is_a_barge_in() -> None:
+    f = Feeder(SEMANTIC)
+    f.feed([T] * 5 + [F] * 20, replying=True)  # a cough: dropped on the plain timer
+    assert not checks(f)
+    ((_, stop),) = f.of(SpeechStopped)
+    assert isinstance(stop, SpeechStopped) and stop.discarded
