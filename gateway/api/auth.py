@@ -22,6 +22,7 @@ import jwt
 
 from gateway.config import Config
 from gateway.store.assistants import DEFAULT_ASSISTANT, get_assistant
+from gateway.store.conversations import Owner
 from gateway.store.db import Database
 from gateway.store.keys import KeyStore
 from gateway.store.models import ApiKey
@@ -68,6 +69,16 @@ class Principal:
         if requested and requested != self.assistant_scope:
             raise Forbidden("this credential is not valid for that assistant")
         return self.assistant_scope
+
+    def owner(self, assistant_id: str, requested_user: str | None = None) -> Owner:
+        """Whose conversations of ``assistant_id`` this caller may use. An API key is the
+        assistant's own credential: all of them, or those of the user it names for its
+        end users. A signed-in user (OAuth, legacy JWT, a session token minted for a
+        user) only their own, whatever user a request names. Anyone else (anonymous, a
+        token minted for no user) none: they only start new conversations."""
+        if self.kind == "api_key":
+            return Owner(assistant_id, requested_user, tenant=requested_user is None)
+        return Owner(assistant_id, self.user_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +176,9 @@ class Authenticator:
             raise UnknownAssistant(f"unknown chat model id: {assistant_id}")
 
     def mint(self, principal: Principal, assistant_id: str, ttl_s: int | None,
-             extra: dict[str, Any]) -> dict[str, Any]:
+             extra: dict[str, Any], user_id: str | None = None) -> dict[str, Any]:
+        """A single-session token. Its session acts for ``principal``'s user (OAuth), or
+        for ``user_id`` if the minting key names one; otherwise for no user."""
         a = self.cfg.auth
         ttl = a.token_ttl_s if ttl_s is None else ttl_s
         if not a.token_ttl_min_s <= ttl <= a.token_ttl_max_s:
@@ -177,6 +190,9 @@ class Authenticator:
             "jti": uuid.uuid4().hex, "iat": now, "exp": now + ttl, "asst": assistant_id,
             "tier": principal.tier, "cfg": extra,
         }
+        uid = principal.owner(assistant_id, user_id).user_id
+        if uid is not None:
+            claims["uid"] = uid
         token = jwt.encode(claims, self.secret, algorithm="HS256")
         return {"token": token, "sessionId": session_id, "expiresAt": _iso(now + ttl)}
 
@@ -193,8 +209,10 @@ class Authenticator:
             raise AuthError("invalid session token") from None
         if not await self.keys.redeem(claims["jti"], float(claims["exp"])):
             raise AuthError("session token already used")
+        uid = claims.get("uid")
         principal = Principal("session", claims["sub"], claims["asst"],
-                              claims.get("tier", "free"), claims=claims)
+                              claims.get("tier", "free"),
+                              user_id=uid if isinstance(uid, str) else None, claims=claims)
         return SessionGrant(claims["sid"], principal, claims["asst"],
                             dict(claims.get("cfg") or {}))
 

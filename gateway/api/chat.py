@@ -36,7 +36,6 @@ from .chat_engine import (
     caller_assistant,
     decode_audio,
     engine_of,
-    user_scope,
 )
 from .deps import authed, requested_assistant
 from .errors import ERROR_RESPONSES, ApiError, ErrorBody
@@ -123,7 +122,7 @@ SSE_EVENT_SCHEMA = {"type": "object", "required": ["event", "data"], "properties
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
           "description": "JSON (non-streaming) or Server-Sent Events (streaming)"},
-    404: {"model": ErrorBody, "description": "INVALID_MODEL_ID / conversation not found"},
+    404: {"model": ErrorBody, "description": "INVALID_MODEL_ID"},
     502: {"model": ErrorBody, "description": "PROVIDER_ERROR (non-streaming)"},
 }
 
@@ -198,7 +197,8 @@ def chat_input(assistant_id: str, principal: Principal, body: ChatBody) -> ChatI
                     if h.role in ("user", "assistant") and h.content.strip())
     meta = {"context": body.context} if body.context else {}
     return ChatInput(assistant_id, body.message.strip(), conversation_id=body.conversation_id,
-                     session_id=body.sessionId, user_id=user_scope(principal, body.user_id),
+                     session_id=body.sessionId,
+                     owner=principal.owner(assistant_id, body.user_id),
                      system_prompt=body.system_prompt, history=history, user_meta=meta)
 
 
@@ -206,7 +206,11 @@ def chat_input(assistant_id: str, principal: Principal, body: ChatBody) -> ChatI
              responses={**ERROR_RESPONSES, **SSE_RESPONSE},
              description="Send a message, get the assistant's answer (grounded in its "
              "knowledge base, with `sources`). The conversation is stored: pass "
-             "`conversation_id` or `sessionId` to continue it.\n" + SSE_EVENTS_DOC)
+             "`conversation_id` or `sessionId` to continue it. Only the caller's own "
+             "conversation continues (its assistant's, and its user's: the OAuth user, or "
+             "the `user_id` an API key names); any other id starts a new conversation, "
+             "whose `conversation_id` the answer carries. Anonymous callers always start "
+             "a new one (send `history` instead).\n" + SSE_EVENTS_DOC)
 async def chat(
     request: Request, body: ChatBody, principal: ChatCaller,
     stream: Annotated[bool | None, Query(description="stream Server-Sent Events")] = None,
@@ -292,7 +296,7 @@ async def chat_voice(
         raise ApiError(400, "INVALID_REQUEST", "no speech was recognised in the audio")
     engine = engine_of(request)
     inp = ChatInput(assistant_id, transcript, conversation_id=conversation_id,
-                    session_id=sessionId, user_id=user_scope(principal, user_id),
+                    session_id=sessionId, owner=principal.owner(assistant_id, user_id),
                     system_prompt=system_prompt, source="voice",
                     user_meta={"audio_s": round(seconds, 2), "language": language})
     turn = await engine.prepare(inp)

@@ -72,12 +72,12 @@ async def caller_assistant(request: Request, principal: Principal,
     return await checked_assistant(request, principal, wanted)
 
 
-def user_scope(principal: Principal, requested: str | None) -> str | None:
-    """A signed-in user (OAuth, legacy JWT) is held to their own conversations; an API
-    key may name any user."""
-    if principal.kind in ("oauth", "legacy_jwt") and principal.user_id:
-        return principal.user_id
-    return requested
+async def caller_owner(request: Request, principal: Principal, requested: str | None = None,
+                       user_id: str | None = None) -> store.Owner:
+    """Whose conversations the request may use: the caller's assistant (as
+    ``caller_assistant``) and user (``Principal.owner``; ``user_id`` as the request
+    names it, which only an API key may choose)."""
+    return principal.owner(await caller_assistant(request, principal, requested), user_id)
 
 
 def decode_audio(data: bytes) -> tuple[bytes, float]:
@@ -190,7 +190,7 @@ class ChatInput:
     message: str
     conversation_id: str | None = None
     session_id: str | None = None
-    user_id: str | None = None
+    owner: store.Owner | None = None  # None: nobody's (only a new conversation)
     system_prompt: str | None = None
     history: tuple[Message, ...] = ()
     source: str = "chat"
@@ -214,6 +214,10 @@ class Turn:
     text: str = ""
     tool_decls: list[Any] = field(default_factory=list)  # the assistant's declared tools
     tools: list[dict[str, Any]] = field(default_factory=list)  # the calls made
+
+
+def owner_of(inp: ChatInput) -> store.Owner:
+    return inp.owner if inp.owner is not None else store.Owner(inp.assistant_id)
 
 
 def sources_of(passages: Sequence[Passage]) -> list[dict[str, Any]]:
@@ -244,16 +248,17 @@ class ChatEngine:
         return max(0, 2 * self.cfg.llm.history_turns)
 
     async def prepare(self, inp: ChatInput) -> Turn:
-        """Resolve the conversation (404 if a named one is not this assistant's),
-        its history, the passages and the prompt. Writes nothing."""
+        """Resolve the conversation, its history, the passages and the prompt. A named
+        conversation (``conversation_id``, else ``sessionId``) the caller may not use —
+        another assistant's or user's, or unknown — is not continued: the turn starts a
+        new one (its id is in the answer). Writes nothing."""
+        owner = owner_of(inp)
         async with self.db.session() as s:
             conv = None
             if inp.conversation_id:
-                conv = await store.get_conversation(s, inp.assistant_id, inp.conversation_id)
-                if conv is None:
-                    raise ApiError(404, "NOT_FOUND", "conversation not found")
+                conv = await store.owned(s, owner, inp.conversation_id)
             elif inp.session_id:
-                conv = await store.by_session(s, inp.assistant_id, inp.session_id)
+                conv = await store.by_session(s, owner, inp.session_id)
             assistant = await s.get(Assistant, inp.assistant_id)
             history = (await store.recent_messages(s, conv.id, self.history_limit)
                        if conv is not None and self.history_limit else [])
@@ -304,9 +309,9 @@ class ChatEngine:
         if turn.tools:
             reply_meta["tools"] = turn.tools
         async with self.db.session() as s:
-            conv = await store.ensure_conversation(
-                s, turn.conversation_id, inp.assistant_id, user_id=inp.user_id,
-                session_id=turn.session_id, title=inp.message, source=inp.source)
+            conv = await store.create_or_continue(
+                s, owner_of(inp), turn.conversation_id, session_id=turn.session_id,
+                title=inp.message, source=inp.source)
             await store.add_messages(
                 s, conv, [("user", inp.message[:MAX_CONTENT_CHARS], user_meta),
                           ("assistant", reply[:MAX_CONTENT_CHARS], reply_meta)],

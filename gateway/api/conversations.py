@@ -1,9 +1,11 @@
 """Conversations over HTTP: list, read, delete, search, prompt template, feedback, and
 SmarterAvatar's conversation log.
 
-Every conversation belongs to an assistant; a caller sees only the conversations of the
-assistant it acts for (another assistant's conversation is a 404, as if it did not
-exist). A caller signed in as a user (OAuth) sees only that user's conversations.
+Every conversation belongs to an assistant and, where there is one, a user; a caller
+sees only its own (``gateway.store.conversations.Owner``, built by ``Principal.owner``):
+another assistant's or user's conversation is a 404, as if it did not exist. An API key
+sees its assistant's conversations, or those of the ``user_id`` it names; a signed-in
+user (OAuth, legacy JWT) only theirs; an anonymous caller none.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ from pydantic import BaseModel, Field, field_validator
 
 from gateway.store import conversations as store
 from gateway.store.models import Conversation, new_id
-from gateway.store.search import search_messages
 
 from .auth import Principal
-from .chat_engine import MAX_CONTENT_CHARS, TEMPLATE_BY_NAME, caller_assistant, user_scope
+from .chat_engine import MAX_CONTENT_CHARS, TEMPLATE_BY_NAME, caller_owner
 from .deps import authed
 from .errors import ERROR_RESPONSES, ApiError
 from .v1base import CleanStr, JsonObject
@@ -34,12 +35,12 @@ ConvId = Annotated[CleanStr, Path(max_length=64)]
 SNIPPET_CHARS = 200
 
 
-async def owned(request: Request, principal: Principal, conversation_id: str,
-                s: Any) -> Conversation:
-    assistant_id = await caller_assistant(request, principal)
-    conv = await store.get_conversation(s, assistant_id, conversation_id)
-    mine = user_scope(principal, None)
-    if conv is None or (mine is not None and conv.user_id != mine):
+async def owned(request: Request, principal: Principal, conversation_id: str, s: Any,
+                user_id: str | None = None) -> Conversation:
+    """The caller's conversation; a 404 for another's or an unknown one alike."""
+    owner = await caller_owner(request, principal, user_id=user_id)
+    conv = await store.owned(s, owner, conversation_id)
+    if conv is None:
         raise ApiError(404, "NOT_FOUND", "conversation not found")
     return conv
 
@@ -71,10 +72,9 @@ async def list_conversations(
     request: Request, principal: Caller, user_id: UserId = None, limit: Limit = 10,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    assistant_id = await caller_assistant(request, principal)
+    owner = await caller_owner(request, principal, user_id=user_id)
     async with request.app.state.db.session() as s:
-        rows, total = await store.list_conversations(
-            s, assistant_id, user_scope(principal, user_id), limit, offset)
+        rows, total = await store.list_conversations(s, owner, limit, offset)
     return {"conversations": [summary(r.conversation, r.message_count) for r in rows],
             "total": total, "limit": limit, "offset": offset}
 
@@ -106,10 +106,10 @@ class MessagePage(BaseModel):
             responses=ERROR_RESPONSES, description="Messages in the order they were said.")
 async def conversation_messages(
     request: Request, conversation_id: ConvId, principal: Caller,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Offset = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Offset = 0, user_id: UserId = None,
 ) -> dict[str, Any]:
     async with request.app.state.db.session() as s:
-        conv = await owned(request, principal, conversation_id, s)
+        conv = await owned(request, principal, conversation_id, s, user_id)
         msgs, total = await store.list_messages(s, conv.id, limit, offset)
     return {"conversation_id": conv.id, "title": conv.title, "total": total, "limit": limit,
             "offset": offset,
@@ -127,9 +127,9 @@ class StatusMessage(BaseModel):
                responses=ERROR_RESPONSES,
                description="Deletes the conversation, its messages and their feedback.")
 async def delete_conversation(request: Request, conversation_id: ConvId,
-                              principal: Caller) -> dict[str, Any]:
+                              principal: Caller, user_id: UserId = None) -> dict[str, Any]:
     async with request.app.state.db.session() as s:
-        conv = await owned(request, principal, conversation_id, s)
+        conv = await owned(request, principal, conversation_id, s, user_id)
         await store.delete_conversation(s, conv)
         await s.commit()
     return {"status": "success", "message": "Conversation deleted successfully"}
@@ -196,13 +196,13 @@ class FeedbackAck(BaseModel):
 async def feedback(request: Request, body: FeedbackIn,
                    principal: Caller) -> dict[str, Any]:
     async with request.app.state.db.session() as s:
-        conv = await owned(request, principal, body.conversation_id, s)
+        conv = await owned(request, principal, body.conversation_id, s, body.user_id)
         if body.message_id and not await store.message_in(s, conv.id, body.message_id):
             raise ApiError(404, "NOT_FOUND", "message not found in this conversation")
         fb = await store.add_feedback(
             s, conversation_id=conv.id, message_id=body.message_id,
             feedback_type=body.feedback_type, feedback_value=body.feedback_value,
-            comment=body.comment, user_id=user_scope(principal, body.user_id))
+            comment=body.comment, user_id=conv.user_id)
         await s.commit()
     return {"status": "success", "feedback_id": fb.id}
 
@@ -230,9 +230,9 @@ class FeedbackAnalysis(BaseModel):
 @router.get("/api/feedback/analyze/{conversation_id}", response_model=FeedbackAnalysis,
             responses=ERROR_RESPONSES)
 async def analyze_feedback(request: Request, conversation_id: ConvId,
-                           principal: Caller) -> dict[str, Any]:
+                           principal: Caller, user_id: UserId = None) -> dict[str, Any]:
     async with request.app.state.db.session() as s:
-        conv = await owned(request, principal, conversation_id, s)
+        conv = await owned(request, principal, conversation_id, s, user_id)
         return await store.feedback_analysis(s, conv.id)
 
 
@@ -285,11 +285,10 @@ def snippet(text: str) -> str:
              "`similarity_score` is 0..1.")
 async def search_message(request: Request, body: MessageSearchIn,
                          principal: SearchCaller) -> dict[str, Any]:
-    assistant_id = await caller_assistant(request, principal)
+    owner = await caller_owner(request, principal, user_id=body.user_id)
     async with request.app.state.db.session() as s:
-        hits = await search_messages(
-            s, body.query, user_id=user_scope(principal, body.user_id),
-            conversation_id=body.conversation_id, limit=body.limit, assistant_id=assistant_id)
+        hits = await store.search_owned(s, owner, body.query,
+                                        conversation_id=body.conversation_id, limit=body.limit)
     return {"results": [
         {"message_id": h.message_id, "conversation_id": h.conversation_id, "role": h.role,
          "content": h.content[:MAX_CONTENT_CHARS], "created_at": store.iso(h.created_at),
@@ -303,19 +302,17 @@ async def search_message(request: Request, body: MessageSearchIn,
 async def search_conversation(
     request: Request, body: SearchIn, principal: SearchCaller
 ) -> dict[str, Any]:
-    assistant_id = await caller_assistant(request, principal)
+    owner = await caller_owner(request, principal, user_id=body.user_id)
     async with request.app.state.db.session() as s:
         # Several messages may hit in one conversation: over-fetch, keep each one's best.
-        hits = await search_messages(
-            s, body.query, user_id=user_scope(principal, body.user_id), conversation_id=None,
-            limit=body.limit * 5, assistant_id=assistant_id)
+        hits = await store.search_owned(s, owner, body.query, conversation_id=None,
+                                        limit=body.limit * 5)
         best: dict[str, Any] = {}
         for h in hits:
             if h.conversation_id not in best or h.relevance > best[h.conversation_id].relevance:
                 best[h.conversation_id] = h
         ranked = sorted(best.values(), key=lambda h: -h.relevance)[: body.limit]
-        convs = await store.conversations_by_id(s, assistant_id,
-                                                [h.conversation_id for h in ranked])
+        convs = await store.conversations_by_id(s, owner, [h.conversation_id for h in ranked])
     return {"results": [
         {"conversation_id": h.conversation_id, "title": convs[h.conversation_id].title,
          "created_at": store.iso(convs[h.conversation_id].created_at),
@@ -358,16 +355,16 @@ class LogAck(BaseModel):
              "avatar front end). Logs with the same `sessionId` go to one conversation.")
 async def log_conversation(request: Request, body: ConversationLog,
                            principal: Caller) -> dict[str, Any]:
-    assistant_id = await caller_assistant(request, principal)
+    owner = await caller_owner(request, principal, user_id=body.user_id)
     async with request.app.state.db.session() as s:
         conv = None
-        if body.sessionId:
-            conv = await store.by_session(s, assistant_id, body.sessionId, source="log")
+        if body.sessionId:  # the caller's own log of that session only
+            conv = await store.by_session(s, owner, body.sessionId, source="log")
         if conv is None:
             first = next((m.content for m in body.messages if m.role == "user"), "")
-            conv = await store.ensure_conversation(
-                s, new_id("conv"), assistant_id, session_id=body.sessionId,
-                user_id=user_scope(principal, body.user_id), title=first, source="log")
+            conv = await store.create_or_continue(
+                s, owner, new_id("conv"), session_id=body.sessionId, title=first,
+                source="log")
         conv.meta = {**(conv.meta or {}), **body.metadata}
         await store.add_messages(s, conv, [(m.role, m.content, {}) for m in body.messages])
         await s.commit()

@@ -14,6 +14,7 @@ from gateway import __version__
 from .auth import AuthError
 from .errors import ERROR_RESPONSES, ApiError, client_host
 from .ratelimit import enforce, per_ip
+from .v1base import CleanStr
 
 router = APIRouter()
 
@@ -26,6 +27,11 @@ class AccessTokenRequest(BaseModel):
     voiceId: str | None = Field(default=None, max_length=200)
     systemPrompt: str | None = Field(default=None, max_length=8000)
     ttlSeconds: int | None = Field(default=None, description="token lifetime, 10 s to 2 h")
+    user_id: CleanStr | None = Field(
+        default=None, max_length=200,
+        description="the end user the session acts for (a key minting for its app's "
+        "users): it may resume only that user's conversations. Without one the session "
+        "starts a new conversation whatever `conversation_id` it names.")
 
 
 class AccessTokenResponse(BaseModel):
@@ -108,7 +114,8 @@ async def get_access_token(request: Request, body: AccessTokenRequest) -> dict[s
     extra = {k: v for k, v in (("avatarId", body.avatarId), ("voiceId", body.voiceId),
                                ("systemPrompt", body.systemPrompt)) if v}
     try:
-        result: dict[str, Any] = auth.mint(principal, assistant_id, body.ttlSeconds, extra)
+        result: dict[str, Any] = auth.mint(principal, assistant_id, body.ttlSeconds, extra,
+                                           user_id=body.user_id)
         return result
     except ValueError as exc:
         raise ApiError(400, "INVALID_REQUEST", str(exc)) from None

@@ -1,7 +1,10 @@
 """Conversations, their messages and feedback: the persistence helpers of the chat API.
 
-Every lookup is scoped to an assistant: a conversation of another assistant is simply
-not found. The callers commit (an acknowledged message is a committed one).
+Ownership, the one rule every path uses (``Owner``): a conversation belongs to an
+assistant and, where there is one, a user. A lookup through an ``Owner`` simply does not
+find a conversation of another assistant or another user, so callers answer as if it did
+not exist (a new conversation on voice and chat, 404 over HTTP). The callers commit (an
+acknowledged message is a committed one).
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, false, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.providers.base import Message, Role
 
 from .models import ChatMessage, Conversation, Feedback, new_id, now
+from .search import MessageHit, search_messages
 
 TITLE_CHARS = 80
 
@@ -31,21 +35,55 @@ def title_of(text: str) -> str:
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
 
 
-async def get_conversation(
-    s: AsyncSession, assistant_id: str, conversation_id: str
-) -> Conversation | None:
-    conv = await s.get(Conversation, conversation_id)
-    if conv is None or conv.assistant_id != assistant_id:
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Whose conversations a caller may resume, append to, read, search and delete.
+
+    ``user_id`` set: that user's conversations of the assistant (and new ones are stored
+    as theirs). ``user_id`` None: every conversation of the assistant when ``tenant`` (the
+    assistant's own API key, which names no user), otherwise none at all (anonymous
+    callers, tokens minted for no user: they only ever start new conversations).
+    Built from the caller by ``gateway.api.auth.Principal.owner``.
+    """
+
+    assistant_id: str
+    user_id: str | None = None
+    tenant: bool = False
+
+    @property
+    def sees_any(self) -> bool:
+        return self.tenant or self.user_id is not None
+
+    def may_use(self, conv: Conversation) -> bool:
+        if conv.assistant_id != self.assistant_id:
+            return False
+        return conv.user_id == self.user_id if self.user_id is not None else self.tenant
+
+    def where(self) -> list[ColumnElement[bool]]:
+        """The conversations this owner may use, as WHERE clauses on ``Conversation``."""
+        clauses = [Conversation.assistant_id == self.assistant_id]
+        if self.user_id is not None:
+            clauses.append(Conversation.user_id == self.user_id)
+        elif not self.tenant:
+            clauses.append(false())
+        return clauses
+
+async def owned(s: AsyncSession, owner: Owner, conversation_id: str) -> Conversation | None:
+    """The conversation if ``owner`` may use it; None if foreign or unknown (alike)."""
+    if not owner.sees_any:
         return None
-    return conv
+    q = select(Conversation).where(Conversation.id == conversation_id, *owner.where())
+    return (await s.scalars(q)).first()
 
 
 async def by_session(
-    s: AsyncSession, assistant_id: str, session_id: str, source: str | None = None
+    s: AsyncSession, owner: Owner, session_id: str, source: str | None = None
 ) -> Conversation | None:
-    """The newest conversation of a client session id (the seeds' ``sessionId``)."""
-    q = select(Conversation).where(Conversation.assistant_id == assistant_id,
-                                   Conversation.session_id == session_id)
+    """The newest conversation of a client session id (the seeds' ``sessionId``) that
+    ``owner`` may use: another caller's session id finds nothing."""
+    if not owner.sees_any:
+        return None
+    q = select(Conversation).where(Conversation.session_id == session_id, *owner.where())
     if source is not None:
         q = q.where(Conversation.source == source)
     q = q.order_by(Conversation.created_at.desc()).limit(1)
@@ -66,7 +104,8 @@ async def ensure_conversation(
     s: AsyncSession, conversation_id: str, assistant_id: str, *, user_id: str | None,
     session_id: str | None, title: str, source: str,
 ) -> Conversation:
-    """The conversation with this id, created if missing (it may be brand new)."""
+    """The conversation with this id, created if missing (it may be brand new). Callers
+    pass an id they made or one ``owned`` returned (see ``create_or_continue``)."""
     conv = await s.get(Conversation, conversation_id)
     if conv is None:
         conv = Conversation(id=conversation_id, assistant_id=assistant_id, user_id=user_id,
@@ -75,6 +114,22 @@ async def ensure_conversation(
         s.add(conv)
         await s.flush()
     return conv
+
+
+async def create_or_continue(
+    s: AsyncSession, owner: Owner, conversation_id: str, *, session_id: str | None,
+    title: str, source: str,
+) -> Conversation:
+    """``ensure_conversation`` for ``owner``: a new conversation is stored as theirs; an
+    existing one must be theirs (LookupError otherwise: never written to)."""
+    conv = await s.get(Conversation, conversation_id)
+    if conv is not None:
+        if not owner.may_use(conv):
+            raise LookupError("conversation belongs to another owner")
+        return conv
+    return await ensure_conversation(s, conversation_id, owner.assistant_id,
+                                     user_id=owner.user_id, session_id=session_id,
+                                     title=title, source=source)
 
 
 async def add_messages(
@@ -107,24 +162,33 @@ class ConversationRow:
     message_count: int
 
 
-def _scope(q: Any, assistant_id: str, user_id: str | None) -> Any:
-    q = q.where(Conversation.assistant_id == assistant_id)
-    return q if user_id is None else q.where(Conversation.user_id == user_id)
-
-
 async def list_conversations(
-    s: AsyncSession, assistant_id: str, user_id: str | None, limit: int, offset: int
+    s: AsyncSession, owner: Owner, limit: int, offset: int
 ) -> tuple[list[ConversationRow], int]:
-    total = await s.scalar(_scope(select(func.count()).select_from(Conversation),
-                                  assistant_id, user_id))
+    if not owner.sees_any:
+        return [], 0
+    total = await s.scalar(select(func.count()).select_from(Conversation)
+                           .where(*owner.where()))
     counts = (select(ChatMessage.conversation_id, func.count().label("n"))
               .group_by(ChatMessage.conversation_id).subquery())
-    q = (_scope(select(Conversation, func.coalesce(counts.c.n, 0)), assistant_id, user_id)
+    q = (select(Conversation, func.coalesce(counts.c.n, 0)).where(*owner.where())
          .outerjoin(counts, counts.c.conversation_id == Conversation.id)
          .order_by(Conversation.updated_at.desc(), Conversation.id)
          .limit(limit).offset(offset))
     rows = [ConversationRow(conv, int(n)) for conv, n in await s.execute(q)]
     return rows, int(total or 0)
+
+
+async def search_owned(
+    s: AsyncSession, owner: Owner, question: str, *, conversation_id: str | None, limit: int
+) -> list[MessageHit]:
+    """Messages of ``owner``'s conversations ranked for ``question`` (none for a caller
+    who owns none): ``search_messages`` with the owner's filters."""
+    if not owner.sees_any:
+        return []
+    return await search_messages(s, question, user_id=owner.user_id,
+                                 conversation_id=conversation_id, limit=limit,
+                                 assistant_id=owner.assistant_id)
 
 
 async def list_messages(
@@ -146,12 +210,11 @@ async def delete_conversation(s: AsyncSession, conv: Conversation) -> None:
 
 
 async def conversations_by_id(
-    s: AsyncSession, assistant_id: str, ids: Sequence[str]
+    s: AsyncSession, owner: Owner, ids: Sequence[str]
 ) -> dict[str, Conversation]:
-    if not ids:
+    if not ids or not owner.sees_any:
         return {}
-    q = select(Conversation).where(Conversation.id.in_(list(ids)),
-                                   Conversation.assistant_id == assistant_id)
+    q = select(Conversation).where(Conversation.id.in_(list(ids)), *owner.where())
     return {c.id: c for c in await s.scalars(q)}
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from .conversations import get_conversation, recent_messages, title_of
+from .conversations import Owner, owned, recent_messages, title_of
 from .db import Database
 from .models import ChatMessage, Conversation, new_id, now
 
@@ -121,11 +121,13 @@ class VoiceLog:
         dialect = sqlite_insert if self.db.is_sqlite else pg_insert
         return dialect(table).on_conflict_do_nothing(index_elements=["id"])
 
-    async def history(self, conversation_id: str, assistant_id: str, limit: int) -> list[Any]:
-        """Recent messages of an existing conversation of this assistant (to resume it)."""
+    async def history(self, owner: Owner, conversation_id: str, limit: int
+                      ) -> list[Any] | None:
+        """Recent messages of a conversation ``owner`` may resume; None when it may not
+        (another assistant's or user's, or unknown: the caller starts a new one)."""
         async with self.db.session() as s:
-            if await get_conversation(s, assistant_id, conversation_id) is None:
-                return []
+            if await owned(s, owner, conversation_id) is None:
+                return None
             return list(await recent_messages(s, conversation_id, limit))
 
     async def flush(self, timeout: float = 5.0) -> None:

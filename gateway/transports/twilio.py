@@ -78,7 +78,8 @@ class TwilioCall:
         self.session = session
         session.on_turn_end = self.ws.app.state.voice_log.recorder(
             conversation_id=session.conversation_id, assistant_id=grant.assistant_id,
-            session_id=session.session_id, user_id=None, source="telephony")
+            session_id=session.session_id, source="telephony",
+            user_id=grant.principal.owner(grant.assistant_id).user_id)
         session.start()
         registry = self.ws.app.state.sessions
         registry.add(session.session_id, self)

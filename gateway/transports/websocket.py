@@ -21,7 +21,9 @@ from gateway.audio import pcm
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import Session, SessionSettings
 from gateway.protocol import v1
+from gateway.providers.base import Message
 from gateway.store.assistants import get_assistant
+from gateway.store.conversations import Owner
 from gateway.store.models import Assistant
 
 log = structlog.get_logger("gateway.ws")
@@ -138,21 +140,34 @@ class VoiceConnection:
             assistant_id=self.grant.assistant_id,
         )
 
-    async def _attach_conversation(self, session: Session, *, resuming: bool) -> None:
-        """Store every turn in the conversation; resume its history when it exists."""
-        voice_log = self.ws.app.state.voice_log
-        if resuming:
-            try:
-                async with asyncio.timeout(2.0):
-                    session.history = await voice_log.history(
-                        session.conversation_id, self.grant.assistant_id,
-                        2 * self.cfg.llm.history_turns)
-            except Exception as exc:  # a fresh conversation then; never a failed session
-                self.log.warning("history_not_loaded", error=str(exc))
-        session.on_turn_end = voice_log.recorder(
+    async def _conversation(self, start: v1.Start | None) -> tuple[str, list[Message]]:
+        """The conversation the session continues: the one ``start`` names with its recent
+        history if this caller may resume it (``Principal.owner``), else a new one —
+        another assistant's or user's, an unknown id, or one that cannot be checked now
+        alike. ``session_started`` tells the client which."""
+        fresh = "conv_" + self.grant.session_id[5:]
+        requested = start.conversation_id if start else None
+        if not requested:
+            return fresh, []
+        history = None
+        try:
+            async with asyncio.timeout(2.0):
+                history = await self.ws.app.state.voice_log.history(
+                    self._owner(), requested, 2 * self.cfg.llm.history_turns)
+        except Exception as exc:  # a new conversation then; never a failed session
+            self.log.warning("history_not_loaded", error=type(exc).__name__)
+        if history is None:
+            self.log.info("conversation_not_resumed")
+            return fresh, []
+        return requested, history
+
+    def _owner(self) -> Owner:
+        return self.grant.principal.owner(self.grant.assistant_id)
+
+    def _record_turns(self, session: Session) -> None:
+        session.on_turn_end = self.ws.app.state.voice_log.recorder(
             conversation_id=session.conversation_id, assistant_id=self.grant.assistant_id,
-            session_id=session.session_id, user_id=self.grant.principal.user_id,
-            source="voice")
+            session_id=session.session_id, user_id=self._owner().user_id, source="voice")
 
     def _session_started(self, session: Session) -> dict[str, Any]:
         return {
@@ -167,11 +182,12 @@ class VoiceConnection:
         first = await self._receive(timeout=START_WAIT_S)
         event = self._parse(first) if first is not None else None
         start = event if isinstance(event, v1.Start) else None
-        conv = (start.conversation_id if start else None) or "conv_" + self.grant.session_id[5:]
+        conv, history = await self._conversation(start)
         session = Session(self.runtime, self._settings(start), self.outbox,
-                          session_id=self.grant.session_id, conversation_id=conv)
+                          session_id=self.grant.session_id, conversation_id=conv,
+                          history=history)
         self.session = session
-        await self._attach_conversation(session, resuming=bool(start and start.conversation_id))
+        self._record_turns(session)
         session.emit(self._session_started(session))
         session.start()
         registry = self.ws.app.state.sessions

@@ -45,7 +45,7 @@ def assert_union_shape(body: dict) -> None:
 
 
 async def test_smarteravatar_shape(gateway) -> None:
-    async with client(gateway) as http:
+    async with client(gateway, await make_key(gateway)) as http:
         first = await http.post("/api/chat", json={
             "message": QUESTION, "sessionId": "optional-session-id", "history": []})
         assert first.status_code == 200, first.text
@@ -68,7 +68,7 @@ async def test_smarteravatar_shape(gateway) -> None:
 async def test_platform_shape_continues_a_conversation(gateway) -> None:
     seed = {"message": "Hello, how can you help me?", "model": "gpt-4o", "user_id": "user123",
             "conversation_id": None, "system_prompt": "You are a helpful assistant."}
-    async with client(gateway) as http:
+    async with client(gateway, await make_key(gateway)) as http:
         first = await http.post("/api/chat", json=seed)
         assert first.status_code == 200, first.text
         body = first.json()
@@ -87,7 +87,7 @@ async def test_platform_shape_continues_a_conversation(gateway) -> None:
 
 async def test_model_may_name_an_assistant(gateway) -> None:
     await add_assistant(gateway, "museum", name="Museum guide", allow_anonymous=True)
-    async with client(gateway) as http:
+    async with client(gateway, await make_key(gateway)) as http:
         by_model = (await http.post("/api/chat", json={"message": "hi", "model": "museum"}))
         by_header = await http.post("/api/chat", json={"message": "hi"},
                                     headers={"x-chat-model-id": "museum"})
@@ -101,7 +101,7 @@ async def test_model_may_name_an_assistant(gateway) -> None:
 
 
 async def test_streaming_events_in_order(gateway) -> None:
-    async with client(gateway) as http:
+    async with client(gateway, await make_key(gateway)) as http:
         for kwargs in ({"params": {"stream": "true"}, "json": {"message": QUESTION}},
                        {"json": {"message": QUESTION, "stream": True, "sessionId": "s-1"}}):
             resp, events = await post_sse(http, "/api/chat", **kwargs)
@@ -168,12 +168,14 @@ async def test_request_errors(gateway) -> None:
         for bad in ({"message": "hi\u0000"}, {"message": "hi", "sessionId": "a\u0000"},
                     {"message": "hi", "context": {"k": "\u0000"}}):
             assert_error(await http.post("/api/chat", json=bad), 400, "INVALID_REQUEST")
-        assert_error(await http.post("/api/chat", json={"message": "hi",
-                                                        "conversation_id": "conv_nope"}),
-                     404, "NOT_FOUND")
-        resp, _ = await post_sse(http, "/api/chat?stream=true",
-                                 json={"message": "hi", "conversation_id": "conv_nope"})
-        assert_error(resp, 404, "NOT_FOUND")
+        # An unknown conversation is not made under the client's id: a new one starts.
+        unknown = await http.post("/api/chat", json={"message": "hi",
+                                                     "conversation_id": "conv_nope"})
+        assert unknown.status_code == 200
+        assert unknown.json()["conversation_id"] not in ("conv_nope", None)
+        resp, events = await post_sse(http, "/api/chat?stream=true",
+                                      json={"message": "hi", "conversation_id": "conv_nope"})
+        assert resp.status_code == 200 and events[0][1]["conversation_id"] != "conv_nope"
     async with client(gateway, await make_key(gateway)) as admin:
         assert_error(await admin.post("/api/chat", json={"message": "hi",
                                                          "chatModelId": "no-such-model"}),
@@ -192,13 +194,16 @@ async def test_keys_are_scoped_to_their_assistant(gateway_factory) -> None:
     async with client(gw, key_a) as a:
         assert_error(await a.get(f"/api/conversation/{conv}/messages"), 404, "NOT_FOUND")
         assert_error(await a.delete(f"/api/conversation/{conv}"), 404, "NOT_FOUND")
-        assert_error(await a.post("/api/chat", json={"message": "hi", "conversation_id": conv}),
-                     404, "NOT_FOUND")
+        other = await a.post("/api/chat", json={"message": "hi", "conversation_id": conv})
+        assert other.status_code == 200 and other.json()["conversation_id"] != conv
         assert_error(await a.post("/api/chat", json={"message": "hi", "chatModelId": "other"}),
                      403, "FORBIDDEN")
-        assert (await a.get("/api/conversations")).json()["total"] == 0
+        mine = (await a.get("/api/conversations")).json()["conversations"]
+        assert [c["id"] for c in mine] == [other.json()["conversation_id"]]
         hits = (await a.post("/api/search/messages", json={"query": "gateway"})).json()
-        assert hits["results"] == []
+        assert conv not in {h["conversation_id"] for h in hits["results"]}
+    async with client(gw, key_b) as b:  # b's conversation got nothing of a's
+        assert (await b.get(f"/api/conversation/{conv}/messages")).json()["total"] == 2
 
 
 @pytest.fixture
@@ -211,7 +216,7 @@ def failing_llm_gateway(gateway_factory):
 
 async def test_provider_error(failing_llm_gateway) -> None:
     gw = failing_llm_gateway
-    async with client(gw) as http:
+    async with client(gw, await make_key(gw)) as http:
         body = assert_error(await http.post("/api/chat", json={"message": QUESTION}),
                             502, "PROVIDER_ERROR")
         assert "llm" in body["error"]["message"]
@@ -258,7 +263,7 @@ async def test_voice_chat(gateway) -> None:
     assert complete["duration_ms"] == pytest.approx(pcm.duration_ms(len(audio), 16000), abs=5)
     reply = events[seq.index("agent_response")][1]
     assert reply["sessionId"] == "voice-1"
-    async with client(gateway) as http:
+    async with client(gateway, await make_key(gateway)) as http:
         msgs = (await http.get(f"/api/conversation/{reply['conversation_id']}/messages")).json()
     assert msgs["messages"][0]["content"] == events[0][1]["text"]
     assert msgs["messages"][0]["metadata"]["source"] == "voice"

@@ -36,7 +36,7 @@ async def log(http, session: str, user: str, reply: str, **extra) -> str:
 
 
 async def test_conversation_log_seed_example(gateway) -> None:
-    async with client(gateway) as http:
+    async with client(gateway, await make_key(gateway)) as http:
         resp = await http.post("/api/conversations/log", json=SEED_LOG)
         assert resp.status_code == 200
         body = resp.json()
@@ -53,7 +53,7 @@ async def test_conversation_log_seed_example(gateway) -> None:
 
 
 async def test_list_and_paginate(gateway) -> None:
-    async with client(gateway) as http:
+    async with client(gateway, await make_key(gateway)) as http:
         made = [await log(http, f"s{i}", f"Question number {i}", "Answer", user_id="user123")
                 for i in range(5)]
         await log(http, "other", "Someone else", "Answer", user_id="user456")
@@ -83,7 +83,7 @@ async def test_list_and_paginate(gateway) -> None:
 
 
 async def test_messages_pagination_and_delete(gateway) -> None:
-    async with client(gateway) as http:
+    async with client(gateway, await make_key(gateway)) as http:
         conv = await log(http, "long", "first", "second")
         await http.post("/api/conversations/log", json={
             "sessionId": "long", "messages": [{"role": "user", "content": f"m{i}"}
@@ -108,7 +108,7 @@ async def test_messages_pagination_and_delete(gateway) -> None:
 
 
 async def test_search(gateway) -> None:
-    async with client(gateway) as http:
+    async with client(gateway, await make_key(gateway)) as http:
         ids = [await log(http, f"py{i}", q, a, user_id="user123")
                for i, (q, a) in enumerate(PYTHON)]
         for i, topic in enumerate(("cooking pasta", "gardening tips", "car repair",
@@ -142,7 +142,7 @@ async def test_search(gateway) -> None:
 
 
 async def test_feedback_and_analysis(gateway) -> None:
-    async with client(gateway) as http:
+    async with client(gateway, await make_key(gateway)) as http:
         chat = (await http.post("/api/chat", json={"message": "What is the gateway?",
                                                    "user_id": "user123"})).json()
         conv, msg = chat["conversation_id"], chat["message_id"]
@@ -184,7 +184,7 @@ async def test_template_shapes_the_prompt(gateway_factory) -> None:
         def system() -> str:
             return str(llm_server.last.messages[0]["content"])
 
-        async with client(gw, **{"x-chat-model-id": "shop"}) as http:
+        async with client(gw, await make_key(gw, "shop")) as http:
             body = (await http.post("/api/chat", json={"message": "hello"})).json()
             assert body["response"] == "Echo: hello"
             assert system().startswith("You sell bicycles.")

@@ -86,7 +86,9 @@ def assert_tool_order(client: VoiceClient, name: str) -> tuple[dict[str, Any], d
 
 
 async def stored_tools(gw: Any, conversation_id: str) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=gw.base) as http:
+    key = await make_key(gw)  # conversations are read with a key (anonymous callers see none)
+    async with httpx.AsyncClient(base_url=gw.base,
+                                 headers={"Authorization": f"Bearer {key}"}) as http:
         for _ in range(50):  # voice turns are written in the background
             resp = await http.get(f"/api/conversation/{conversation_id}/messages")
             replies = [m for m in resp.json().get("messages", []) if m["role"] == "assistant"]
@@ -175,7 +177,8 @@ async def test_failed_tool_still_answers(gateway_factory, openai_llm, hooks) -> 
 
 async def test_chat_sse_shows_tool_events(gateway_factory, openai_llm) -> None:
     gw = tool_gateway(gateway_factory, openai_llm, tools={"enabled": ["search_knowledge_base"]})
-    async with httpx.AsyncClient(base_url=gw.base, timeout=60) as http:
+    headers = {"Authorization": f"Bearer {await make_key(gw)}"}
+    async with httpx.AsyncClient(base_url=gw.base, timeout=60, headers=headers) as http:
         async with http.stream("POST", "/api/chat", params={"stream": "true"},
                                json={"message": "What is the gateway?"}) as resp:
             body = (await resp.aread()).decode()

@@ -212,8 +212,8 @@ async def test_voice_turns_are_stored_as_conversation_messages(gateway) -> None:
     from gateway.store.conversations import list_messages
     from gateway.store.db import Database
 
-    client = await ask(gateway, "tell_me_about_barge_in.wav",
-                       conversation_id="conv_voice_test_1")
+    client = await ask(gateway, "tell_me_about_barge_in.wav")
+    conv = client.events("session_started")[0]["conversation_id"]
     await client.wait_for("tts_start", timeout=60)
     await asyncio.sleep(1.0)
     await client.stream(wav("hello_weather.wav") + silence(600))
@@ -223,7 +223,7 @@ async def test_voice_turns_are_stored_as_conversation_messages(gateway) -> None:
     await asyncio.sleep(0.5)  # the writes run beside the audio path
     db = Database.from_config(gateway.cfg)
     async with db.session() as s:
-        rows = await list_messages(s, "conv_voice_test_1", 50, 0)
+        rows = await list_messages(s, conv, 50, 0)
     await db.close()
     messages = rows[0] if isinstance(rows, tuple) else rows
     roles = [m.role for m in messages]
