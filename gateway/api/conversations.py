@@ -161,11 +161,11 @@ class TemplateSet(BaseModel):
              description="The system prompt of the conversation's next turns comes from "
              "this template (see GET /api/template/{name}) with these variables.")
 async def set_template(request: Request, conversation_id: ConvId, body: TemplateChoice,
-                       principal: Caller) -> dict[str, Any]:
+                       principal: Caller, user_id: UserId = None) -> dict[str, Any]:
     if body.template_name not in TEMPLATE_BY_NAME:
         raise ApiError(400, "INVALID_REQUEST", f"unknown template {body.template_name!r}")
     async with request.app.state.db.session() as s:
-        conv = await owned(request, principal, conversation_id, s)
+        conv = await owned(request, principal, conversation_id, s, user_id)
         conv.template_name = body.template_name
         conv.template_variables = dict(body.variables)
         await s.commit()
