@@ -145,6 +145,17 @@ class KnowledgeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EmbedderConfig:
+    # Sentence embeddings for semantic search and retrieval: "minilm" (all-MiniLM-L6-v2,
+    # int8 ONNX from a wheel) or "null" (none: full-text search only).
+    provider: str = "minilm"
+    max_tokens: int = 128  # longer texts are cut (a passage is ~700 characters at most)
+    batch_size: int = 32
+    threads: int = 1  # onnxruntime threads per call (one call at a time per process)
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class WorkersConfig:
     # Threads running model inference; shared by every session in the process.
     threads: int = 2
@@ -307,6 +318,7 @@ class Config:
     llm: LLMConfig = LLMConfig()
     tts: TTSConfig = TTSConfig()
     knowledge: KnowledgeConfig = KnowledgeConfig()
+    embedder: EmbedderConfig = EmbedderConfig()
     workers: WorkersConfig = WorkersConfig()
     queues: QueueConfig = QueueConfig()
     auth: AuthConfig = AuthConfig()
@@ -515,6 +527,10 @@ def _validate(cfg: Config) -> None:
     _validate_tools(cfg.tools)
     if cfg.webrtc.output_sample_rate not in (16000, 24000, 48000):
         raise ConfigError("webrtc.output_sample_rate must be 16000, 24000 or 48000")
+    if cfg.embedder.provider not in ("minilm", "null"):
+        raise ConfigError("embedder.provider must be minilm or null")
+    if cfg.embedder.max_tokens < 8 or cfg.embedder.batch_size < 1 or cfg.embedder.timeout_s <= 0:
+        raise ConfigError("embedder: max_tokens >= 8, batch_size >= 1, timeout_s > 0")
     if cfg.server.allow_anonymous.lower() not in (
         "auto", "true", "false", "yes", "no", "1", "0"
     ):

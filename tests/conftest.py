@@ -74,6 +74,7 @@ def models() -> dict[str, Any]:
         "stt": registry.create("stt", "whisper", cfg),
         "tts": registry.create("tts", "piper", cfg),
         "turn": SmartTurn.from_config(cfg),
+        "embedder": registry.create("embedder", "minilm", cfg),
     }
 
 

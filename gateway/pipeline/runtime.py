@@ -11,10 +11,12 @@ import contextlib
 import functools
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import structlog
 
 from gateway.audio import pcm
@@ -25,6 +27,7 @@ from gateway.providers.base import (
     TTS,
     VAD,
     ChatRequest,
+    Embedder,
     Passage,
     ProviderError,
     Speech,
@@ -55,6 +58,8 @@ class Runtime:
     tools: ToolRunner | None = None  # function tools (made in load())
     # The end-of-turn model (Smart Turn) when [turn] detector asks for one; None: silence.
     turn_detector: TurnDetector | None = None
+    # Sentence embeddings (semantic search, hybrid retrieval); None: full-text search only.
+    embedder: Embedder | None = None
     # Set by the app once the database is up: async (assistant_id) -> {stage: provider
     # name or None}, the assistant's own STT / LLM / TTS choice (None: the config's).
     assistant_providers: Callable[[str], Awaitable[Mapping[str, str | None]]] | None = None
@@ -84,7 +89,8 @@ class Runtime:
         w = cfg.workers
         pools = {
             stage: InferencePool(stage, threads, w.max_waiting, w.wait_timeout_s)
-            for stage, threads in (("stt", w.threads), ("llm", 1), ("tts", w.threads))
+            for stage, threads in (("stt", w.threads), ("llm", 1), ("tts", w.threads),
+                                   ("embed", 1))
         }
         timeouts = {
             "stt": Timeouts(cfg.stt.timeout_s, cfg.stt.timeout_s),
@@ -100,8 +106,10 @@ class Runtime:
         vad = overrides.get("vad") or _load(cfg, "vad", cfg.vad.provider)
         t = cfg.turn
         pools["turn"] = InferencePool("turn", t.threads, t.max_waiting, t.wait_ms / 1000)
+        embedder = (overrides["embedder"] if "embedder" in overrides
+                    else _load_embedder(cfg))
         return cls(cfg=cfg, vad=vad, chains=chains, pools=pools, tools=ToolRunner(cfg),
-                   turn_detector=_turn_detector(cfg, overrides))
+                   turn_detector=_turn_detector(cfg, overrides), embedder=embedder)
 
     def health(self) -> dict[str, str]:
         """Per stage "ok" or "error: …" (the primary's state; every provider in details)."""
@@ -244,6 +252,16 @@ class Runtime:
         resampled = pcm.resample(speech.pcm, speech.sample_rate, out_rate)
         return Speech(resampled, out_rate, speech.phonemes)
 
+    async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32] | None:
+        """Embeddings of ``texts`` from the embedding pool (one thread: a batch at a time);
+        None without an embedder. ProviderError (PoolBusy, timeout) on trouble."""
+        if self.embedder is None:
+            return None
+        if not texts:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+        return await self.pools["embed"].run(self.embedder.embed, list(texts),
+                                             timeout=self.cfg.embedder.timeout_s)
+
     async def retrieve(self, assistant_id: str, question: str) -> list[Passage]:
         """Knowledge-base passages for a question; none (not a failed turn) on trouble."""
         if self.retriever is None:
@@ -310,6 +328,18 @@ def _turn_detector(cfg: Config, overrides: dict[str, Any]) -> TurnDetector | Non
     log.info("provider_loaded", stage="turn", provider=detector.name,
              ms=round((time.perf_counter() - started) * 1000))
     return detector
+
+
+def _load_embedder(cfg: Config) -> Embedder | None:
+    """The configured embedder, or None ("null", or it cannot load: full-text search only)."""
+    if cfg.embedder.provider == "null":
+        return None
+    try:
+        embedder: Embedder = _load(cfg, "embedder", cfg.embedder.provider)
+    except ProviderError as exc:
+        log.warning("embedder_unavailable", error=str(exc), note="full-text search only")
+        return None
+    return embedder
 
 
 def _stage_providers(cfg: Config, stage: str, override: Any) -> list[Any]:

@@ -16,6 +16,9 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import numpy as np
+import numpy.typing as npt
+
 
 class ProviderError(Exception):
     """A provider failed; the turn gets ``PROVIDER_ERROR`` and the session goes on."""
@@ -224,3 +227,17 @@ class TTS(Protocol):
     sample_rate: int
 
     def synthesize(self, text: str, *, voice: str | None = None) -> Speech: ...
+
+
+# --- Embeddings --------------------------------------------------------------------
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Blocking: runs in the runtime's embedding pool. Texts in, one L2-normalised
+    float32 row of ``dim`` per text out (so a dot product is the cosine similarity)."""
+
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...

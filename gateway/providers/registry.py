@@ -31,6 +31,9 @@ _PROVIDERS: dict[str, dict[str, str]] = {
         "hybrid": "gateway.providers.hybrid_llm:HybridLLM",
         "null": "gateway.providers.null:NullLLM",
     },
+    "embedder": {
+        "minilm": "gateway.providers.minilm_embedder:MiniLMEmbedder",
+    },
     "tts": {
         "piper": "gateway.providers.piper_tts:PiperTTS",
         "espeak": "gateway.providers.espeak_tts:EspeakTTS",
