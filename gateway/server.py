@@ -214,13 +214,17 @@ def uvicorn_config(cfg: Config, app: Any) -> uvicorn.Config:
 class DrainingServer(uvicorn.Server):
     """On shutdown, lets live voice sessions finish their reply and closes them with 1001.
 
-    Plain uvicorn closes every WebSocket at once with 1012, cutting replies mid-word.
+    Plain uvicorn closes every WebSocket at once with 1012, cutting replies mid-word. A
+    reply still going after ``server.drain_timeout_s`` is cut like a barge-in: the client
+    gets ``interrupted`` and ``stream_end``, and the turn is stored as heard.
     """
 
-    def __init__(self, config: uvicorn.Config, app: Any, *, freeze_gc: bool = False) -> None:
+    def __init__(self, config: uvicorn.Config, app: Any, *, freeze_gc: bool = False,
+                 drain_timeout_s: float = 25.0) -> None:
         super().__init__(config)
         self.gateway_app = app
         self.freeze_gc = freeze_gc
+        self.drain_timeout_s = drain_timeout_s
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -238,12 +242,15 @@ class DrainingServer(uvicorn.Server):
             server.close()  # no new connections while draining
         registry = getattr(self.gateway_app.state, "sessions", None)
         if registry is not None:
-            await registry.drain(self.config.timeout_graceful_shutdown or 5)
+            # Replies in flight finish (or are cut and stored as heard) before uvicorn
+            # closes what is left; the lifespan then flushes the voice log.
+            await registry.drain(self.drain_timeout_s)
         await super().shutdown(sockets)
 
 
 def make_server(cfg: Config, app: Any, *, freeze_gc: bool = False) -> DrainingServer:
-    return DrainingServer(uvicorn_config(cfg, app), app, freeze_gc=freeze_gc)
+    return DrainingServer(uvicorn_config(cfg, app), app, freeze_gc=freeze_gc,
+                          drain_timeout_s=cfg.server.drain_timeout_s)
 
 
 def serve(cfg: Config) -> None:

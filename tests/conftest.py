@@ -21,6 +21,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from leakcheck import client_errors  # noqa: F401  (autouse: no error leaks internals)
 from testdb import BACKENDS, TestDatabases, selected_backend
 
 from gateway.app import create_app

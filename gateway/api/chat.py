@@ -38,7 +38,7 @@ from .chat_engine import (
     engine_of,
 )
 from .deps import authed, requested_assistant
-from .errors import ERROR_RESPONSES, ApiError, ErrorBody
+from .errors import ERROR_RESPONSES, ApiError, ErrorBody, provider_failure
 from .v1base import CleanStr, JsonObject
 
 
@@ -242,7 +242,7 @@ async def transcribe_upload(request: Request, audio: UploadFile, language: str |
         text: str = await request.app.state.runtime.transcribe(pcm16k, language,
                                                                assistant_id=assistant_id)
     except ProviderError as exc:
-        raise ApiError(502, "PROVIDER_ERROR", f"stt: {exc}") from None
+        raise provider_failure("stt", exc) from None
     return Transcript(text.strip(), confidence_of(text)), seconds
 
 

@@ -30,6 +30,7 @@ from gateway.config import Config
 from gateway.pipeline.runtime import Runtime
 from gateway.pipeline.text import SentenceSplitter
 from gateway.pipeline.tools import Filler, ToolEvent, sse_payload
+from gateway.protocol import errors
 from gateway.providers.base import ChatRequest, Message, Passage, ProviderError
 from gateway.store import conversations as store
 from gateway.store.db import Database
@@ -37,7 +38,7 @@ from gateway.store.models import Assistant, Conversation, new_id
 
 from .auth import AuthError, Principal
 from .deps import checked_assistant, requested_assistant
-from .errors import ApiError, client_host
+from .errors import ApiError, client_host, provider_failure
 
 log = structlog.get_logger("gateway.chat")
 
@@ -333,7 +334,7 @@ class ChatEngine:
             async for _ in self.tokens(turn):
                 pass
         except ProviderError as exc:
-            raise ApiError(502, "PROVIDER_ERROR", f"llm: {exc}") from None
+            raise provider_failure("llm", exc) from None
         return await self.complete(turn)
 
     def start_event(self, turn: Turn) -> dict[str, Any]:
@@ -364,13 +365,15 @@ class ChatEngine:
 
 
 def provider_error(stage: str, exc: ProviderError) -> dict[str, Any]:
-    return {"error": {"code": "PROVIDER_ERROR", "message": f"{stage}: {exc}"},
+    """The SSE ``error`` of a failed stage: its fixed message; the provider's to the log."""
+    log.warning("provider_error", stage=stage, error=str(exc))
+    return {"error": {"code": errors.PROVIDER_ERROR, "message": errors.provider_message(stage)},
             "retryable": exc.retryable}
 
 
 def internal_error(exc: Exception) -> dict[str, Any]:
     log.error("chat_stream_failed", exc_info=exc)
-    return {"error": {"code": "INTERNAL_ERROR", "message": "internal error"},
+    return {"error": {"code": errors.INTERNAL_ERROR, "message": errors.INTERNAL_MESSAGE},
             "retryable": True}
 
 

@@ -1,4 +1,5 @@
-"""One error body everywhere: ``{"error": {"code", "message"}}``. Never a stack trace."""
+"""One error body everywhere: ``{"error": {"code", "message"}}``. Never a stack trace,
+never an exception's or a provider's own text (gateway.protocol.errors has the messages)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.protocol import errors
+from gateway.providers.base import ProviderError
 
 log = structlog.get_logger("gateway.api")
 
@@ -60,6 +64,13 @@ def error_response(status: int, code: str, message: str,
                         headers=headers)
 
 
+def provider_failure(stage: str, exc: ProviderError) -> ApiError:
+    """The 502 of a stage whose providers all failed: the provider's text (an upstream
+    traceback, its URL) goes to the log, the client reads the stage's fixed message."""
+    log.warning("provider_error", stage=stage, error=str(exc))
+    return ApiError(502, errors.PROVIDER_ERROR, errors.provider_message(stage))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -76,6 +87,12 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code, "INVALID_REQUEST")
         return error_response(exc.status_code, code, str(exc.detail))
 
+    @app.exception_handler(ProviderError)
+    async def _provider(request: Request, exc: ProviderError) -> JSONResponse:
+        # A route that let one through (the stage is not known here).
+        log.warning("provider_error", path=request.url.path, error=str(exc))
+        return error_response(502, errors.PROVIDER_ERROR, errors.PROVIDER_MESSAGE)
+
     @app.exception_handler(DBAPIError)
     async def _bad_data(request: Request, exc: DBAPIError) -> JSONResponse:
         # SQLSTATE class 22 (data exception): input the database cannot store, such as a
@@ -84,12 +101,12 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(400, "INVALID_REQUEST", "input contains characters or "
                                   "values that cannot be stored (e.g. a NUL character)")
         log.error("database_error", path=request.url.path, exc_info=exc)
-        return error_response(500, "INTERNAL_ERROR", "internal error")
+        return error_response(500, errors.INTERNAL_ERROR, errors.INTERNAL_MESSAGE)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled_error", path=request.url.path, exc_info=exc)
-        return error_response(500, "INTERNAL_ERROR", "internal error")
+        return error_response(500, errors.INTERNAL_ERROR, errors.INTERNAL_MESSAGE)
 
 
 def _sqlstate(exc: DBAPIError) -> str:

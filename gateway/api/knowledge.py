@@ -31,7 +31,7 @@ from . import assistants
 from .auth import Principal
 from .deps import assistant_of, checked_assistant
 from .envelope import EnvelopeRoute
-from .errors import ERROR_RESPONSES, ApiError
+from .errors import ERROR_RESPONSES, ApiError, provider_failure
 from .v1base import (
     MAX_BATCH,
     Caller,
@@ -368,7 +368,7 @@ async def query(request: Request, principal: QueryCaller,
         chain = await state.runtime.chain("llm", assistant_id)
         answer = "".join([token async for token in state.runtime.reply_tokens(chat, chain)])
     except ProviderError as exc:
-        raise ApiError(502, "PROVIDER_ERROR", f"the language model failed: {exc}") from None
+        raise provider_failure("llm", exc) from None
     return {"success": True, "response": answer.strip(), "sources": _sources(passages)}
 
 

@@ -54,7 +54,9 @@ class Breaker:
         self.probing = False
 
     def describe(self, now: float) -> str:
+        # Shown by /api/health to anyone: the error's text (an upstream's URL, its
+        # traceback) stays in the log (failover's provider_failed line).
         state = self.state(now)
         if state == "closed":
-            return "ok" if not self.failures else f"ok (last error: {self.last_error})"
-        return f"error: circuit {state} after: {self.last_error}"
+            return "ok" if not self.failures else f"ok ({self.failures} recent failures)"
+        return f"error: circuit {state} after {self.failures} failures"

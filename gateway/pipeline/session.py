@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from gateway.audio import pcm
-from gateway.protocol import v1
+from gateway.protocol import errors, v1
 from gateway.providers.base import ChatRequest, Message, ProviderError
 
 from . import visemes
@@ -127,7 +127,7 @@ class Session:
         # A bug, not bad input: tell the client without details and end the session.
         self.log.error("stage_crashed", stage=stage, exc_info=exc)
         if not self.outbox.closed:
-            self.emit(v1.error(v1.INTERNAL_ERROR, "internal error; the session ends"))
+            self.emit(v1.internal_error(errors.SESSION_ENDS))
             self.outbox.close()
 
     async def close(self) -> None:
@@ -293,8 +293,7 @@ class Session:
             jobs.remove(victim)
             if victim.final:
                 self.log.warning("stt_behind_turn_dropped", turn_id=victim.turn_id)
-                self.emit(v1.error(v1.PROVIDER_ERROR, "speech recognition is behind; "
-                                   "a turn was dropped", retryable=True))
+                self.emit(v1.error(v1.PROVIDER_ERROR, errors.STT_BEHIND, retryable=True))
             for kept in jobs:
                 self.stt_q.put_nowait(kept)
         self.stt_q.put_nowait(job)
@@ -454,8 +453,9 @@ class Session:
             return template  # a client prompt with literal braces is used as it is
 
     def _provider_error(self, stage: str, exc: ProviderError) -> None:
+        # The provider's text (an upstream's traceback, its URL) is for the log only.
         self.log.warning("provider_error", stage=stage, error=str(exc))
-        self.emit(v1.error(v1.PROVIDER_ERROR, f"{stage}: {exc}", retryable=exc.retryable))
+        self.emit(v1.provider_error(stage, retryable=exc.retryable))
 
     def _live(self, turn_id: int, response_id: str) -> Response | None:
         r = self.response

@@ -14,16 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gateway.audio import pcm
+from gateway.protocol import errors
+from gateway.protocol.errors import INTERNAL_ERROR as INTERNAL_ERROR
+from gateway.protocol.errors import INVALID_REQUEST as INVALID_REQUEST
+from gateway.protocol.errors import PROVIDER_ERROR as PROVIDER_ERROR
+from gateway.protocol.errors import RATE_LIMITED as RATE_LIMITED
+from gateway.protocol.errors import UNAUTHORIZED as UNAUTHORIZED
 
 SAMPLE_RATES: Final = (8000, 16000, 24000, 48000)
 ENCODINGS: Final = ("pcm_s16le", "mulaw")
-
-# Error codes of the published API documents.
-INVALID_REQUEST: Final = "INVALID_REQUEST"
-UNAUTHORIZED: Final = "UNAUTHORIZED"
-RATE_LIMITED: Final = "RATE_LIMITED"
-PROVIDER_ERROR: Final = "PROVIDER_ERROR"
-INTERNAL_ERROR: Final = "INTERNAL_ERROR"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +200,18 @@ _HANDLERS: dict[str, Any] = {
 
 
 def error(code: str, message: str, *, retryable: bool = False) -> dict[str, Any]:
+    """An ``error`` event. ``message`` is written by the gateway (gateway.protocol.errors
+    for server-side failures), never an exception's or a provider's text."""
     return {"type": "error", "code": code, "message": message, "retryable": retryable}
+
+
+def provider_error(stage: str, *, retryable: bool = True) -> dict[str, Any]:
+    """``PROVIDER_ERROR`` for a stage whose providers all failed (fixed message)."""
+    return error(PROVIDER_ERROR, errors.provider_message(stage), retryable=retryable)
+
+
+def internal_error(message: str = errors.INTERNAL_MESSAGE) -> dict[str, Any]:
+    return error(INTERNAL_ERROR, message)
 
 
 def encode(event: dict[str, Any]) -> str:

@@ -29,8 +29,10 @@ from gateway.api.auth import AuthError, SessionGrant
 from gateway.api.ratelimit import Verdict
 from gateway.audio import pcm
 from gateway.config import Config
+from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import Outbox, OutboxClosed
 from gateway.pipeline.session import Session, SessionSettings, VadOverrides
+from gateway.protocol import errors
 from gateway.protocol import realtime as rt
 from gateway.protocol.realtime_events import ResponseInfo, ServerEvents, VadDefaults
 from gateway.protocol.v1 import AudioFormat
@@ -298,10 +300,8 @@ class RealtimeConnection(Renderer):
             return
 
     async def drain(self, deadline: float) -> None:
-        """Server shutdown: let the current reply finish, then close with 1001."""
-        loop = asyncio.get_running_loop()
-        while self.session is not None and self.session.replying and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        """Server shutdown: let the current reply finish (or cut it), then close with 1001."""
+        await finish_reply(self.session, self.outbox, deadline)
         await self._close(1001, "server shutting down")
 
     async def _close(self, code: int, reason: str) -> None:
@@ -397,10 +397,11 @@ class RealtimeConnection(Renderer):
                                                      assistant_id=self.grant.assistant_id)
             except ProviderError as exc:
                 text = ""
+                self.log.warning("provider_error", stage="stt", error=str(exc))
                 self._post("conversation.item.input_audio_transcription.failed",
                            item_id=item.id, content_index=0, error={
                                "type": "transcription_error", "code": "provider_error",
-                               "message": str(exc)})
+                               "message": errors.provider_message("stt")})
             if previous is not None:
                 with contextlib.suppress(Exception):
                     await previous

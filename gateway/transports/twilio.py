@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
 from gateway.api.errors import ApiError, ErrorBody
+from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import Session, SessionSettings
 from gateway.protocol import twilio as tw
@@ -214,9 +215,7 @@ class TwilioCall:
         return None
 
     async def drain(self, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        while self.session is not None and self.session.replying and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        await finish_reply(self.session, self.outbox, deadline)
         await self._close(1001, "server shutting down")
 
     async def _close(self, code: int, reason: str) -> None:

@@ -43,6 +43,7 @@ from starlette.responses import JSONResponse
 from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
 from gateway.api.errors import ApiError, ErrorBody
 from gateway.audio import frames, pcm
+from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import VAD_RATE, Session, SessionSettings
 from gateway.protocol import v1
@@ -270,7 +271,7 @@ class WebRTCPeer:
                 await self.pc.setRemoteDescription(offer)
             except Exception as exc:  # aiortc's parser raises assorted errors on bad SDP
                 self.log.info("webrtc_bad_offer", error=repr(exc))
-                raise ApiError(400, "INVALID_REQUEST", f"bad SDP offer: {exc}") from None
+                raise ApiError(400, "INVALID_REQUEST", "bad SDP offer") from None
             if not any(t.kind == "audio" for t in self.pc.getTransceivers()):
                 raise ApiError(400, "INVALID_REQUEST", "the offer has no audio track")
             self.pc.addTrack(self.track)
@@ -434,9 +435,8 @@ class WebRTCPeer:
         await asyncio.shield(self._supervisor)
 
     async def drain(self, deadline: float) -> None:
-        """Server shutdown: let the current reply finish, then close the connection."""
-        while self.session.replying and self._loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        """Server shutdown: let the current reply finish (or cut it), then close."""
+        await finish_reply(self.session, self.outbox, deadline)
         await self.close("server shutting down")
 
     async def _teardown(self, reason: str) -> None:

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from gateway.api.auth import AuthError, SessionGrant
 from gateway.api.ratelimit import RateLimited
 from gateway.audio import pcm
+from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import Session, SessionSettings
 from gateway.protocol import v1
@@ -326,10 +327,8 @@ class VoiceConnection:
         return v1.encode(item)
 
     async def drain(self, deadline: float) -> None:
-        """Server shutdown: let the current reply finish, then close with 1001."""
-        loop = asyncio.get_running_loop()
-        while self.session is not None and self.session.replying and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        """Server shutdown: let the current reply finish (or cut it), then close with 1001."""
+        await finish_reply(self.session, self.outbox, deadline)
         await self._close(1001, "server shutting down")
 
     async def _close(self, code: int, reason: str) -> None:

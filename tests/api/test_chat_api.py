@@ -23,6 +23,7 @@ from chat_helpers import (
 )
 
 from gateway.audio import pcm
+from gateway.protocol.errors import provider_message
 from gateway.store.db import Database
 from gateway.store.models import ChatMessage
 
@@ -219,7 +220,7 @@ async def test_provider_error(failing_llm_gateway) -> None:
     async with client(gw, await make_key(gw)) as http:
         body = assert_error(await http.post("/api/chat", json={"message": QUESTION}),
                             502, "PROVIDER_ERROR")
-        assert "llm" in body["error"]["message"]
+        assert body["error"]["message"] == provider_message("llm")  # not the provider's
         resp, events = await post_sse(http, "/api/chat", json={"message": QUESTION,
                                                                 "stream": True})
         assert resp.status_code == 200

@@ -33,12 +33,22 @@ BEHAVIOURS = (
     "rate_limit",  # 429 rate_limit_exceeded
     "quota",  # 429 insufficient_quota
     "server_error",  # 500
+    "traceback",  # 500 whose message is a traceback naming internal paths, hosts, users
     "hang",  # accept the request, never send a byte
     "stall",  # stream `stall_after` content chunks, then go silent
     "slow",  # stream a content chunk every `token_delay_s` (or 0.05 s), for ever
     "tools",  # call the offered tools (streamed in pieces); after a tool result, echo it
 )
 DEFAULT_KEY = "sk-test-0123456789abcdefLOCAL"
+# What a badly configured upstream answers (issue 9 reproduced it): none of it may reach
+# a client.
+INTERNAL_TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "/srv/internal-llm/app/worker.py", line 88, in generate\n'
+    "    conn = connect('postgresql://svc_llm@db-primary.internal.corp:5432/llm')\n"
+    "psycopg.OperationalError: connection to db-primary.internal.corp:5432 user=svc_llm "
+    "failed: could not connect to 10.0.3.17\n"
+)
 
 
 def openai_error(
@@ -317,6 +327,8 @@ class LocalOpenAIServer:
                 "insufficient_quota",
                 "insufficient_quota",
             )
+        if behaviour == "traceback":
+            return openai_error(500, INTERNAL_TRACEBACK, "server_error")
         if behaviour == "server_error":
             key_note = f" (key {self.api_key})" if self.echo_key_in_errors else ""
             return openai_error(

@@ -31,6 +31,7 @@ from openai_server import LocalOpenAIServer
 from voice_client import VoiceClient, silence, wav
 
 from gateway.audio import pcm
+from gateway.protocol.errors import PROVIDER_MESSAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -176,7 +177,8 @@ async def test_no_secret_in_logs_or_responses(secret_gateway: Gateway, servers: 
     assert hybrid.last["headers"]["x-backend-secret"] == KEYS["header"]
     # ...every upstream refused them, and the failures were reported and logged.
     errors = [json.loads(m) for m in messages if '"error"' in m]
-    stages = {e["message"].split(":")[0] for e in errors if e.get("code") == "PROVIDER_ERROR"}
+    by_message = {message: stage for stage, message in PROVIDER_MESSAGES.items()}
+    stages = {by_message.get(e["message"]) for e in errors if e.get("code") == "PROVIDER_ERROR"}
     assert {"stt", "tts"} <= stages, errors
     assert responses[0].status_code == 200  # the extractive fallback answered the chat
     assert responses[2].status_code == 502 and "PROVIDER_ERROR" in responses[2].text
