@@ -139,7 +139,14 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Passage:
-    """A retrieved knowledge-base passage that grounds a reply."""
+    """A retrieved knowledge-base passage that grounds a reply.
+
+    ``score`` is 0..1. With an embedder it is the question's cosine similarity to the
+    passage or to its best sentence, whichever is higher (unrelated text ~0.0-0.2, a
+    paraphrase of the answer ~0.35+; usable as an abstention threshold); without one,
+    the full-text engine's relevance. ``similarity`` is the cosine to the whole passage
+    (None without an embedder), ``sentences`` the passage cut into sentences and
+    ``sentence_scores`` the cosine of each (empty without an embedder)."""
 
     title: str
     text: str
@@ -147,6 +154,9 @@ class Passage:
     score: float = 0.0
     document_id: str = ""
     document_title: str = ""
+    similarity: float | None = None
+    sentences: tuple[str, ...] = ()
+    sentence_scores: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
