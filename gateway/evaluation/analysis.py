@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.evaluation.scenario import Scenario
-from gateway.evaluation.scoring import Verdict, judge
+from gateway.evaluation.scoring import Verdict, judge, word_error_rate
 
 # Events that end the caller's turn; one before the caller finished is a cut-off.
 TURN_ENDERS = ("speech_stopped", "stream_start")
@@ -43,6 +43,7 @@ class Result:
     passed: bool = False
     reason: str = ""
     heard: str = ""  # the gateway's final transcript(s)
+    wer: float | None = None  # word error rate of ``heard`` against what was said
     answer: str | None = None
     latency_ms: float | None = None  # last voiced frame -> first reply audio byte
     stages_ms: dict[str, float] = field(default_factory=dict)  # client-side, same origin
@@ -123,6 +124,8 @@ def analyze(s: Scenario, log: list[Rec], marks: Marks, known_numbers: set[str]) 
     res.heard = " / ".join(str(r.event["text"]) for r in log if r.event is not None
                            and _is("transcription", final=True)(r)
                            and (start is None or r.t <= start.t))
+    if res.heard and s.caller.text is not None:
+        res.wer = round(word_error_rate(res.said, res.heard), 3)
     if start is None or start.event is None:
         res.reason = "no reply"
         return _verdict(s, res)

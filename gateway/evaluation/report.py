@@ -13,17 +13,20 @@ from typing import Any
 from gateway.evaluation.analysis import Result
 from gateway.evaluation.scoring import Rate, stats
 
+MISHEARD_WER = 0.25  # a turn whose transcript is this far off was misheard, not misanswered
 OLD_TIMER_MS = 400  # the fixed silence timer that ended every turn before issue 10
 STAGES = ("end_of_turn", "final_transcript", "reply_start", "first_token", "first_audio")
 
 
 def summarize(results: Sequence[Result], meta: dict[str, Any]) -> dict[str, Any]:
     answered = [r for r in results if r.kind in ("question", "pause") and r.verdict]
-    correct, unanswerable = Rate(), Rate()
+    correct, unanswerable, heard_right = Rate(), Rate(), Rate()
     invented: list[str] = []
     for r in answered:
         assert r.verdict is not None
         correct.add(r.verdict.correct, r.id)
+        if r.wer is not None and r.wer < MISHEARD_WER:
+            heard_right.add(r.verdict.correct, r.id)
         invented += [f"{r.id}: {n}" for n in r.verdict.invented]
     for r in answered:
         if r.unanswerable and r.verdict is not None:
@@ -44,6 +47,10 @@ def summarize(results: Sequence[Result], meta: dict[str, Any]) -> dict[str, Any]
         "scenarios": len(results),
         "passed": {k: v.as_dict() for k, v in kinds.items()},
         "correct_answers": correct.as_dict(),
+        "correct_answers_heard_right": heard_right.as_dict(),
+        "transcript_wer": stats(r.wer for r in results if r.kind in ("question", "pause")
+                                ).as_dict(),
+        "misheard": [r.id for r in results if r.wer is not None and r.wer >= MISHEARD_WER],
         "unanswerable_abstained": unanswerable.as_dict(),
         "invented_numbers": invented,
         "latency_ms": stats(latencies).as_dict(),
@@ -77,6 +84,10 @@ def _fig(v: float | None) -> str:
     return "–" if v is None else f"{v:.0f}"
 
 
+def _wer(v: float | None) -> str:
+    return "–" if v is None else f"{v:.0%}"
+
+
 def _stat_row(name: str, s: dict[str, Any]) -> str:
     return (f"| {name} | {s['n']} | {_fig(s['p50'])} | {_fig(s['p95'])} | {_fig(s['max'])} "
             f"| {_fig(s['mean'])} |")
@@ -100,6 +111,11 @@ def render_markdown(summary: dict[str, Any], results: Sequence[Result]) -> str:
         "| figure | value |",
         "|---|---|",
         f"| correct answers | {_pct(s['correct_answers'])} |",
+        f"| correct answers where the transcript was right (word error rate < "
+        f"{MISHEARD_WER:.0%}) | {_pct(s['correct_answers_heard_right'])} |",
+        f"| misheard turns (word error rate ≥ {MISHEARD_WER:.0%}); mean word error rate | "
+        f"{len(s['misheard'])} {_cell(', '.join(s['misheard']))}; "
+        f"{_wer(s['transcript_wer']['mean'])} |",
         f"| unanswerable questions answered with \"I don't know\" | "
         f"{_pct(s['unanswerable_abstained'])} |",
         f"| numbers not in the knowledge base | {len(s['invented_numbers'])} "
@@ -142,12 +158,13 @@ def render_markdown(summary: dict[str, Any], results: Sequence[Result]) -> str:
 
 def _detail_tables(results: Sequence[Result]) -> list[str]:
     lines = ["", "## Questions", "",
-             "| id | ok | latency ms | said | heard | answer | why not |",
-             "|---|---|---|---|---|---|---|"]
+             "| id | ok | latency ms | said | heard | WER | answer | why not |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         if r.kind in ("question", "pause"):
             lines.append(f"| {r.id} | {'✓' if r.passed else '✗'} | {_fig(r.latency_ms)} | "
-                         f"{_cell(r.said, 80)} | {_cell(r.heard, 80)} | {_cell(r.answer)} | "
+                         f"{_cell(r.said, 80)} | {_cell(r.heard, 80)} | {_wer(r.wer)} | "
+                         f"{_cell(r.answer)} | "
                          f"{_cell(r.reason, 120)} |")
     lines += ["", "## Interruptions", "",
               "| id | kind | ok | interrupted | reaction ms | audio after ms | longest gap ms "

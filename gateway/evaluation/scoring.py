@@ -62,6 +62,21 @@ def fact_found(fact: Fact, text: str) -> bool:
     return False
 
 
+def words(text: str) -> list[str]:
+    return re.sub(r"[^\w':]+", " ", normalize(text)).replace("'", "").split()
+
+
+def word_error_rate(said: str, heard: str) -> float:
+    """Word-level edit distance over the words said (after ``normalize``)."""
+    ref, hyp = words(said), words(heard)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        diag, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diag + (r != h))
+    return row[len(hyp)] / max(len(ref), 1)
+
+
 def abstained(text: str) -> bool:
     return bool(_ABSTAIN.search(normalize(text)))
 
@@ -128,7 +143,7 @@ class Stats:
     min: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (round(v, 1) if isinstance(v, float) else v)
+        return {k: (round(v, 3) if isinstance(v, float) else v)
                 for k, v in (("n", self.n), ("p50", self.p50), ("p95", self.p95),
                              ("max", self.max), ("mean", self.mean), ("min", self.min))}
 

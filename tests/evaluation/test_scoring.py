@@ -89,3 +89,13 @@ def test_figures() -> None:
     r.add(True, "a")
     r.add(False, "b")
     assert r.as_dict() == {"passed": 1, "total": 2, "percent": 50.0, "failed": ["b"]}
+
+
+def test_word_error_rate() -> None:
+    from gateway.evaluation.scoring import word_error_rate
+
+    assert word_error_rate("And what would my twelve year old son pay?",
+                           "And what would my 12 year-old son pay.") == 0.0
+    assert word_error_rate("Are you open on Christmas Day?",
+                           "I'm open on Christmas, Nate.") == 0.5  # 2 swaps, 1 drop of 6
+    assert word_error_rate("How warm is it", "") == 1.0
