@@ -1,4 +1,9 @@
-"""structlog set-up: JSON lines in production, readable lines in a terminal."""
+"""structlog set-up: JSON lines in production, readable lines in a terminal.
+
+The standard library's loggers (uvicorn, websockets, asyncio, SQLAlchemy) write through
+the same renderer, so the stream stays one JSON object per line even when a library
+logs an exception (its traceback is then a field of that line, not loose text).
+"""
 
 from __future__ import annotations
 
@@ -38,7 +43,20 @@ def configure_logging(cfg: Config) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *scrub,
+                    renderer, *scrub],
+        foreign_pre_chain=[structlog.stdlib.add_logger_name,
+                           structlog.processors.add_log_level,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True),
+                           structlog.processors.format_exc_info]))
     if redactor:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(redactor.logging_filter())
+        handler.addFilter(redactor.logging_filter())
+    root = logging.getLogger()
+    for old in list(root.handlers):  # a second configure (tests) replaces, not adds
+        if getattr(old, "_gateway", False):
+            root.removeHandler(old)
+    handler._gateway = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(max(level, logging.WARNING))

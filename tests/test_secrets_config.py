@@ -136,3 +136,30 @@ def test_log_lines_never_carry_a_secret(monkeypatch: pytest.MonkeyPatch) -> None
     assert secret not in text
     first = json.loads(text.splitlines()[0])
     assert first["error"] == "bad key ***" and first["data"] == {"k": "***"}
+
+
+def test_library_log_lines_are_json_lines_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn and other libraries log through the standard library: their lines, and
+    a traceback they carry, stay one JSON object per line (issue 9: a plain-text
+    traceback inside the JSON stream)."""
+    cfg = Config().replace(server={"log_format": "json", "log_level": "info"})
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    root.handlers = []
+    try:
+        configure_logging(cfg)
+        configure_logging(cfg)  # again (tests do): still one handler
+        try:
+            raise ValueError("bad")
+        except ValueError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        logging.getLogger("uvicorn.error").info("below the library threshold")
+    finally:
+        root.handlers = saved
+        structlog.reset_defaults()
+    [line] = err.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["event"] == "Exception in ASGI application" and record["level"] == "error"
+    assert record["logger"] == "uvicorn.error" and "ValueError: bad" in record["exception"]

@@ -6,6 +6,7 @@ client, however the stream is cut into reads."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import struct
@@ -13,6 +14,7 @@ import time
 from typing import Any
 
 import pytest
+import structlog
 import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
@@ -184,7 +186,8 @@ async def test_same_messages_as_stock_however_the_stream_is_cut(use_sink: bool) 
 @pytest.mark.parametrize("bad", ["too_big", "unmasked", "rsv_bit", "bad_opcode",
                                  "cont_without_start", "binary_inside_fragments",
                                  "bad_utf8", "long_ping"])
-async def test_protocol_errors_close_like_stock(bad: str) -> None:
+async def test_protocol_errors_close_like_stock(bad: str, caplog: pytest.LogCaptureFixture
+                                                ) -> None:
     head = binary(b"ok" * 100)
     tail = {
         "too_big": binary(bytes(MAX + 1)),
@@ -204,8 +207,16 @@ async def test_protocol_errors_close_like_stock(bad: str) -> None:
     assert expected[0][-1][0] == "disconnect" and expected[0][-1][1] in (1002, 1007, 1009)
     assert expected[1].startswith(b"\x88")  # a close frame went back
     assert ("bytes", b"after the error") not in expected[0]
+    caplog.clear()
     for seed in range(10):
-        assert await drive(WebSocketProtocol, cuts(data, seed)) == expected, (bad, seed)
+        with structlog.testing.capture_logs() as logs:
+            assert await drive(WebSocketProtocol, cuts(data, seed)) == expected, (bad, seed)
+        # One structured line per connection, with the close code; no traceback (stock
+        # logs bad UTF-8 at ERROR with one, per message).
+        assert [(e["event"], e["code"]) for e in logs] == [
+            ("ws_protocol_error", expected[0][-1][1])], logs
+        assert "exc_info" not in logs[0] and logs[0]["reason"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
 
 
 async def test_frames_sent_before_the_101_stay_with_the_stock_parser() -> None:
