@@ -254,12 +254,14 @@ class ChatEngine:
         another assistant's or user's, or unknown — is not continued: the turn starts a
         new one (its id is in the answer). Writes nothing."""
         owner = owner_of(inp)
+        session_id = inp.session_id
         async with self.db.session() as s:
             conv = None
             if inp.conversation_id:
                 conv = await store.owned(s, owner, inp.conversation_id)
-            elif inp.session_id:
-                conv = await store.by_session(s, owner, inp.session_id)
+            if conv is None and inp.session_id:  # a new one may not take another's sessionId
+                found, session_id = await store.by_client_session(s, owner, inp.session_id)
+                conv = conv if inp.conversation_id else found
             assistant = await s.get(Assistant, inp.assistant_id)
             history = (await store.recent_messages(s, conv.id, self.history_limit)
                        if conv is not None and self.history_limit else [])
@@ -270,7 +272,7 @@ class ChatEngine:
         prompt = system_prompt(self.cfg, assistant, conv, inp.system_prompt)
         llm = self.cfg.llm
         session_id = (conv.session_id if conv and conv.session_id else None) \
-            or inp.session_id or "sess_" + uuid.uuid4().hex[:20]
+            or session_id or "sess_" + uuid.uuid4().hex[:20]
         request = ChatRequest(
             messages=[Message("system", prompt), *history, Message("user", inp.message)],
             passages=passages, max_tokens=llm.max_tokens, temperature=llm.temperature,

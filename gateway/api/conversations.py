@@ -357,13 +357,13 @@ async def log_conversation(request: Request, body: ConversationLog,
                            principal: Caller) -> dict[str, Any]:
     owner = await caller_owner(request, principal, user_id=body.user_id)
     async with request.app.state.db.session() as s:
-        conv = None
+        conv, session_id = None, body.sessionId
         if body.sessionId:  # the caller's own log of that session only
-            conv = await store.by_session(s, owner, body.sessionId, source="log")
+            conv, session_id = await store.by_client_session(s, owner, body.sessionId, "log")
         if conv is None:
             first = next((m.content for m in body.messages if m.role == "user"), "")
             conv = await store.create_or_continue(
-                s, owner, new_id("conv"), session_id=body.sessionId, title=first,
+                s, owner, new_id("conv"), session_id=session_id, title=first,
                 source="log")
         conv.meta = {**(conv.meta or {}), **body.metadata}
         await store.add_messages(s, conv, [(m.role, m.content, {}) for m in body.messages])

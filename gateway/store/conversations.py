@@ -90,6 +90,24 @@ async def by_session(
     return (await s.scalars(q)).first()
 
 
+async def by_client_session(
+    s: AsyncSession, owner: Owner, session_id: str, source: str | None = None
+) -> tuple[Conversation | None, str | None]:
+    """``by_session``, and the session id a new conversation may take: the client's, unless
+    a conversation of another caller already has it (then None: the new one gets another,
+    so that caller's later lookups by that id, or a backend that keys its memory on it,
+    never meet this one)."""
+    conv = await by_session(s, owner, session_id, source)
+    if conv is not None:
+        return conv, session_id
+    q = select(Conversation.id).where(Conversation.assistant_id == owner.assistant_id,
+                                      Conversation.session_id == session_id).limit(1)
+    if source is not None:
+        q = q.where(Conversation.source == source)
+    taken = (await s.scalars(q)).first() is not None
+    return None, None if taken else session_id
+
+
 async def recent_messages(s: AsyncSession, conversation_id: str, limit: int) -> list[Message]:
     """The last ``limit`` user/assistant messages, oldest first (the LLM's history)."""
     q = (select(ChatMessage.role, ChatMessage.content)

@@ -108,6 +108,10 @@ async def test_chat_never_continues_another_callers_conversation(world, llm) -> 
             else:
                 resp = await http.post("/api/chat", json={"message": QUESTION, **body})
                 got = resp.json().get("conversation_id")
+                # Nor does it take her sessionId (her later lookups by it find hers only);
+                # another assistant's session ids are its own.
+                if credential != w["other_key"]:
+                    assert resp.json().get("sessionId") != "alice-session", who
         assert resp.status_code == 200, (who, resp.text)
         assert got and got != conv, who
         assert len(llm.requests) > before and SECRET not in seen_since(llm, before), who

@@ -80,6 +80,19 @@ async def test_every_lookup_applies_it(db: Database) -> None:
         assert (await ids(OTHER_TENANT))["owned"] == ["conv_other"]
 
 
+async def test_a_client_session_id_of_another_is_not_taken(db: Database) -> None:
+    await fill(db)
+    async with db.session() as s:
+        found, usable = await store.by_client_session(s, ALICE, "sess-a")
+        assert found is not None and found.id == "conv_alice" and usable == "sess-a"
+        assert await store.by_client_session(s, BOB, "sess-a") == (None, None)
+        assert await store.by_client_session(s, NOBODY, "sess-n") == (None, None)
+        assert await store.by_client_session(s, BOB, "sess-new") == (None, "sess-new")
+        # Per assistant: "other" has its own sess-a (alice's there), not "default"'s.
+        assert await store.by_client_session(s, Owner("other", "bob"), "sess-n") == (
+            None, "sess-n")
+
+
 async def test_writes_never_land_in_a_foreign_conversation(db: Database) -> None:
     await fill(db)
     async with db.session() as s:
