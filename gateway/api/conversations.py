@@ -30,7 +30,9 @@ SearchCaller = Annotated[Principal, Depends(authed("search"))]
 
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]
-UserId = Annotated[CleanStr | None, Query(max_length=200)]
+UserId = Annotated[CleanStr | None, Query(
+    max_length=200, description="the end user an API key acts for: only that user's "
+    "conversations are found (a signed-in user is held to their own whatever this says)")]
 ConvId = Annotated[CleanStr, Path(max_length=64)]
 SNIPPET_CHARS = 200
 
@@ -66,8 +68,9 @@ class ConversationList(BaseModel):
 
 
 @router.get("/api/conversations", response_model=ConversationList, responses=ERROR_RESPONSES,
-            description="The assistant's conversations, most recently active first. "
-            "`user_id` narrows the list to one user's.")
+            description="The caller's conversations, most recently active first: an API "
+            "key's assistant's (`user_id` narrows them to one user's), a signed-in user's "
+            "own; none for anonymous callers.")
 async def list_conversations(
     request: Request, principal: Caller, user_id: UserId = None, limit: Limit = 10,
     offset: Offset = 0,
