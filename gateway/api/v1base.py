@@ -7,12 +7,13 @@ characters, lone surrogates); JSON objects are bounded in size and must be plain
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from gateway.protocol import fields
 
 from .auth import Principal
 from .deps import authed
@@ -23,27 +24,12 @@ MAX_JSON_BYTES = 16 * 1024
 
 
 def _clean_text(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("NUL characters are not allowed")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text is not valid Unicode") from None
-    return value
+    # The rules every transport uses (lengths are the models' own max_length).
+    return fields.text(value, "text", len(value))
 
 
 def _plain_json(value: Any) -> Any:
-    if value is None:
-        return value
-    try:
-        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
-    except (ValueError, TypeError, UnicodeEncodeError):
-        raise ValueError("must be plain JSON (no NaN or invalid Unicode)") from None
-    if b"\\u0000" in encoded:
-        raise ValueError("NUL characters are not allowed")
-    if len(encoded) > MAX_JSON_BYTES:
-        raise ValueError(f"at most {MAX_JSON_BYTES} bytes of JSON")
-    return value
+    return None if value is None else fields.plain_json(value, "value", MAX_JSON_BYTES)
 
 
 CleanStr = Annotated[str, AfterValidator(_clean_text)]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gateway.audio import pcm
+from gateway.protocol import fields
 
 # Wire format name -> (codec name for gateway.audio.pcm, sample rate).
 FORMATS: Final = {
@@ -26,9 +27,13 @@ FORMATS: Final = {
     "audio/pcma": ("alaw", 8000),
 }
 BETA_FORMATS: Final = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
-MAX_ID_CHARS = 64
+MAX_ID_CHARS = fields.ID_CHARS
+MAX_CALL_ID_CHARS = 128  # tool call ids come from upstream LLMs too
 MAX_TEXT_CHARS = 32_000
+MAX_TOOLS = 128
+MAX_METADATA_KEYS = 16  # as OpenAI's metadata: 16 pairs
 VAD_TYPES = ("server_vad", "semantic_vad")
+EAGERNESS = ("low", "medium", "high", "auto")
 
 
 class Invalid(Exception):
@@ -39,6 +44,14 @@ class Invalid(Exception):
         super().__init__(message)
         self.param = param
         self.code = code
+
+
+def _check(rule: Any, value: Any, param: str, *limit: int) -> Any:
+    """A field rule of ``gateway.protocol.fields``, its refusal as ``Invalid``."""
+    try:
+        return rule(value, param, *limit)
+    except fields.FieldError as exc:
+        raise Invalid(str(exc), param) from None
 
 
 def new_id(prefix: str) -> str:
@@ -131,12 +144,15 @@ def _turn_detection(value: Any, param: str) -> TurnDetection | None:
     padding = _number(value, "prefix_padding_ms", param, 0, 5000)
     silence = _number(value, "silence_duration_ms", param, 20, 10000)
     idle = _number(value, "idle_timeout_ms", param, 5000, 30000)
+    eagerness = value.get("eagerness") if kind == "semantic_vad" else None
+    if eagerness is not None and eagerness not in EAGERNESS:
+        raise Invalid(f"eagerness must be one of {', '.join(EAGERNESS)}", f"{param}.eagerness")
     return TurnDetection(
         type=kind, threshold=threshold,
         prefix_padding_ms=None if padding is None else int(padding),
         silence_duration_ms=None if silence is None else int(silence),
         idle_timeout_ms=None if idle is None else int(idle),
-        eagerness=value.get("eagerness") if kind == "semantic_vad" else None, **flags,
+        eagerness=eagerness, **flags,
     )
 
 
@@ -151,18 +167,31 @@ def _transcription(value: Any, param: str) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise Invalid("transcription must be an object or null", param)
-    return dict(value)
+    return dict(_check(fields.plain_json, value, param))
+
+
+# The strings of a session or response: each with its rule and limit (fields.py).
+_STRINGS: Final[dict[str, tuple[Any, int]]] = {
+    "model": (fields.name, fields.MODEL_CHARS),
+    "voice": (fields.name, fields.VOICE_CHARS),
+    "instructions": (fields.text, MAX_TEXT_CHARS),
+}
 
 
 def _string(obj: dict[str, Any], key: str, param: str) -> str | None:
     value = obj.get(key)
     if value is None:
         return None
-    if isinstance(value, dict) and key == "voice" and isinstance(value.get("id"), str):
-        return str(value["id"])  # a custom voice reference {"id": "voice_…"}
-    if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS:
-        raise Invalid(f"{key} must be a string", f"{param}.{key}")
-    return value
+    if isinstance(value, dict) and key == "voice":  # a custom voice reference {"id": "…"}
+        return str(_check(fields.ident, value.get("id"), f"{param}.voice.id"))
+    rule, limit = _STRINGS[key]
+    return str(_check(rule, value, f"{param}.{key}", limit))
+
+
+def _tools(value: Any, param: str) -> tuple[Any, ...]:
+    if not isinstance(value, list) or len(value) > MAX_TOOLS:
+        raise Invalid(f"tools must be a list of at most {MAX_TOOLS}", param)
+    return tuple(_check(fields.plain_json, value, param))
 
 
 def apply_session(config: RealtimeConfig, session: Any) -> RealtimeConfig:
@@ -180,11 +209,14 @@ def apply_session(config: RealtimeConfig, session: Any) -> RealtimeConfig:
     for key in ("output_modalities", "modalities"):
         if key in session:
             changes["output_modalities"] = _modalities(session[key], f"session.{key}")
-    if isinstance(session.get("tools"), list):
-        changes["tools"] = tuple(session["tools"])
-    for key in ("tool_choice", "temperature"):
-        if key in session:
-            changes[key] = session[key]
+    if "tools" in session:
+        changes["tools"] = _tools(session["tools"], "session.tools")
+    if "tool_choice" in session:
+        changes["tool_choice"] = _check(fields.plain_json, session["tool_choice"],
+                                        "session.tool_choice", 1024)
+    temperature = _number(session, "temperature", "session", 0.0, 2.0)
+    if temperature is not None:
+        changes["temperature"] = float(temperature)
     for key in ("max_output_tokens", "max_response_output_tokens"):
         if key in session:
             value = session[key]
@@ -230,7 +262,8 @@ def _audio_changes(session: dict[str, Any]) -> dict[str, Any]:
     if "transcription" in inp:
         changes["transcription"] = _transcription(inp["transcription"], f"{p}.transcription")
     if "noise_reduction" in inp:
-        changes["noise_reduction"] = inp["noise_reduction"]
+        changes["noise_reduction"] = _check(fields.plain_json, inp["noise_reduction"],
+                                            f"{p}.noise_reduction", 1024)
     if "format" in out:
         changes["output_format"] = _format(out["format"], "session.audio.output.format")
     voice = _string(out, "voice", "session.audio.output")
@@ -264,10 +297,10 @@ class Item:
     rate: int = 0
 
 
-def _content_text(part: dict[str, Any]) -> str | None:
+def _content_text(part: dict[str, Any], param: str) -> str | None:
     for key in ("text", "transcript"):
         if isinstance(part.get(key), str):
-            return str(part[key])
+            return str(_check(fields.text, part[key], f"{param}.{key}", MAX_TEXT_CHARS))
     return None
 
 
@@ -291,7 +324,7 @@ def _message(item: dict[str, Any], item_id: str, config: RealtimeConfig) -> Item
             except ValueError:
                 raise Invalid("audio is not valid base64", f"item.content[{i}].audio") from None
             continue
-        text = _content_text(part)
+        text = _content_text(part, f"item.content[{i}]")
         if kind not in ("input_text", "text", "output_text", "input_audio", "output_audio",
                         "audio") or text is None:
             raise Invalid("unsupported content part (use input_text, text or a transcript)",
@@ -308,21 +341,28 @@ def _message(item: dict[str, Any], item_id: str, config: RealtimeConfig) -> Item
 def parse_item(item: Any, config: RealtimeConfig) -> Item:
     if not isinstance(item, dict):
         raise Invalid("item must be an object", "item", "missing_required_parameter")
-    item_id = item.get("id") or new_id("item")
-    if not isinstance(item_id, str) or len(item_id) > MAX_ID_CHARS:
-        raise Invalid("item.id must be a string of at most 64 characters", "item.id")
+    item_id = _check(fields.ident, item.get("id") or new_id("item"), "item.id")
     kind = item.get("type", "message")
     if kind == "message":
         return _message(item, item_id, config)
     if kind in ("function_call_output", "function_call"):
         call_id = item.get("call_id")
-        if not isinstance(call_id, str):
+        if call_id is None:
             raise Invalid("call_id is required", "item.call_id", "missing_required_parameter")
+        call_id = _check(fields.ident, call_id, "item.call_id", MAX_CALL_ID_CHARS)
         if kind == "function_call_output":
-            return Item(item_id, kind, call_id=call_id, output=str(item.get("output", "")))
-        return Item(item_id, kind, call_id=call_id, name=str(item.get("name", "")),
-                    arguments=str(item.get("arguments", "")))
-    raise Invalid(f"unsupported item type {kind!r}", "item.type")
+            return Item(item_id, kind, call_id=call_id, output=_item_text(item, "output"))
+        return Item(item_id, kind, call_id=call_id, name=_item_text(item, "name", 64),
+                    arguments=_item_text(item, "arguments"))
+    raise Invalid("unsupported item type (use message, function_call or "
+                  "function_call_output)", "item.type")
+
+
+def _item_text(item: dict[str, Any], key: str, limit: int = MAX_TEXT_CHARS) -> str:
+    value = item.get(key, "")
+    if not isinstance(value, str):  # e.g. a tool output sent as a JSON object
+        value = json.dumps(_check(fields.plain_json, value, f"item.{key}"), ensure_ascii=False)
+    return str(_check(fields.text, value, f"item.{key}", limit))
 
 
 # --- client events -------------------------------------------------------------------
@@ -418,7 +458,21 @@ def _item_id(msg: dict[str, Any]) -> str:
     item_id = msg.get("item_id")
     if not isinstance(item_id, str) or not item_id:
         raise Invalid("item_id is required", "item_id", "missing_required_parameter")
-    return item_id
+    return str(_check(fields.ident, item_id, "item_id"))
+
+
+def _optional_id(msg: dict[str, Any], key: str) -> str | None:
+    return None if msg.get(key) is None else str(_check(fields.ident, msg[key], key))
+
+
+def _metadata(body: dict[str, Any]) -> dict[str, Any] | None:
+    value = body.get("metadata")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) > MAX_METADATA_KEYS:
+        raise Invalid(f"metadata must be an object of at most {MAX_METADATA_KEYS} pairs",
+                      "response.metadata")
+    return dict(_check(fields.plain_json, value, "response.metadata", 4096))
 
 
 def _int(msg: dict[str, Any], key: str) -> int:
@@ -442,11 +496,14 @@ class RealtimeParser:
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
             return ClientError("the message must be a JSON object with a type",
                                "invalid_event", "type")
-        event_id = msg.get("event_id") if isinstance(msg.get("event_id"), str) else None
+        try:
+            event_id = _optional_id(msg, "event_id")
+        except Invalid as exc:  # echoed in every error: bounded and clean like any id
+            return ClientError(str(exc), exc.code, exc.param)
         handler = _HANDLERS.get(msg["type"])
         if handler is None:
-            return ClientError(f"unknown event type {msg['type']!r}", "invalid_event", "type",
-                               event_id)
+            return ClientError(f"unknown event type {fields.shown(msg['type'])}",
+                               "invalid_event", "type", event_id)
         try:
             event: ClientEvent = handler(self, msg, event_id)
             return event
@@ -471,9 +528,8 @@ class RealtimeParser:
         return AudioAppend(pcm.decode(raw, codec), rate, event_id)
 
     def _item_create(self, msg: dict[str, Any], event_id: str | None) -> ItemCreate:
-        prev = msg.get("previous_item_id")
         return ItemCreate(parse_item(msg.get("item"), self.config),
-                          prev if isinstance(prev, str) else None, event_id)
+                          _optional_id(msg, "previous_item_id"), event_id)
 
     def _truncate(self, msg: dict[str, Any], event_id: str | None) -> ItemTruncate:
         return ItemTruncate(_item_id(msg), _int(msg, "content_index"), _int(msg, "audio_end_ms"),
@@ -491,12 +547,10 @@ class RealtimeParser:
         conversation = body.get("conversation", "auto")
         if conversation not in ("auto", "none"):
             raise Invalid('conversation must be "auto" or "none"', "response.conversation")
-        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else None
-        return ResponseCreate(modalities, instructions, conversation, metadata, event_id)
+        return ResponseCreate(modalities, instructions, conversation, _metadata(body), event_id)
 
     def _response_cancel(self, msg: dict[str, Any], event_id: str | None) -> ResponseCancel:
-        rid = msg.get("response_id")
-        return ResponseCancel(rid if isinstance(rid, str) else None, event_id)
+        return ResponseCancel(_optional_id(msg, "response_id"), event_id)
 
 
 _HANDLERS: dict[str, Any] = {

@@ -15,12 +15,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.audio import pcm
+from gateway.protocol import fields
 
 _ENCODINGS = {
     "audio/x-mulaw": "mulaw", "pcmu": "mulaw", "mulaw": "mulaw", "ulaw": "mulaw",
     "audio/x-alaw": "alaw", "pcma": "alaw", "alaw": "alaw",
 }
 MAX_PAYLOAD = 8000  # bytes of G.711 per media message: 1 s at 8 kHz
+CALL_ID_CHARS = 128  # stream and call ids (Twilio's are 34, Telnyx's call_control_id longer)
+MAX_PARAMETERS = 32  # customParameters of a start
+MARK_CHARS = 128
+DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
+# customParameters the gateway reads, each with its rule; others are kept as bounded text.
+_PARAMETER_RULES: dict[str, Any] = {
+    "token": fields.token, "assistant_id": fields.ident, "voice": fields.name,
+}
+# Without a valid one of these the call cannot be placed: the start is refused.
+_REQUIRED_SHAPE = ("token", "assistant_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +42,7 @@ class CallStart:
     sample_rate: int
     custom: dict[str, str] = field(default_factory=dict)
     dialect: str = "twilio"  # twilio | telnyx
+    dropped: int = 0  # customParameters left out for breaking the field rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +81,47 @@ class CallError:
 CallEvent = CallStart | CallAudio | Dtmf | MarkPlayed | CallStop | Ignored | CallError
 
 
+def _parameters(custom: Any) -> tuple[dict[str, str], int]:
+    """The valid customParameters, and how many were left out. A malformed ``token`` or
+    ``assistant_id`` refuses the start (``FieldError``): the call must not fall back to
+    another credential or assistant. Numbers are taken as their text (Telnyx sends some)."""
+    if not isinstance(custom, dict):
+        return {}, 0
+    if len(custom) > MAX_PARAMETERS:
+        raise fields.FieldError("customParameters", f"may hold at most {MAX_PARAMETERS}")
+    kept: dict[str, str] = {}
+    for key, value in custom.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        rule = _PARAMETER_RULES.get(key)
+        try:
+            fields.name(key, "customParameters key")
+            where = f"customParameters.{key}"
+            kept[key] = (rule(value, where) if rule is not None
+                         else fields.text(value, where, fields.PARAM_CHARS))
+        except fields.FieldError:
+            if key in _REQUIRED_SHAPE:
+                raise
+    return kept, len(custom) - len(kept)
+
+
+def _dtmf(body: Any) -> Dtmf | CallError:
+    digit = _pick(body, "digit") if isinstance(body, dict) else None
+    if isinstance(digit, int) and not isinstance(digit, bool) and 0 <= digit <= 9:
+        digit = str(digit)
+    if not isinstance(digit, str) or digit not in DTMF_DIGITS:
+        return CallError("dtmf.digit must be one of 0-9 * # A-D")
+    return Dtmf(digit.upper())
+
+
+def _mark(body: Any) -> MarkPlayed | CallError:
+    name = _pick(body, "name") if isinstance(body, dict) else None
+    try:
+        return MarkPlayed(fields.text(name, "mark.name", MARK_CHARS))
+    except fields.FieldError as exc:
+        return CallError(str(exc))
+
+
 def _pick(obj: dict[str, Any], *names: str) -> Any:
     for name in names:
         if name in obj:
@@ -93,11 +146,9 @@ class CallState:
         if event == "media":
             return self._media(msg)
         if event == "dtmf":
-            digit = _pick(msg.get("dtmf") or {}, "digit")
-            return Dtmf(str(digit)) if isinstance(digit, str | int) else CallError("bad dtmf")
+            return _dtmf(msg.get("dtmf"))
         if event == "mark":
-            name = _pick(msg.get("mark") or {}, "name")
-            return MarkPlayed(str(name)) if name is not None else CallError("bad mark")
+            return _mark(msg.get("mark"))
         if event == "stop":
             return CallStop()
         return Ignored(event)
@@ -117,11 +168,16 @@ class CallState:
         stream_id = _pick(msg, "streamSid", "stream_id") or _pick(body, "streamSid",
                                                                   "stream_id") or ""
         call_id = _pick(body, "callSid", "call_control_id", "call_sid") or ""
-        custom = _pick(body, "customParameters", "custom_parameters") or {}
+        try:
+            for value, name in ((stream_id, "streamSid"), (call_id, "callSid")):
+                if value != "":
+                    fields.ident(value, name, CALL_ID_CHARS)
+            custom, dropped = _parameters(_pick(body, "customParameters", "custom_parameters"))
+        except fields.FieldError as exc:
+            return CallError(str(exc))
         self.start = CallStart(
-            stream_id=str(stream_id), call_id=str(call_id), encoding=encoding, sample_rate=8000,
-            custom={str(k): str(v) for k, v in custom.items()} if isinstance(custom, dict)
-            else {}, dialect="telnyx" if telnyx else "twilio",
+            stream_id=stream_id, call_id=call_id, encoding=encoding, sample_rate=8000,
+            custom=custom, dialect="telnyx" if telnyx else "twilio", dropped=dropped,
         )
         return self.start
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gateway.audio import pcm
-from gateway.protocol import errors
+from gateway.protocol import errors, fields
 from gateway.protocol.errors import INTERNAL_ERROR as INTERNAL_ERROR
 from gateway.protocol.errors import INVALID_REQUEST as INVALID_REQUEST
 from gateway.protocol.errors import PROVIDER_ERROR as PROVIDER_ERROR
@@ -104,7 +104,7 @@ class ProtocolState:
 
     input: AudioFormat = field(default_factory=AudioFormat)
     max_chunk_ms: int = 1000
-    max_text_chars: int = 4000
+    max_text_chars: int = fields.TEXT_CHARS
     started: bool = False
     audio_seen: bool = False
 
@@ -123,7 +123,7 @@ class ProtocolState:
             return _err("missing field: type")
         handler = _HANDLERS.get(kind)
         if handler is None:
-            return _err(f"unknown message type: {kind!r}")
+            return _err(f"unknown message type: {fields.shown(kind)}")
         event: ClientEvent = handler(self, msg)
         return event
 
@@ -144,12 +144,10 @@ class ProtocolState:
         fmt = AudioFormat(encoding, rate)
         if self.audio_seen and fmt != self.input:
             return _err("start after audio may not change the audio format")
-        strings: dict[str, str | None] = {}
-        for key in ("language", "voice", "system_prompt", "conversation_id"):
-            value = msg.get(key)
-            if value is not None and not isinstance(value, str):
-                return _err(f"{key} must be a string")
-            strings[key] = value
+        try:
+            strings = _start_strings(msg)
+        except fields.FieldError as exc:
+            return _err(str(exc))
         self.started = True
         self.input = fmt
         return Start(input=fmt, output_sample_rate=out_rate, **strings)
@@ -180,10 +178,24 @@ class ProtocolState:
         text = msg.get("text")
         if not isinstance(text, str) or not text.strip():
             return _err("missing field: text")
-        text = text.strip()
-        if len(text) > self.max_text_chars:
-            return _err(f"text longer than {self.max_text_chars} characters")
-        return Text(text.strip())
+        try:
+            return Text(fields.text(text.strip(), "text", self.max_text_chars))
+        except fields.FieldError as exc:
+            return _err(str(exc))
+
+
+# The optional strings of ``start``: each with its rule and limit (see fields.py).
+_START_FIELDS: Final = (
+    ("language", fields.name, fields.LANGUAGE_CHARS),
+    ("voice", fields.name, fields.VOICE_CHARS),
+    ("system_prompt", fields.text, fields.PROMPT_CHARS),
+    ("conversation_id", fields.ident, fields.ID_CHARS),
+)
+
+
+def _start_strings(msg: dict[str, Any]) -> dict[str, str | None]:
+    return {key: fields.optional(rule, msg.get(key), key, limit)
+            for key, rule, limit in _START_FIELDS}
 
 
 _HANDLERS: dict[str, Any] = {

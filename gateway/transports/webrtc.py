@@ -46,7 +46,7 @@ from gateway.audio import frames, pcm
 from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import VAD_RATE, Session, SessionSettings
-from gateway.protocol import v1
+from gateway.protocol import fields, v1
 from gateway.transports.webrtc_ice import allowed_hosts, ice_servers
 
 log = structlog.get_logger("gateway.webrtc")
@@ -193,9 +193,12 @@ async def _read_offer(request: Request) -> dict[str, Any]:
     sdp = body.get("sdp")
     if not isinstance(sdp, str) or not sdp.startswith("v=0"):
         raise ApiError(400, "INVALID_REQUEST", "sdp must be an SDP offer")
-    for key in ("token", "assistant_id"):
-        if body.get(key) is not None and not isinstance(body[key], str):
-            raise ApiError(400, "INVALID_REQUEST", f"{key} must be a string")
+    try:  # the same field rules as every other transport (gateway/protocol/fields.py)
+        fields.text(sdp, "sdp", MAX_OFFER_BYTES)
+        fields.optional(fields.token, body.get("token"), "token")
+        fields.optional(fields.ident, body.get("assistant_id"), "assistant_id")
+    except fields.FieldError as exc:
+        raise ApiError(400, "INVALID_REQUEST", str(exc)) from None
     return body
 
 

@@ -113,6 +113,63 @@ def test_items_and_other_events() -> None:
     assert p.receive("{").code == "invalid_json"  # type: ignore[union-attr]
 
 
+HOSTILE_EVENTS: list[tuple[dict[str, Any], str]] = [
+    ({"type": "session.update", "session": {"instructions": "Be kind.\x00"}},
+     "session.instructions"),
+    ({"type": "session.update", "session": {"voice": "alloy\ud800"}}, "session.voice"),
+    ({"type": "session.update", "session": {"model": "m" * 101}}, "session.model"),
+    ({"type": "session.update", "session": {"audio": {"output": {"voice": {"id": "v v"}}}}},
+     "session.audio.output.voice.id"),
+    ({"type": "session.update", "session": {"tools": [{"name": "t\x00"}]}}, "session.tools"),
+    ({"type": "session.update", "session": {"tools": [{}] * 129}}, "session.tools"),
+    ({"type": "session.update", "session": {"temperature": "hot"}}, "session.temperature"),
+    ({"type": "session.update", "session": {"input_audio_transcription": {"prompt": "\ud800"}}},
+     "session.input_audio_transcription"),
+    ({"type": "session.update", "session": {"turn_detection": {
+        "type": "semantic_vad", "eagerness": "x" * 999}}}, "session.turn_detection.eagerness"),
+    ({"type": "conversation.item.create", "item": {"id": "i" * 80, "type": "message",
+      "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}}, "item.id"),
+    ({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+      "content": [{"type": "input_text", "text": "x\x00y"}]}}, "item.content[0].text"),
+    ({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+      "content": [{"type": "input_text", "text": "\udc00"}]}}, "item.content[0].text"),
+    ({"type": "conversation.item.create", "item": {"type": "function_call_output",
+      "call_id": "call 1", "output": "ok"}}, "item.call_id"),
+    ({"type": "conversation.item.create", "item": {"type": "function_call_output",
+      "call_id": "call_1", "output": "o\x00"}}, "item.output"),
+    ({"type": "conversation.item.create", "previous_item_id": "p\x00",
+      "item": {"type": "message", "role": "user", "content": [{"type": "text", "text": "a"}]}},
+     "previous_item_id"),
+    ({"type": "conversation.item.delete", "item_id": "x" * 65}, "item_id"),
+    ({"type": "response.create", "response": {"metadata": {"k": "\x00"}}},
+     "response.metadata"),
+    ({"type": "response.create", "response": {"instructions": "\ud800"}},
+     "response.instructions"),
+    ({"type": "response.cancel", "response_id": "r\x00"}, "response_id"),
+]
+
+
+def test_hostile_fields_are_client_errors_and_change_nothing() -> None:
+    p = rt.RealtimeParser(rt.RealtimeConfig())
+    before = p.config
+    for msg, param in HOSTILE_EVENTS:
+        wire = json.dumps({**msg, "event_id": "evt_1"})  # NUL and surrogates as \u escapes
+        ev = p.receive(wire)
+        assert isinstance(ev, rt.ClientError) and ev.param == param, (msg, ev)
+        assert ev.event_id == "evt_1" and ev.type == "invalid_request_error"
+    assert p.config is before
+    ok = parse(p, type="session.update", session={"instructions": "Fine.", "temperature": 0.7})
+    assert isinstance(ok, rt.SessionUpdate) and ok.config.temperature == 0.7
+
+
+def test_a_hostile_event_id_or_type_is_not_echoed() -> None:
+    p = rt.RealtimeParser(rt.RealtimeConfig())
+    ev = p.receive(json.dumps({"type": "response.cancel", "event_id": "e" * 5000}))
+    assert isinstance(ev, rt.ClientError) and ev.event_id is None and ev.param == "event_id"
+    ev = p.receive(json.dumps({"type": "secret words " * 100}))
+    assert isinstance(ev, rt.ClientError) and "secret" not in ev.message
+
+
 def test_server_event_names_per_dialect() -> None:
     ga = ServerEvents(beta=False, vad=VadDefaults())
     beta = ServerEvents(beta=True, vad=VadDefaults())

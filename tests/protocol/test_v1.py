@@ -128,7 +128,7 @@ def test_text_missing(msg: dict[str, Any]) -> None:
 def test_text_too_long() -> None:
     state = ProtocolState(max_text_chars=10)
     assert send(state, type="text", text="x" * 10) == Text("x" * 10)
-    assert_invalid(send(state, type="text", text="x" * 11), "longer than 10")
+    assert_invalid(send(state, type="text", text="x" * 11), "at most 10 characters")
 
 
 # --- start -------------------------------------------------------------------------
@@ -198,6 +198,33 @@ def test_start_string_fields_must_be_strings(key: str) -> None:
     state = ProtocolState()
     assert_invalid(send(state, type="start", **{key: 1}), f"{key} must be a string")
     assert not state.started
+
+
+@pytest.mark.parametrize(("key", "value", "rule"), [
+    ("conversation_id", "c" * 80, "at most 64"),  # the column holds 64
+    ("conversation_id", "conv\x00", "NUL"),
+    ("conversation_id", "conv one", "letters, digits"),
+    ("conversation_id", "", "letters, digits"),
+    ("voice", "joe\ud800", "valid Unicode"),
+    ("voice", "joe\nsmith", "printable"),
+    ("language", "e" * 21, "at most 20"),
+    ("system_prompt", "Be kind.\x00", "NUL"),
+    ("system_prompt", "x" * 8001, "at most 8000"),
+])
+def test_start_fields_are_bounded_and_clean(key: str, value: str, rule: str) -> None:
+    state = ProtocolState()
+    # json.dumps writes a lone surrogate as an escape, as a hostile client would send it.
+    assert_invalid(send(state, type="start", **{key: value}), f"{key} ")
+    assert_invalid(send(ProtocolState(), type="start", **{key: value}), rule)
+    assert not state.started  # a corrected start is still taken
+    assert isinstance(send(state, type="start", conversation_id="conv_ok-1"), Start)
+
+
+@pytest.mark.parametrize(("text", "rule"), [
+    (r"x\u0000y", "NUL"), (r"x\ud800y", "valid Unicode"), (r"\udfff", "valid Unicode")])
+def test_text_that_no_database_can_store_is_refused(text: str, rule: str) -> None:
+    wire = '{"type":"text","text":"' + text + '"}'  # the escapes as a client writes them
+    assert_invalid(ProtocolState().receive_text(wire), rule)
 
 
 def test_second_start_is_an_error() -> None:

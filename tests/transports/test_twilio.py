@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 import websockets
 from voice_client import silence, wav
 
@@ -181,3 +182,41 @@ async def test_bad_frames_do_not_end_the_call() -> None:
     assert isinstance(state.receive('{"event":"media","media":{"payload":"AA=="}}'),
                       tw.CallError)  # before start
     assert isinstance(state.receive('{"event":"connected"}'), tw.Ignored)
+
+
+def _start(**custom: Any) -> str:
+    return json.dumps({"event": "start", "streamSid": "MZ1", "start": {
+        "callSid": "CA1", "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+        "customParameters": custom}})
+
+
+async def test_hostile_custom_parameters_are_left_out_and_the_call_goes_on() -> None:
+    start = tw.CallState().receive(_start(
+        token="eyJ.eyJ.sig", assistant_id="default", voice="joe\x00", lang="en",
+        note="\ud800", big="x" * 5000))
+    assert isinstance(start, tw.CallStart)
+    assert start.custom == {"token": "eyJ.eyJ.sig", "assistant_id": "default", "lang": "en"}
+    assert start.dropped == 3
+
+
+@pytest.mark.parametrize("custom", [
+    {"assistant_id": "a" * 80}, {"assistant_id": "def\x00ault"}, {"token": "tok en"},
+    {"token": "t" * 5000}, {f"k{i}": "v" for i in range(33)}])
+async def test_a_malformed_credential_or_assistant_refuses_the_start(
+        custom: dict[str, str]) -> None:
+    state = tw.CallState()
+    refused = state.receive(_start(**custom))
+    assert isinstance(refused, tw.CallError) and "customParameters" in refused.message
+    assert state.start is None
+
+
+@pytest.mark.parametrize(("event", "body"), [
+    ("dtmf", {"digit": "1\x00" * 3000}), ("dtmf", {"digit": "12"}), ("dtmf", {"digit": None}),
+    ("mark", {"name": "m" * 129}), ("mark", {"name": "\ud800"}), ("mark", {"name": 7})])
+async def test_bad_dtmf_and_marks_are_errors_not_user_text(event: str,
+                                                          body: dict[str, Any]) -> None:
+    state = tw.CallState()
+    assert isinstance(state.receive(_start()), tw.CallStart)
+    assert isinstance(state.receive(json.dumps({"event": event, event: body})), tw.CallError)
+    assert state.receive(json.dumps({"event": "dtmf", "dtmf": {"digit": "#"}})) == tw.Dtmf("#")
+    assert state.receive(json.dumps({"event": "dtmf", "dtmf": {"digit": 5}})) == tw.Dtmf("5")

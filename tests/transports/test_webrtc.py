@@ -303,6 +303,16 @@ async def test_unconnected_offers_are_bounded_and_dropped(gateway_factory) -> No
             for sdp in ("v=0\r\n", "v=0\r\nm=foo\r\n", "v=0\r\n" + "a=x\r\n" * 9000):
                 bad = await http.post(OFFER, json={"sdp": sdp, "type": "offer"})
                 assert bad.status_code in (400, 413), bad.text
+            good = first.pc.localDescription.sdp
+            for hostile, field in ((good + "a=x\x00\r\n", "sdp"), (good + "\ud800", "sdp"),
+                                   ("a" * 80, "assistant_id"), ("tok en", "token")):
+                body = ({"sdp": hostile} if field == "sdp" else {"sdp": good, field: hostile})
+                raw = json.dumps({**body, "type": "offer"})  # escapes, as a client sends them
+                bad = await http.post(OFFER, content=raw,
+                                      headers={"content-type": "application/json"})
+                assert bad.status_code == 400, bad.text
+                assert bad.json()["error"]["code"] == "INVALID_REQUEST"
+                assert field in bad.json()["error"]["message"]
             assert gw.app.state.webrtc.pending == 0 and gw.app.state.sessions.active == 0
             # Answered, but the client never applies the answer: it stays pending.
             one = await http.post(OFFER, json={"sdp": first.pc.localDescription.sdp,
