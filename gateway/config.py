@@ -89,6 +89,9 @@ class STTConfig:
     # speech, that decode is the final transcript (saves stop_ms - early_final_ms). 0: off.
     early_final_ms: int = 200
     beam_size: int = 1
+    # Whisper: utterances up to this long are decoded in a window of max(10 s, twice the
+    # audio) instead of 30 s (~4x faster for a short question, same WER). 0: off.
+    fit_window_s: float = 15.0
     max_utterance_s: float = 30.0
     timeout_s: float = 15.0
 

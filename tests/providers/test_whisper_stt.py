@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config
-from gateway.providers.base import STT, ProviderError
+from gateway.providers.base import STT, ProviderError, confidence_of
 from gateway.providers.whisper_stt import WhisperSTT, base_dir, resolve_model_dir
 
 
@@ -95,3 +96,25 @@ def test_base_multilingual(
     assert stt.multilingual
     for name, pcm in speech_wavs.items():
         check_words(stt.transcribe(pcm, language="en"), expected_words[name], normalize)
+
+
+def test_fitted_window_same_words_less_cpu(
+    speech_wavs: dict[str, bytes],
+    expected_words: dict[str, tuple[str, ...]],
+    normalize: Callable[[str], str],
+) -> None:
+    """A short utterance in a 10 s encoder window, not 30 s: same words, a fraction of
+    the CPU (time.process_time counts CTranslate2's threads too)."""
+    full = WhisperSTT.from_config(Config().replace(stt={"fit_window_s": 0}))
+    fitted = WhisperSTT.from_config(Config())
+    assert fitted.fit_window_s > 0 and full.fit_window_s == 0
+    cpu = {"full": 0.0, "fitted": 0.0}
+    for name, pcm in speech_wavs.items():
+        for label, stt in (("full", full), ("fitted", fitted)):
+            started = time.process_time()
+            text = stt.transcribe(pcm)
+            cpu[label] += time.process_time() - started
+            check_words(text, expected_words[name], normalize)
+            assert text == text.strip() and 0 < (confidence_of(text) or 0) <= 1
+    assert cpu["fitted"] < 0.6 * cpu["full"], cpu
+    assert fitted.transcribe(bytes(32000)) == ""  # a second of silence: no words
