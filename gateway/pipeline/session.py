@@ -47,7 +47,7 @@ from .session_items import (
     UserTurn,
     VadOverrides,
 )
-from .text import SentenceSplitter, SpokenSegment, heard_text
+from .text import FIRST_CLAUSE_CHARS, SentenceSplitter, SpokenSegment, heard_text
 from .tools import Filler, ToolEvent
 from .turn_checks import TurnChecks, turn_settings
 from .turns import (
@@ -401,7 +401,7 @@ class Session:
             session_id=self.conversation_id,
         )
         self.history.append(Message("user", turn.text))
-        splitter = SentenceSplitter()
+        splitter = SentenceSplitter(first_clause_chars=FIRST_CLAUSE_CHARS)  # speech sooner
         llm = await self.runtime.tool_loop(request, self.settings.assistant_id,
                                            session_id=self.session_id,
                                            telephony=self.settings.telephony)

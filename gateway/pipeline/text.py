@@ -11,6 +11,11 @@ _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st vs etc e.g i.e approx inc ltd co fig".split()
 )
 _END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)|\n+")
+# A clause ends at a comma, semicolon or colon before a space, or a spaced dash.
+_CLAUSE = re.compile(r"[,;:](?=\s)|\s[–—-](?=\s)")
+_MIN_CLAUSE = 12  # characters: "On Sundays," is a clause, "Yes," is not worth a cut
+# The first sentence of a spoken reply is cut at a clause when longer than this.
+FIRST_CLAUSE_CHARS = 50
 
 
 class SentenceSplitter:
@@ -19,11 +24,18 @@ class SentenceSplitter:
     A sentence ends at ., !, ? or … followed by whitespace (so "3.5" and "e.g." stay
     whole), or at a newline. Very long runs without punctuation are cut at a comma or
     space so TTS never waits for a whole paragraph.
+
+    ``first_clause_chars``: a reply's first sentence longer than this is cut at its
+    first clause (a comma, semicolon or dash after at least ``_MIN_CLAUSE`` characters):
+    speech starts after synthesising the clause, not the whole sentence. 0: off.
     """
 
-    def __init__(self, max_chars: int = 220, min_chars: int = 2) -> None:
+    def __init__(self, max_chars: int = 220, min_chars: int = 2,
+                 first_clause_chars: int = 0) -> None:
         self.max_chars = max_chars
         self.min_chars = min_chars
+        self.first_clause_chars = first_clause_chars
+        self._first = True
         self._buf = ""
 
     def push(self, token: str) -> list[str]:
@@ -36,13 +48,32 @@ class SentenceSplitter:
             sentence, self._buf = self._buf[:cut].strip(), self._buf[cut:]
             if sentence:
                 out.append(sentence)
+                self._first = False
         return out
 
     def flush(self) -> list[str]:
         rest, self._buf = self._buf.strip(), ""
+        self._first = True
         return [rest] if rest else []
 
     def _find_cut(self) -> int | None:
+        end = self._sentence_cut()
+        if self._first and self.first_clause_chars:
+            clause = self._clause_cut(len(self._buf) if end is None else end)
+            if clause is not None:
+                return clause
+        return end
+
+    def _clause_cut(self, sentence_end: int) -> int | None:
+        """The end of the first clause of a sentence longer than ``first_clause_chars``
+        (in a streamed sentence: once that much of it has arrived)."""
+        sentence = self._buf[:sentence_end]
+        if len(sentence.strip()) <= self.first_clause_chars:
+            return None
+        m = _CLAUSE.search(sentence, len(sentence) - len(sentence.lstrip()) + _MIN_CLAUSE)
+        return m.end() if m is not None else None
+
+    def _sentence_cut(self) -> int | None:
         for m in _END.finditer(self._buf):
             end = m.end()
             head = self._buf[:end].strip()

@@ -154,6 +154,42 @@ def test_splitter_is_reusable_after_flush() -> None:
     assert s.push("Two. Three") == ["Two."]
 
 
+LONG_FIRST = ("The pool is open from eight in the morning on weekdays, and from nine "
+              "at weekends. Lessons start at six, after school.")
+
+
+@pytest.mark.parametrize("by", ["token", "char", "whole"])
+def test_a_long_first_sentence_is_cut_at_its_first_clause(by: str) -> None:
+    out, rest = split(LONG_FIRST, by=by, first_clause_chars=50)
+    assert out + rest == [
+        "The pool is open from eight in the morning on weekdays,",  # TTS starts on this
+        "and from nine at weekends.",
+        "Lessons start at six, after school.",  # only the first sentence is cut
+    ]
+
+
+def test_short_first_sentences_and_short_clauses_stay_whole() -> None:
+    assert sentences("Yes, the pool is open today. It closes at nine.",
+                     first_clause_chars=50) == ["Yes, the pool is open today.",
+                                                "It closes at nine."]
+    # Over the limit, but its only comma comes too early to be worth a cut.
+    text = "Yes, the pool is open every day of the week including all holidays."
+    assert sentences(text, first_clause_chars=50) == [text]
+    assert sentences("It costs 3,500 pounds a year for the whole family of four people.",
+                     first_clause_chars=20) == [
+        "It costs 3,500 pounds a year for the whole family of four people."]  # no space
+    assert sentences(LONG_FIRST)[0].endswith("weekends.")  # off by default
+
+
+def test_first_clause_again_after_a_flush() -> None:
+    s = SentenceSplitter(first_clause_chars=30)
+    assert s.push("Let me look that up for you, one moment please. ") == [
+        "Let me look that up for you,", "one moment please."]
+    assert s.flush() == []  # a tool ran: what follows is a new first sentence
+    assert s.push("The lesson costs eight pounds, payable at reception. Ok") == [
+        "The lesson costs eight pounds,", "payable at reception."]
+
+
 @settings(max_examples=100, deadline=None, database=None)
 @given(
     st.lists(
@@ -182,15 +218,16 @@ def test_splitter_is_reusable_after_flush() -> None:
     )
 )
 def test_streaming_loses_no_text(pieces: list[str]) -> None:
-    s = SentenceSplitter(max_chars=50)
-    out: list[str] = []
-    for piece in pieces:
-        out += s.push(piece)
-    out += s.flush()
-    assert all(sent and sent == sent.strip() for sent in out)
-    assert "".join(out).replace(" ", "").replace("\n", "") == (
-        "".join(pieces).replace(" ", "").replace("\n", "")
-    )
+    for first_clause_chars in (0, 10):
+        s = SentenceSplitter(max_chars=50, first_clause_chars=first_clause_chars)
+        out: list[str] = []
+        for piece in pieces:
+            out += s.push(piece)
+        out += s.flush()
+        assert all(sent and sent == sent.strip() for sent in out)
+        assert "".join(out).replace(" ", "").replace("\n", "") == (
+            "".join(pieces).replace(" ", "").replace("\n", "")
+        )
 
 
 # --- heard_text ----------------------------------------------------------------------
