@@ -25,6 +25,7 @@ from chat_helpers import add_assistant, assert_error, client, make_key, post_sse
 from test_oauth import CLIENT, PASSWORD, REDIRECT, USER, access_token
 from voice_client import VoiceClient
 
+from gateway.providers.null import NullTTS
 from gateway.store.db import Database
 from gateway.store.users import create_client, create_user
 
@@ -49,7 +50,8 @@ async def world(gateway_factory: Any, llm: LocalOpenAIServer) -> dict[str, Any]:
     llm.reset()
     gw = gateway_factory(llm={"provider": "openai", "base_url": llm.base_url,
                               "api_key": llm.api_key, "first_token_timeout_s": 10,
-                              "total_timeout_s": 30})
+                              "total_timeout_s": 30},
+                         providers={"tts": NullTTS()})  # a short tone: quick voice turns
     await add_assistant(gw, "other", allow_anonymous=True)
     db = Database.from_config(gw.cfg)
     try:
@@ -183,6 +185,19 @@ async def test_voice_sessions_resume_only_their_own(world, llm) -> None:
         used, seen = await voice_turn(w, llm, query, headers)
         assert used != conv and used.startswith("conv_"), who
         assert QUESTION in seen and SECRET not in seen, who
+        if who == "token minted for bob":
+            bobs = used
+    # bob's new conversation is stored as his: he reads it, alice does not.
+    async with client(w["gw"], w["default_key"]) as http:
+        for _ in range(100):
+            resp = await http.get(f"/api/conversation/{bobs}/messages",
+                                  params={"user_id": "bob"})
+            if resp.status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        assert [m["content"] for m in resp.json()["messages"]][0] == QUESTION
+        assert_error(await http.get(f"/api/conversation/{bobs}/messages",
+                                    params={"user_id": "alice"}), 404, "NOT_FOUND")
     # Her own session token resumes it, with her history, and its turn is stored there.
     used, seen = await voice_turn(w, llm, f"?token={await token_for(w, user_id='alice')}")
     assert used == conv and SECRET in seen
