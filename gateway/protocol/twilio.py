@@ -160,6 +160,8 @@ class CallState:
         if not isinstance(body, dict):
             return CallError("start without a start object")
         fmt = _pick(body, "mediaFormat", "media_format") or {}
+        if not isinstance(fmt, dict):  # (the fuzzer's first find: it raised)
+            return CallError("mediaFormat must be an object")
         encoding = _ENCODINGS.get(str(fmt.get("encoding", "audio/x-mulaw")).lower())
         rate = _pick(fmt, "sampleRate", "sample_rate") or 8000
         if encoding is None or rate != 8000:
