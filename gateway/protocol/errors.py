@@ -31,6 +31,8 @@ PROVIDER_MESSAGE: Final = "a provider is unavailable, please try again"
 STT_BEHIND: Final = "speech recognition is behind; a turn was dropped, please repeat it"
 INTERNAL_MESSAGE: Final = "internal error"
 SESSION_ENDS: Final = "internal error; the session ends"
+# INTERNAL_ERROR that does not end the session: one turn is missing from the history.
+TURN_NOT_STORED: Final = "this turn could not be saved to the conversation history"
 
 
 def provider_message(stage: str) -> str:

@@ -217,6 +217,12 @@ def error(code: str, message: str, *, retryable: bool = False) -> dict[str, Any]
     return {"type": "error", "code": code, "message": message, "retryable": retryable}
 
 
+def turn_not_stored(turn_id: int) -> dict[str, Any]:
+    """``INTERNAL_ERROR`` for a turn the database refused: the session goes on (the
+    ``turn_id`` tells a client which turn its history lacks)."""
+    return {**error(INTERNAL_ERROR, errors.TURN_NOT_STORED), "turn_id": turn_id}
+
+
 def provider_error(stage: str, *, retryable: bool = True) -> dict[str, Any]:
     """``PROVIDER_ERROR`` for a stage whose providers all failed (fixed message)."""
     return error(PROVIDER_ERROR, errors.provider_message(stage), retryable=retryable)

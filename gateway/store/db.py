@@ -53,7 +53,8 @@ class Database:
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=10,
                           pool_pre_ping=True)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        # No exception string carries the statement's values (users' words, ids).
+        self.engine: AsyncEngine = create_async_engine(url, hide_parameters=True, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)

@@ -6,12 +6,20 @@ The audio path never waits for the database: finished turns go into a bounded qu
 per process stores them in batches — one transaction, one fsync, for everything that
 arrived meanwhile — in arrival order, so a conversation's turns stay in order.
 ``flush()`` waits for the queue to drain (shutdown).
+
+One session's bad row must not cost the others theirs: a batch the database refuses
+(a value too long for its column, a NUL PostgreSQL text cannot hold, a lone surrogate
+no UTF-8 encoder takes, …) is stored again turn by turn, each in its own transaction,
+in the same order. A turn that still fails is logged once, without its contents (the
+error's class only: the exception text can carry the statement and values), and its
+own session is told through the recorder's ``on_failure``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -28,20 +36,26 @@ MAX_PENDING = 1024
 MAX_BATCH = 128
 COLLECT_S = 0.2
 
+# Told the turn id of a turn that could not be stored (the session reports it).
+OnFailure = Callable[[int], None]
+# A queued turn: where it belongs, the turn, whom to tell if it cannot be stored.
+Pending = tuple[dict[str, Any], dict[str, Any], OnFailure | None]
+
 
 class VoiceLog:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._queue: asyncio.Queue[tuple[dict[str, Any], dict[str, Any]]] = asyncio.Queue(
-            MAX_PENDING
-        )
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue(MAX_PENDING)
         self._writer: asyncio.Task[None] | None = None
-        self.dropped = 0
+        self.dropped = 0  # refused: the queue was full
+        self.failed = 0  # refused by the database, even on its own
         self.stored = 0
 
     def recorder(self, *, conversation_id: str, assistant_id: str, session_id: str,
-                 user_id: str | None, source: str) -> Any:
-        """A per-session callback for ``Session.on_turn_end``."""
+                 user_id: str | None, source: str, on_failure: OnFailure | None = None
+                 ) -> Callable[[dict[str, Any]], None]:
+        """A per-session callback for ``Session.on_turn_end``. ``on_failure(turn_id)`` is
+        called (on the event loop) for each of this session's turns that was not stored."""
         where = {"conversation_id": conversation_id, "assistant_id": assistant_id,
                  "session_id": session_id, "user_id": user_id, "source": source}
 
@@ -49,11 +63,10 @@ class VoiceLog:
             if self._writer is None or self._writer.done():
                 self._writer = asyncio.create_task(self._write_forever())
             try:
-                self._queue.put_nowait((where, turn))
+                self._queue.put_nowait((where, turn, on_failure))
             except asyncio.QueueFull:
                 self.dropped += 1
-                log.warning("voice_turn_not_stored", session_id=session_id,
-                            reason="too many pending writes")
+                _not_stored((where, turn, on_failure), "too many pending writes")
 
         return record
 
@@ -71,18 +84,30 @@ class VoiceLog:
                 await self._store(batch)
                 self.stored += len(batch)
             except Exception as exc:  # storage trouble must not end any call
-                log.error("voice_turns_store_failed", turns=len(batch), error=str(exc))
+                log.warning("voice_turns_batch_refused", turns=len(batch),
+                            error=_error_kind(exc))
+                await self._store_one_by_one(batch)
             finally:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _store(self, batch: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    async def _store_one_by_one(self, batch: list[Pending]) -> None:
+        """Each turn in its own transaction, in order: a bad one costs only itself."""
+        for item in batch:
+            try:
+                await self._store([item])
+                self.stored += 1
+            except Exception as exc:
+                self.failed += 1
+                _not_stored(item, _error_kind(exc))
+
+    async def _store(self, batch: list[Pending]) -> None:
         # A handful of statements per batch, not a few ORM round trips per turn: at
         # hundreds of sessions the ORM path cost ~4 ms of event-loop CPU per turn.
         stamp = now()
         convs = Conversation.__table__
         msgs = ChatMessage.__table__
-        ids = list(dict.fromkeys(where["conversation_id"] for where, _ in batch))
+        ids = list(dict.fromkeys(where["conversation_id"] for where, _, _ in batch))
         async with self.db.session() as s:
             known = await s.execute(
                 select(convs.c.id, convs.c.title, func.max(msgs.c.seq))
@@ -94,7 +119,7 @@ class VoiceLog:
             fresh: list[dict[str, Any]] = []
             rows: list[dict[str, Any]] = []
             titles: dict[str, str] = {}
-            for where, turn in batch:
+            for where, turn, _ in batch:
                 cid = where["conversation_id"]
                 if cid not in top:
                     top[cid] = 0
@@ -136,6 +161,29 @@ class VoiceLog:
                 await self._queue.join()
         if self._writer is not None:
             self._writer.cancel()
+
+
+def _not_stored(item: Pending, reason: str) -> None:
+    """Logged once per turn, with ids only (never the words), and told to its session."""
+    where, turn, on_failure = item
+    log.error("voice_turn_not_stored", session_id=where["session_id"],
+              turn_id=turn.get("turn_id"), reason=reason)
+    if on_failure is not None:
+        try:
+            on_failure(turn["turn_id"])
+        except Exception as exc:  # a closed session, a bug: never the writer's end
+            log.warning("voice_turn_failure_not_told", session_id=where["session_id"],
+                        error=type(exc).__name__)
+
+
+def _error_kind(exc: BaseException) -> str:
+    """The innermost cause's class (e.g. ``StringDataRightTruncationError``): what went
+    wrong, without the exception's text, which can quote the statement and the values."""
+    while True:
+        inner = getattr(exc, "orig", None) or exc.__cause__
+        if not isinstance(inner, BaseException) or inner is exc:
+            return type(exc).__name__
+        exc = inner
 
 
 def _messages(session_id: str, turn: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

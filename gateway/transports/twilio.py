@@ -26,6 +26,7 @@ from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import Session, SessionSettings
 from gateway.protocol import twilio as tw
+from gateway.protocol import v1
 from gateway.protocol.v1 import AudioFormat
 
 log = structlog.get_logger("gateway.twilio")
@@ -80,12 +81,14 @@ class TwilioCall:
         session.on_turn_end = self.ws.app.state.voice_log.recorder(
             conversation_id=session.conversation_id, assistant_id=grant.assistant_id,
             session_id=session.session_id, source="telephony",
-            user_id=grant.principal.owner(grant.assistant_id).user_id)
+            user_id=grant.principal.owner(grant.assistant_id).user_id,
+            on_failure=lambda turn_id: session.emit(v1.turn_not_stored(turn_id)))
         session.start()
         registry = self.ws.app.state.sessions
         registry.add(session.session_id, self)
         writer = asyncio.create_task(self._writer())
-        self.log.info("call_started", stream=start.stream_id, dialect=start.dialect)
+        self.log.info("call_started", stream=start.stream_id, dialect=start.dialect,
+                      parameters_dropped=start.dropped)
         try:
             await self._reader(session)
         finally:

@@ -168,7 +168,8 @@ class VoiceConnection:
     def _record_turns(self, session: Session) -> None:
         session.on_turn_end = self.ws.app.state.voice_log.recorder(
             conversation_id=session.conversation_id, assistant_id=self.grant.assistant_id,
-            session_id=session.session_id, user_id=self._owner().user_id, source="voice")
+            session_id=session.session_id, user_id=self._owner().user_id, source="voice",
+            on_failure=lambda turn_id: session.emit(v1.turn_not_stored(turn_id)))
 
     def _session_started(self, session: Session) -> dict[str, Any]:
         return {
