@@ -263,6 +263,14 @@ async def test_oauth_users_conversations_are_theirs(world) -> None:
         again = (await http.post("/api/chat", json={"message": "more",
                                                     "conversation_id": conv})).json()
         assert again["conversation_id"] == conv
+        # A session token the OAuth user mints acts for them: it resumes their own.
+        minted = (await http.post("/api/get-access-token", json={"user_id": "bob"})).json()
+    voice = await VoiceClient.connect(f"{w['gw'].ws_url}?token={minted['token']}")
+    try:
+        await voice.send_json({"type": "start", "conversation_id": conv})
+        assert (await voice.wait_for("session_started", timeout=10))["conversation_id"] == conv
+    finally:
+        await voice.close()
     async with client(w["gw"], w["default_key"]) as http:
         assert_error(await http.get(f"/api/conversation/{conv}/messages",
                                     params={"user_id": "bob"}), 404, "NOT_FOUND")
