@@ -31,6 +31,7 @@ from gateway.store.assistants import (
 from gateway.store.db import Database
 from gateway.store.keys import KeyStore
 from gateway.store.retriever import Retriever
+from gateway.store.semantic import SemanticSearch
 from gateway.store.voice_log import VoiceLog
 from gateway.transports.realtime import realtime_ws
 from gateway.transports.realtime_secrets import beta_sessions, client_secrets
@@ -110,7 +111,13 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
         await ensure_default_assistant(db, cfg)
         keys = KeyStore(db)
         runtime = await asyncio.to_thread(Runtime.load, cfg, overrides=providers)
-        runtime.retriever = Retriever(db)
+        semantic = None
+        if runtime.embedder is not None:  # else full-text search only
+            semantic = SemanticSearch(db, runtime.embed, runtime.embedder.name,
+                                      runtime.embedder.dim, cfg.embedder.min_similarity)
+            semantic.indexer.start_backfill()  # the sample knowledge, older rows
+        runtime.retriever = Retriever(db, semantic)
+        app.state.semantic = semantic
         if runtime.tools is not None:  # each assistant's declared function tools
             runtime.tools.declarations = functools.partial(assistant_tools, db)
         runtime.assistant_providers = functools.partial(assistant_providers, db)
@@ -131,6 +138,8 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
             if app.state.limiter is not None:
                 await app.state.limiter.aclose()
             await app.state.voice_log.flush()
+            if semantic is not None:
+                await semantic.indexer.aclose()
             await runtime.aclose()
             await db.close()
 

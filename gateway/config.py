@@ -159,6 +159,9 @@ class EmbedderConfig:
     batch_size: int = 32
     threads: int = 1  # onnxruntime threads per call (one call at a time per process)
     timeout_s: float = 10.0
+    # Search results found only by meaning (no shared word) need at least this cosine
+    # similarity to the query (unrelated sentences score ~0.0-0.2, paraphrases ~0.35+).
+    min_similarity: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)

@@ -284,14 +284,16 @@ def snippet(text: str) -> str:
 
 
 @router.post("/api/search/messages", response_model=MessageResults, responses=ERROR_RESPONSES,
-             description="Messages ranked by the database's full-text engine; "
-             "`similarity_score` is 0..1.")
+             description="Messages ranked by meaning (sentence embeddings) and by the "
+             "database's full-text engine (exact words), fused; `similarity_score` is the "
+             "query's cosine similarity to the message, 0..1.")
 async def search_message(request: Request, body: MessageSearchIn,
                          principal: SearchCaller) -> dict[str, Any]:
     owner = await caller_owner(request, principal, user_id=body.user_id)
     async with request.app.state.db.session() as s:
         hits = await store.search_owned(s, owner, body.query,
-                                        conversation_id=body.conversation_id, limit=body.limit)
+                                        conversation_id=body.conversation_id, limit=body.limit,
+                                        semantic=request.app.state.semantic)
     return {"results": [
         {"message_id": h.message_id, "conversation_id": h.conversation_id, "role": h.role,
          "content": h.content[:MAX_CONTENT_CHARS], "created_at": store.iso(h.created_at),
@@ -300,8 +302,9 @@ async def search_message(request: Request, body: MessageSearchIn,
 
 @router.post("/api/search/conversations", response_model=ConversationResults,
              responses=ERROR_RESPONSES,
-             description="Conversations ranked by their best-matching message (full-text "
-             "engine); `snippet` is that message, `similarity_score` 0..1.")
+             description="Conversations ranked by their best-matching message (by meaning "
+             "and exact words); `snippet` is that message, `similarity_score` its cosine "
+             "similarity to the query, 0..1.")
 async def search_conversation(
     request: Request, body: SearchIn, principal: SearchCaller
 ) -> dict[str, Any]:
@@ -309,7 +312,8 @@ async def search_conversation(
     async with request.app.state.db.session() as s:
         # Several messages may hit in one conversation: over-fetch, keep each one's best.
         hits = await store.search_owned(s, owner, body.query, conversation_id=None,
-                                        limit=body.limit * 5)
+                                        limit=body.limit * 5,
+                                        semantic=request.app.state.semantic)
         best: dict[str, Any] = {}
         for h in hits:
             if h.conversation_id not in best or h.relevance > best[h.conversation_id].relevance:

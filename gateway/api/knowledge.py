@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select
@@ -25,7 +26,7 @@ from gateway.providers.base import ChatRequest, Message, Passage, ProviderError
 from gateway.store.assistants import DEFAULT_ASSISTANT, get_assistant
 from gateway.store.documents import add_document, replace_chunks
 from gateway.store.models import Assistant, Chunk, Document
-from gateway.store.search import search_chunks
+from gateway.store.semantic import hybrid_chunks
 
 from . import assistants
 from .auth import Principal
@@ -47,6 +48,7 @@ from .v1base import (
     require_credential,
 )
 
+log = structlog.get_logger("gateway.api.knowledge")
 router = APIRouter()  # what the app includes: this API and the assistants/keys API
 kb = APIRouter(prefix="/api/v1", tags=["knowledge base"], route_class=EnvelopeRoute,
                responses={**ERROR_RESPONSES, 413: ERROR_RESPONSES[400] | {
@@ -231,6 +233,22 @@ def _sources(passages: Sequence[Passage]) -> list[dict[str, Any]]:
 
 # --- documents -------------------------------------------------------------------------
 
+IMPORT_INDEX_BUDGET_S = 20.0  # an import waits this long for its vectors; the rest follow
+
+
+async def index_passages(request: Request, assistant_id: str) -> None:
+    """Embed the passages just written, so a search right after finds them by meaning;
+    a large import returns after the budget and the rest is embedded in the background."""
+    semantic = request.app.state.semantic
+    if semantic is None:
+        return
+    try:
+        await semantic.indexer.index_chunks(assistant_id, budget_s=IMPORT_INDEX_BUDGET_S)
+    except ProviderError as exc:  # stored already: found by words now, by meaning later
+        log.warning("passage_embedding_deferred", error=str(exc))
+    semantic.indexer.start_backfill()
+
+
 @kb.post("/documents/import", response_model=ImportResponse)
 async def import_documents(request: Request, principal: ImportCaller,
                            body: ImportRequest) -> dict[str, Any]:
@@ -243,6 +261,7 @@ async def import_documents(request: Request, principal: ImportCaller,
                                    url=d.url, meta=d.metadata or {})
                 for d in body.documents]
         await s.commit()
+    await index_passages(request, assistant_id)
     return {"success": True, "imported": len(docs),
             "documents": [{"id": d.id, "title": d.title, "status": d.status} for d in docs]}
 
@@ -291,6 +310,7 @@ async def _update(request: Request, principal: Principal, doc_id: str,
         if "title" in changes or "content" in changes:
             await replace_chunks(s, doc)  # re-index: old words go, new words are found
         await s.commit()
+        await index_passages(request, doc.assistant_id)
         return {"success": True, "document": await _full(s, doc)}
 
 
@@ -337,7 +357,8 @@ async def search_documents(request: Request, principal: SearchCaller,
     assistant_id = await checked_assistant(request, principal, body.chatModelId)
     async with request.app.state.db.session() as s:
         # Several passages may come from one document: ask for more, keep the best of each.
-        hits = await search_chunks(s, assistant_id, body.query, min(body.limit * 5, 250))
+        hits = await hybrid_chunks(s, request.app.state.semantic, assistant_id, body.query,
+                                   min(body.limit * 5, 250))
     best: dict[str, Any] = {}
     for hit in hits:
         best.setdefault(hit.document_id, hit)

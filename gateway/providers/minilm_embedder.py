@@ -53,6 +53,9 @@ class MiniLMEmbedder:
     def __init__(self, model: Path, tokenizer: Path, *, max_tokens: int = 128,
                  batch_size: int = 32, threads: int = 1) -> None:
         self.batch_size = max(1, batch_size)
+        # Texts are cut to this many characters before tokenising (a token is >= 1
+        # character, so nothing the model would see is lost): a 1 MB text costs no more.
+        self.max_chars = max(8, min(max_tokens, 512)) * 12
         self.tokenizer = Tokenizer.from_file(str(tokenizer))
         # Longer texts are cut at max_tokens (BERT's positions end at 512).
         self.tokenizer.enable_truncation(max_length=max(8, min(max_tokens, 512)))
@@ -87,7 +90,7 @@ class MiniLMEmbedder:
         """(len(texts), 384) float32, each row L2-normalised (an empty text: zeros)."""
         out = np.zeros((len(texts), DIM), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
-            batch = [str(t) for t in texts[start : start + self.batch_size]]
+            batch = [str(t)[: self.max_chars] for t in texts[start : start + self.batch_size]]
             out[start : start + len(batch)] = self._embed_batch(batch)
         return out
 

@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.providers.base import Message, Role
 
 from .models import ChatMessage, Conversation, Feedback, new_id, now
-from .search import MessageHit, search_messages
+from .search import MessageHit
+from .semantic import SemanticSearch, hybrid_messages
 
 TITLE_CHARS = 80
 
@@ -198,13 +199,15 @@ async def list_conversations(
 
 
 async def search_owned(
-    s: AsyncSession, owner: Owner, question: str, *, conversation_id: str | None, limit: int
+    s: AsyncSession, owner: Owner, question: str, *, conversation_id: str | None, limit: int,
+    semantic: SemanticSearch | None = None,
 ) -> list[MessageHit]:
     """Messages of ``owner``'s conversations ranked for ``question`` (none for a caller
-    who owns none): ``search_messages`` with the owner's filters."""
+    who owns none): hybrid search (full-text, plus meaning with ``semantic``) with the
+    owner's filters."""
     if not owner.sees_any:
         return []
-    return await search_messages(s, question, user_id=owner.user_id,
+    return await hybrid_messages(s, semantic, question, user_id=owner.user_id,
                                  conversation_id=conversation_id, limit=limit,
                                  assistant_id=owner.assistant_id)
 

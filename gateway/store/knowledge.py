@@ -45,6 +45,21 @@ def split_passages(text: str, max_chars: int = 700) -> list[tuple[str, str]]:
     return out
 
 
+# A sentence ends at . ! ? (or a line break) followed by space and a capital, digit or
+# quote; "9 a.m. to 5" or "e.g. dogs" stay whole.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\s*\n+\s*")
+MAX_SENTENCES = 32  # per passage: bounds the vectors stored with it
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of a passage, in order (deterministic: stored vectors follow it)."""
+    parts = [" ".join(p.split()) for p in _SENTENCE_END.split(text)]
+    out = [p for p in parts if p]
+    if len(out) > MAX_SENTENCES:  # the tail goes into the last one
+        out = [*out[: MAX_SENTENCES - 1], " ".join(out[MAX_SENTENCES - 1 :])]
+    return out
+
+
 def fts_query(question: str) -> str:
     """An FTS5 OR-query of the question's content words (quoted: no operator injection)."""
     words = [w.lower() for w in _TOKEN.findall(question)]

@@ -12,7 +12,17 @@ import secrets
 import time
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -146,6 +156,15 @@ class Chunk(Base):
     title: Mapped[str] = mapped_column(String(500))
     heading: Mapped[str] = mapped_column(String(500), default="")
     text: Mapped[str] = mapped_column(Text)
+    # Sentence embeddings (gateway.store.vectors), written after the row: the passage's
+    # vector, one vector per sentence of ``text`` (knowledge.split_sentences), and the
+    # embedder that made them (None: not yet embedded; another name: re-embed).
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    sentence_embeddings: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    embedder: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # When the vectors were written: part of the in-process index's change check (SQLite
+    # reuses a deleted row's id, so ids alone do not show a replaced passage).
+    embedded_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Conversation(Base):
@@ -178,6 +197,9 @@ class ChatMessage(Base):
     content: Mapped[str] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[float] = mapped_column(Float, default=now)
+    # The content's sentence embedding and the embedder that made it (None: not yet).
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    embedder: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class Feedback(Base):

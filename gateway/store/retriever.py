@@ -5,18 +5,23 @@ from __future__ import annotations
 from gateway.providers.base import Passage
 
 from .db import Database
-from .search import search_chunks
+from .semantic import SemanticSearch, hybrid_chunks
 
 
 class Retriever:
-    def __init__(self, db: Database) -> None:
+    """Hybrid (full-text + sentence vectors) with ``semantic``; full-text only without."""
+
+    def __init__(self, db: Database, semantic: SemanticSearch | None = None) -> None:
         self.db = db
+        self.semantic = semantic
 
     async def search(self, assistant_id: str, question: str, k: int) -> list[Passage]:
         async with self.db.session() as s:
-            hits = await search_chunks(s, assistant_id, question, k)
+            hits = await hybrid_chunks(s, self.semantic, assistant_id, question, k)
         return [
             Passage(title=h.heading or h.title, text=h.text, source=h.url or h.document_id,
-                    score=h.relevance, document_id=h.document_id, document_title=h.title)
+                    score=h.relevance, document_id=h.document_id, document_title=h.title,
+                    similarity=h.similarity, sentences=h.sentences,
+                    sentence_scores=h.sentence_scores)
             for h in hits
         ]

@@ -28,6 +28,11 @@ class ChunkHit:
     text: str
     url: str | None
     relevance: float
+    # With an embedder (gateway.store.semantic): the question's cosine similarity to the
+    # passage, and to each of its sentences (knowledge.split_sentences order).
+    similarity: float | None = None
+    sentences: tuple[str, ...] = ()
+    sentence_scores: tuple[float, ...] = ()
 
 
 def _relevance(score: float, scale: float) -> float:
