@@ -9,10 +9,13 @@ arrived meanwhile — in arrival order, so a conversation's turns stay in order.
 
 One session's bad row must not cost the others theirs: a batch the database refuses
 (a value too long for its column, a NUL PostgreSQL text cannot hold, a lone surrogate
-no UTF-8 encoder takes, …) is stored again turn by turn, each in its own transaction,
-in the same order. A turn that still fails is logged once, without its contents (the
-error's class only: the exception text can carry the statement and values), and its
-own session is told through the recorder's ``on_failure``.
+no UTF-8 encoder takes, …) is stored again in halves, in order, each in its own
+transaction, down to single turns: the good turns are stored, in their order, and one
+bad turn in 128 costs ~14 transactions, not 128 (turn by turn cost ~28 ms each on
+PostgreSQL: 3.6 s per batch, slower than turns arrive at 300 sessions). A turn that
+fails on its own is logged once, without its contents (the error's class only: the
+exception text can carry the statement and values), and its own session is told
+through the recorder's ``on_failure``.
 """
 
 from __future__ import annotations
@@ -81,25 +84,29 @@ class VoiceLog:
                     while len(batch) < MAX_BATCH:
                         batch.append(await self._queue.get())
             try:
-                await self._store(batch)
-                self.stored += len(batch)
-            except Exception as exc:  # storage trouble must not end any call
-                log.warning("voice_turns_batch_refused", turns=len(batch),
-                            error=_error_kind(exc))
-                await self._store_one_by_one(batch)
+                await self._store_or_split(batch, first=True)
             finally:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _store_one_by_one(self, batch: list[Pending]) -> None:
-        """Each turn in its own transaction, in order: a bad one costs only itself."""
-        for item in batch:
-            try:
-                await self._store([item])
-                self.stored += 1
-            except Exception as exc:
+    async def _store_or_split(self, batch: list[Pending], *, first: bool = False) -> None:
+        """One transaction for ``batch``; if the database refuses it, each half in order
+        (down to the single turn that cannot be stored: it costs only itself)."""
+        try:
+            await self._store(batch)
+            self.stored += len(batch)
+            return
+        except Exception as exc:  # storage trouble must not end any call
+            if len(batch) == 1:
                 self.failed += 1
-                _not_stored(item, _error_kind(exc))
+                _not_stored(batch[0], _error_kind(exc))
+                return
+            if first:  # once per batch, not per half
+                log.warning("voice_turns_batch_refused", turns=len(batch),
+                            error=_error_kind(exc))
+        half = len(batch) // 2
+        await self._store_or_split(batch[:half])
+        await self._store_or_split(batch[half:])
 
     async def _store(self, batch: list[Pending]) -> None:
         # A handful of statements per batch, not a few ORM round trips per turn: at

@@ -152,3 +152,20 @@ async def test_database_errors_carry_no_parameters(db: Database) -> None:
                 "source": "chat", "template_variables": {}, "metadata": {},
                 "created_at": 0.0, "updated_at": 0.0}])
     assert "4242" not in str(caught.value) and "hidden" in str(caught.value)
+
+
+async def test_a_bad_turn_costs_few_transactions_not_one_per_turn(db: Database) -> None:
+    log = VoiceLog(db)
+    real_store, transactions = log._store, []
+
+    async def counted(batch: Any) -> None:
+        transactions.append(len(batch))
+        await real_store(batch)
+
+    log._store = counted  # type: ignore[method-assign]
+    for i in range(128):  # one batch; the 100th turn no UTF-8 encoder can take
+        recorder(log, f"conv_many{i}")(turn(1, "\ud800" if i == 99 else f"question {i}"))
+    await log.flush()
+    assert (log.stored, log.failed) == (127, 1)
+    assert transactions[0] == 128 and len(transactions) <= 15  # halves: 2 per level
+    assert await messages(db, "conv_many100") == [(1, "user", "question 100")]
