@@ -106,6 +106,9 @@ def render_markdown(summary: dict[str, Any], results: Sequence[Result]) -> str:
         f"{s['started']} · {s['url']} · transport {s['transport']} · assistant "
         f"`{s['assistant']}` · {s['scenarios']} scenarios · {s['duration_s']:.0f} s",
         "",
+        f"Load average of the machine running the runner: {s.get('load_before')} before, "
+        f"{s.get('load_after')} after, on {s.get('cpus')} CPUs (latencies grow with it).",
+        "",
         "## Summary",
         "",
         "| figure | value |",

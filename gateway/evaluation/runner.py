@@ -8,6 +8,7 @@ WebSocket, run one after another so that their latencies do not disturb each oth
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,10 +22,11 @@ import websockets
 
 from gateway.evaluation import report
 from gateway.evaluation.analysis import Marks, Rec, Result, analyze
-from gateway.evaluation.audio import Voices
+from gateway.evaluation.audio import Clip, Voices
 from gateway.evaluation.call import Call
 from gateway.evaluation.scenario import Scenario, ScenarioSet
 from gateway.evaluation.scoring import numbers
+from gateway.providers.base import ProviderError
 
 HTTP_TIMEOUT_S = 60.0
 REPLY_TIMEOUT_S = 20.0  # caller's last voiced frame -> the reply starts
@@ -64,6 +66,7 @@ class Gateway:
         self.headers = {"x-api-key": opts.api_key} if opts.api_key else {}
         self.http = httpx.AsyncClient(base_url=opts.url, headers=self.headers,
                                       timeout=HTTP_TIMEOUT_S)
+        self.created: str | None = None
 
     async def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         try:
@@ -85,6 +88,7 @@ class Gateway:
         aid = f"eval-{uuid.uuid4().hex[:10]}"
         fields = {"name": f"eval: {sset.name}", **sset.assistant, "id": aid}
         await self._call("POST", "/api/v1/assistants", json=fields)
+        self.created = aid
         docs = [{"title": d.title, "content": d.content} for d in sset.documents]
         for i in range(0, len(docs), IMPORT_BATCH):
             body = await self._call("POST", "/api/v1/documents/import",
@@ -95,19 +99,27 @@ class Gateway:
                 raise EvalError(f"documents not ready after import: {bad[:3]}")
         return aid
 
-    async def teardown(self, aid: str) -> None:
-        if not self.opts.assistant and not self.opts.keep:
+    async def teardown(self) -> None:
+        if self.created and not self.opts.keep:
             try:
-                await self._call("DELETE", f"/api/v1/assistants/{aid}")
+                await self._call("DELETE", f"/api/v1/assistants/{self.created}")
             except EvalError:
                 pass  # the report is what matters; a leftover assistant is harmless
         await self.http.aclose()
 
 
-async def run_scenario(s: Scenario, voices: Voices, url: str,
+def synthesize(scenarios: list[Scenario], voices: Voices) -> dict[str, tuple[Clip, Clip | None]]:
+    """Every caller's audio, made before the first call (no synthesis during a timing)."""
+    try:
+        return {s.id: (voices.clip(s.caller), voices.clip(s.overlay) if s.overlay else None)
+                for s in scenarios}
+    except (ProviderError, ValueError, OSError) as exc:
+        raise EvalError(f"cannot make the callers' audio: {exc}") from None
+
+
+async def run_scenario(s: Scenario, clips: tuple[Clip, Clip | None], url: str,
                        headers: dict[str, str]) -> tuple[list[Rec], Marks | None]:
-    caller = await asyncio.to_thread(voices.clip, s.caller)
-    overlay = await asyncio.to_thread(voices.clip, s.overlay) if s.overlay else None
+    caller, overlay = clips
     async with Call.open(url, headers) as call:
         played = await call.mic.play(caller)
         marks = Marks(played.first_voiced, played.last_voiced)
@@ -139,6 +151,14 @@ async def run_scenario(s: Scenario, voices: Voices, url: str,
         return call.log, marks
 
 
+def _load() -> float | None:
+    """This machine's 1-minute load average (figures from a busy machine are slower)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def _type(r: Rec) -> str | None:
     return None if r.event is None else str(r.event.get("type"))
 
@@ -156,17 +176,19 @@ async def run(sset: ScenarioSet, opts: Options, progress: Any = print) -> dict[s
     if opts.transport != "v1":
         raise EvalError(f"transport {opts.transport!r} is not supported (v1)")
     scenarios = _selected(sset, opts.only)
-    voices = Voices()
+    progress(f"synthesizing {len(scenarios)} callers")
+    clips = await asyncio.to_thread(synthesize, scenarios, Voices())
+    load_before = _load()
     known = set().union(*(numbers(d.title + "\n" + d.content) for d in sset.documents))
     gw = Gateway(opts)
     started, t0 = datetime.now(UTC), time.monotonic()
-    aid = await gw.setup(sset)
-    url = ws_url(opts.url, aid)
     results: list[Result] = []
     try:
+        aid = await gw.setup(sset)
+        url = ws_url(opts.url, aid)
         for i, s in enumerate(scenarios, 1):
             try:
-                log, marks = await run_scenario(s, voices, url, gw.headers)
+                log, marks = await run_scenario(s, clips[s.id], url, gw.headers)
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                 res = Result(s.id, s.kind, s.caller.label, reason=f"call failed: {exc!r}"[:300])
             else:
@@ -177,8 +199,9 @@ async def run(sset: ScenarioSet, opts: Options, progress: Any = print) -> dict[s
                      f"{'ok' if res.passed else 'FAIL ' + res.reason} "
                      f"(latency {res.latency_ms if res.latency_ms is not None else '-'} ms)")
     finally:
-        await gw.teardown(aid)
+        await gw.teardown()
     meta = {"set": sset.name, "url": opts.url, "transport": opts.transport, "assistant": aid,
+            "cpus": os.cpu_count(), "load_before": load_before, "load_after": _load(),
             "started": started.isoformat(timespec="seconds"),
             "duration_s": round(time.monotonic() - t0, 1)}
     summary = report.summarize(results, meta)

@@ -101,3 +101,6 @@ async def test_bad_credentials_and_set_are_clear_errors(gateway, tmp_path: Path)
     bad.write_text("[[question]]\nsay = 'Hi'\nvoice = 'festival:kal'\n", "utf-8")
     done = eval_cli(str(bad), "--url", gateway.base, key=None)
     assert done.returncode == 2 and "ENGINE:NAME" in done.stderr
+    bad.write_text("[[question]]\nsay = 'Hi'\nvoice = 'espeak:zz-nothing'\n", "utf-8")
+    done = eval_cli(str(bad), "--url", gateway.base, key=None)
+    assert done.returncode == 2 and "cannot make the callers' audio" in done.stderr
