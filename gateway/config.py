@@ -113,7 +113,7 @@ class TurnConfig:
 
 @dataclass(frozen=True, slots=True)
 class LLMConfig:
-    provider: str = "llama"  # llama | extractive | openai | null
+    provider: str = "grounded"  # grounded | llama | extractive | openai | hybrid | null
     fallbacks: tuple[str, ...] = ()
     system_prompt: str = (
         "You are the voice assistant of {assistant_name}. Answer in one or two short "

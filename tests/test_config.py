@@ -27,7 +27,7 @@ def test_defaults() -> None:
     assert cfg.server.cors_origins == ()
     assert cfg.audio.input_sample_rate == 16000 and cfg.audio.output_sample_rate == 24000
     assert cfg.vad.provider == "webrtcvad" and cfg.vad.frame_ms == 20
-    assert cfg.stt.provider == "whisper" and cfg.llm.provider == "llama"
+    assert cfg.stt.provider == "whisper" and cfg.llm.provider == "grounded"
     assert cfg.tts.provider == "piper" and cfg.tts.voice == "joe"
     assert cfg.knowledge.path == "" and cfg.knowledge.top_k == 3
     assert cfg.queues.outbox == 512
@@ -344,7 +344,7 @@ def test_replace() -> None:
     assert cfg.server.port == 1234
     assert cfg.llm.temperature == base.llm.temperature and cfg.tts is base.tts
     # the original is untouched
-    assert base.llm.provider == "llama" and base.server.port == 8080
+    assert base.llm.provider == "grounded" and base.server.port == 8080
     assert base.replace() == base
 
 

@@ -25,6 +25,7 @@ _PROVIDERS: dict[str, dict[str, str]] = {
         "null": "gateway.providers.null:NullSTT",
     },
     "llm": {
+        "grounded": "gateway.providers.grounded_llm:GroundedLLM",
         "llama": "gateway.providers.llama_llm:LlamaLLM",
         "extractive": "gateway.providers.extractive_llm:ExtractiveLLM",
         "openai": "gateway.providers.openai_llm:OpenAILLM",

@@ -1,0 +1,287 @@
+"""Grounded short answers: pick the sentence (or clause) of the passages that answers.
+
+Pure: no model, no I/O. The caller (``gateway.providers.grounded_llm``) embeds the
+query and the candidate units with the sentence embedder and hands the similarities in;
+everything else here is text. A unit scores by its embedding similarity to the query,
+the share of the question's content words it contains, and whether it holds the kind
+of thing the question asks for (a time, a price, a number, a rule). Below a relevance
+floor the answer is an abstention: saying "I don't know" beats a confident wrong fact.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from gateway.providers.base import Message, Passage
+
+ABSTAIN = "I'm sorry, I don't know that."
+GREETING = "Hello! What would you like to know?"
+THANKS = "You're welcome."
+MAX_WORDS = 30
+_CHAT_WORDS = frozenset(
+    """hi hello hey hiya morning afternoon evening good there thanks thank you cheers
+    very much so lot a great okay ok bye goodbye""".split())
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+# Clause boundaries inside a long sentence (kept with the clause that follows).
+_CLAUSE = re.compile(r"(?:,|;|:|\s-)\s+(?=(?:but|and|except|which|when|while|so|or|"
+                     r"apart|unless|although|where|as)\b)|;\s+")
+_STOP = frozenset(
+    """a an and are as at be by can could do does did for from has have had how i i'm in
+    is it its it's me my of on or so that the this to was were what what's when where
+    which who why will with you your we our us tell about please would should there
+    their they them any some much many if then than just also get got go going want
+    like know need let i'd i'll one really okay ok well hi hello yes no not
+    am may might must shall""".split()
+)
+_LEADING = re.compile(r"^(?:but|and|also|so|however|then)\b,?\s*", re.IGNORECASE)
+
+
+class Kind(Enum):
+    TIME = "time"  # a clock time (or "closed")
+    DATE = "date"  # a day, a month, a year or a time
+    PRICE = "price"
+    NUMBER = "number"
+    PLACE = "place"
+    RULE = "rule"  # a yes/no question: a rule sentence
+    OTHER = "other"
+
+
+# The first cue that matches decides the kind. TIME, PRICE and NUMBER are strict: a unit
+# without such a fact cannot answer ("how much is a wedding?" over a text with no price
+# is unanswerable, whatever else it says about weddings).
+_KIND_CUES: tuple[tuple[Kind, re.Pattern[str]], ...] = (
+    (Kind.PRICE, re.compile(
+        r"\b(how much|cost|costs|price|prices|pay|fee|fees|(?<!in )charge|charges|expensive|"
+        r"cheap|discount|reduction|reduced|concession)\b")),
+    (Kind.TIME, re.compile(
+        r"\b(what time|how late|how early|until when|till when|until what time|"
+        r"opening hours|opening times|when do you (?:open|close|shut)|"
+        r"when does (?:it|the \w+) (?:open|close|shut|start|finish|end))\b")),
+    (Kind.NUMBER, re.compile(
+        r"\b(how many|how long|how far|how old|how big|what number|phone number)\b")),
+    (Kind.DATE, re.compile(r"\b(when|what day|which day|what date|which days)\b")),
+    (Kind.PLACE, re.compile(r"\b(where|which floor|what address|how do i get)\b")),
+    (Kind.RULE, re.compile(
+        r"^(can|may|could|am|is|are|do|does|must|should|will|have|would)\b|"
+        r"\b(allowed|permitted|rule|rules|let me|okay to|ok to)\b")),
+)
+STRICT = frozenset((Kind.TIME, Kind.PRICE, Kind.NUMBER, Kind.DATE))
+# Words that only say what kind of fact is wanted: they do not name the subject.
+_KIND_WORDS = frozenset(
+    "much cost price pay fee charge expensive cheap time late early long many number "
+    "old far big open close shut start finish end allowed permitted rule".split())
+_NUMBER_WORDS = (r"one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|"
+                 r"twenty|thirty|forty|fifty|sixty|hundred|half|quarter")
+_CLOCK = (r"\b\d{1,2}(?::\d{2})?\s*(?:am|pm|a\.m\.|p\.m\.)|\b\d{1,2}[:.]\d{2}\b|"
+          r"\bnoon\b|\bmidday\b|\bmidnight\b|\bo'clock\b")
+_TIME = re.compile(_CLOCK + r"|\bclosed\b", re.IGNORECASE)
+_DATE = re.compile(
+    _CLOCK + r"|\b(?:mon|tues|wednes|thurs|fri|satur|sun)days?\b|\bweekends?\b|"
+    r"\b(?:january|february|march|april|may|june|july|august|september|october|november|"
+    r"december)\b|\b(?:1[5-9]|20)\d\d\b|\bevery (?:day|week|month|year)\b|\bdaily\b|"
+    r"\bin advance\b", re.IGNORECASE)
+_PRICE = re.compile(
+    r"[£$€]\s?\d|\b\d+(?:[.,]\d+)?\s*(?:pounds?|euros?|dollars?|pence|p|cents?|percent|%)"
+    r"|\b(?:" + _NUMBER_WORDS + r")\s+(?:pounds?|euros?|dollars?)"
+    r"|\bfree\b|\bno charge\b|\bcosts? nothing\b|\bincluded\b", re.IGNORECASE)
+_NUMBER = re.compile(r"\d|\b(?:" + _NUMBER_WORDS + r")\b", re.IGNORECASE)
+_RULE = re.compile(r"\b(?:not|no|never|must|may|allowed|permitted|welcome|only|free|"
+                   r"can|cannot|can't|need|needs|required|please|except|apart|have to|"
+                   r"has to)\b", re.IGNORECASE)
+_PLACE = re.compile(r"\b(?:street|road|lane|avenue|square|floor|next to|opposite|near|"
+                    r"behind|beside|outside|entrance|upstairs|downstairs|minutes? walk|"
+                    r"room|desk|reception|cloakroom|car park|station)\b", re.IGNORECASE)
+_KIND_PATTERN = {Kind.PLACE: _PLACE, Kind.TIME: _TIME, Kind.DATE: _DATE, Kind.PRICE: _PRICE,
+                 Kind.NUMBER: _NUMBER, Kind.RULE: _RULE}
+# A follow-up leans on the previous question: "and on Sundays?", "what about children?"
+_FOLLOW_UP = re.compile(r"^\s*(?:and|what about|how about|and what about|and how about|"
+                        r"also|or|what if|same for|then)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A sentence (or a clause of a long one) of a passage: what an answer is made of."""
+
+    text: str
+    passage: int  # index into the passages
+    index: int  # position in the passage
+    heading: str = ""
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """Tuned on tests/data/grounded (held out: the eval pool set); see README."""
+
+    similarity: float = 1.0
+    lexical: float = 0.2
+    kind: float = 0.12
+    rank: float = 0.03  # the retriever's order breaks near-ties
+    floor: float = 0.36  # below this best score: abstain
+    min_similarity: float = 0.3  # below this similarity: abstain whatever the words
+    second: float = 0.8  # a neighbour joins if it scores this share of the best
+    # The sentence most like the question lacks the fact asked for (a price, a time)
+    # and the best one holding such a fact is this much less similar, in another
+    # passage: that fact is about something else, the base does not say.
+    off_topic: float = 0.12
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    unit: Unit
+    score: float
+    similarity: float
+    lexical: float
+    kind_match: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    abstained: bool
+    best: Scored | None = None
+
+
+def question_kind(question: str) -> Kind:
+    q = " ".join(_WORD.findall(question.lower()))
+    for kind, cue in _KIND_CUES:
+        if cue.search(q):
+            return kind
+    return Kind.OTHER
+
+
+def stem(word: str) -> str:
+    """A crude English stem: enough to match "opens"/"opening"/"opened" and "tickets"."""
+    for suffix in ("ings", "ing", "ies", "ied", "es", "ed", "s", "'s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:-1] if word.endswith("e") and len(word) > 4 else word
+
+
+def content_words(text: str) -> set[str]:
+    return {stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
+
+
+def query_text(messages: Sequence[Message], question: str) -> str:
+    """What to search and select with: the question, led by the previous user turn when
+    the question is a bare follow-up ("and on Sundays?") that cannot stand alone."""
+    if not _is_follow_up(question):
+        return question
+    users = [m.content for m in messages if m.role == "user"]
+    if users and users[-1].strip() == question.strip():
+        users = users[:-1]
+    if not users:
+        return question
+    return f"{users[-1].strip()} {question.strip()}"
+
+
+def _is_follow_up(question: str) -> bool:
+    return bool(_FOLLOW_UP.search(question)) or not content_words(question)
+
+
+def split_units(passages: Sequence[Passage], max_words: int = MAX_WORDS) -> list[Unit]:
+    """Every sentence of every passage; a sentence over ``max_words`` is cut into its
+    clauses (each a unit of its own, so one fact can be spoken without the rest)."""
+    units: list[Unit] = []
+    for p_index, passage in enumerate(passages):
+        sentences = [s.strip() for s in _SENTENCE.split(" ".join(passage.text.split()))]
+        index = 0
+        for sentence in sentences:
+            if not sentence:
+                continue
+            parts = [sentence]
+            if len(sentence.split()) > max_words:
+                parts = [c.strip(" ,;:") for c in _CLAUSE.split(sentence) if c.strip(" ,;:")]
+            for part in parts:
+                units.append(Unit(part, p_index, index, passage.title))
+                index += 1
+    return units
+
+
+def score_units(question: str, units: Sequence[Unit], similarities: Sequence[float],
+                weights: Weights = Weights(), *, strict: bool = True) -> list[Scored]:
+    """Units with their scores, best first. ``similarities[i]`` is the cosine of the
+    query's embedding and ``units[i]``'s (0 for all: lexical selection only). For a
+    strict kind (a time, a price, a number, a date), units without one are left out."""
+    kind = question_kind(question)
+    pattern = _KIND_PATTERN.get(kind)
+    have = [content_words(f"{u.heading} {u.text}") for u in units]
+    idf = _idf(content_words(question) - _KIND_WORDS, have)
+    total = sum(idf.values())
+    scored = []
+    for unit, words, sim in zip(units, have, similarities, strict=True):
+        lexical = sum(v for w, v in idf.items() if w in words) / total if total else 0.0
+        match = bool(pattern and pattern.search(unit.text))
+        if strict and kind in STRICT and not match:
+            continue
+        score = (weights.similarity * sim + weights.lexical * lexical
+                 + weights.kind * match - weights.rank * unit.passage)
+        scored.append(Scored(unit, score, float(sim), lexical, match))
+    return sorted(scored, key=lambda s: -s.score)
+
+
+def _idf(wanted: set[str], have: Sequence[set[str]]) -> dict[str, float]:
+    """How telling each wanted word is among the candidates: a word in every unit
+    ("museum") says little; one in none ("wifi") is the question's real subject."""
+    n = len(have)
+    return {w: math.log((n + 1) / (sum(w in h for h in have) + 0.5)) for w in wanted}
+
+
+def small_talk(question: str) -> str | None:
+    """The reply to a bare greeting or thanks (no question in it), else None."""
+    words = _WORD.findall(question.lower())
+    if not words or not set(words) <= _CHAT_WORDS:
+        return None
+    return THANKS if set(words) & {"thanks", "thank", "cheers"} else GREETING
+
+
+def choose(question: str, units: Sequence[Unit], similarities: Sequence[float],
+           weights: Weights = Weights(), max_words: int = MAX_WORDS) -> Answer:
+    """The answer: the best unit (and its neighbour in the same passage when that also
+    scores high and both fit in ``max_words``), or an abstention."""
+    chat = small_talk(question)
+    if chat is not None:
+        return Answer(chat, False)
+    ranked = score_units(question, units, similarities, weights)
+    if not ranked:
+        return Answer(ABSTAIN, True)
+    best = ranked[0]
+    # Every telling word of the question found ("tell me about barge-in") vouches for
+    # a unit whose similarity alone is low.
+    named = best.lexical >= 0.99 and best.similarity >= weights.min_similarity / 2
+    if not named and (best.score < weights.floor
+                      or best.similarity < weights.min_similarity):
+        return Answer(ABSTAIN, True, best)
+    topic = score_units(question, units, similarities, weights, strict=False)[0]
+    if (not topic.kind_match and topic.unit.passage != best.unit.passage
+            and topic.similarity - best.similarity > weights.off_topic):
+        return Answer(ABSTAIN, True, best)
+    chosen = [best.unit]
+    for other in ranked[1:3]:
+        u = other.unit
+        if (u.passage == best.unit.passage and abs(u.index - best.unit.index) == 1
+                and other.score >= weights.second * best.score
+                and u.words + best.unit.words <= max_words):
+            chosen.append(u)
+            break
+    chosen.sort(key=lambda u: u.index)
+    return Answer(" ".join(speakable(u.text) for u in chosen), False, best)
+
+
+def speakable(text: str) -> str:
+    """A unit as a sentence of its own: no leading "but", a capital, a full stop."""
+    text = _LEADING.sub("", text.strip()).strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?" else text + "."

@@ -1,0 +1,152 @@
+"""Compare answer engines on a question set over a knowledge base (text in, text out).
+
+Imports the knowledge base into a fresh database, retrieves passages with the real
+retriever for each question (with the previous question as history, as in a call), asks
+each engine, and judges the answer with ``gateway eval``'s scoring (facts present, no
+number absent from the base, "I don't know" for unanswerable questions). Prints accuracy,
+abstention precision/recall, words per answer and time per answer.
+
+Run from the repository root:
+  PYTHONPATH=. python scripts/bench_answers.py                       # the museum set
+  PYTHONPATH=. python scripts/bench_answers.py eval/scenarios/default.toml --engines grounded
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config
+from gateway.evaluation.scoring import abstained, judge, numbers
+from gateway.pipeline.answer import query_text
+from gateway.providers import registry
+from gateway.providers.base import ChatRequest, Message, Passage
+from gateway.store.assistants import DEFAULT_ASSISTANT, ensure_default_assistant
+from gateway.store.db import Database
+from gateway.store.knowledge import read_folder, split_passages
+from gateway.store.retriever import Retriever
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SET = ROOT / "tests" / "data" / "grounded" / "museum.toml"
+
+
+@dataclass
+class Question:
+    ask: str
+    facts: list[Any]
+    forbid: list[Any] = field(default_factory=list)
+    unanswerable: bool = False
+
+
+def load_set(path: Path) -> tuple[Path, list[Question]]:
+    """(knowledge folder, questions) from our format ([[q]] ask) or a ``gateway eval``
+    scenario set ([[question]] say, knowledge = folder)."""
+    data = tomllib.loads(path.read_text("utf-8"))
+    kb = (path.parent / data["knowledge"]).resolve() if "knowledge" in data \
+        else path.with_suffix("")
+    items = data.get("q") or data.get("question") or []
+    qs = [Question(i.get("ask") or i["say"], _facts(i.get("facts", [])),
+                   _facts(i.get("forbid", [])), bool(i.get("unanswerable", False)))
+          for i in items]
+    return kb, qs
+
+
+def _facts(items: list[Any]) -> list[list[str]]:
+    return [[f] if isinstance(f, str) else list(f) for f in items]
+
+
+def dense(passages: list[Passage], query: str, k: int) -> list[Passage]:
+    """The k passages nearest the query by MiniLM cosine (stands in for hybrid retrieval)."""
+    embedder = registry.create("embedder", "minilm", Config())
+    vectors = embedder.embed([query, *(f"{p.title}. {p.text}" for p in passages)])
+    sims = vectors[1:] @ vectors[0]
+    order = sorted(range(len(passages)), key=lambda i: -sims[i])[:k]
+    return [replace(passages[i], score=float(sims[i])) for i in order]
+
+
+async def passages_for(kb: Path, questions: list[Question], cfg: Config, url: str | None,
+                       mode: str) -> list[tuple[list[Message], list[Passage]]]:
+    tmp = tempfile.mkdtemp()
+    db = Database(url or f"sqlite+aiosqlite:///{tmp}/bench.db")
+    await db.migrate()
+    await ensure_default_assistant(db, cfg.replace(knowledge={"path": str(kb)}))
+    retriever = Retriever(db)
+    everything = [Passage(heading or title, body, source)
+                  for title, content, source in read_folder(kb)
+                  for heading, body in split_passages(content)]
+    out = []
+    history: list[Message] = []
+    for q in questions:
+        query = query_text([*history, Message("user", q.ask)], q.ask)
+        if mode == "fts":
+            found = await retriever.search(DEFAULT_ASSISTANT, query, cfg.knowledge.top_k)
+        else:
+            found = dense(everything, query, cfg.knowledge.top_k if mode == "dense" else 99)
+        out.append((list(history), found))
+        history = [Message("user", q.ask)]
+    await db.close()
+    return out
+
+
+def ask(engine: Any, history: list[Message], question: str, passages: list[Any]) -> str:
+    request = ChatRequest(messages=[Message("system", Config().llm.system_prompt), *history,
+                                    Message("user", question)], passages=passages)
+    return "".join(engine.generate(request)).strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("set", nargs="?", type=Path, default=DEFAULT_SET)
+    parser.add_argument("--engines", default="grounded,extractive,llama")
+    parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
+    parser.add_argument("--retrieval", choices=("fts", "dense", "all"), default="fts",
+                        help="the database's retriever, the top passages by embedding, or all")
+    parser.add_argument("-v", "--verbose", action="store_true", help="every answer")
+    args = parser.parse_args()
+    cfg = Config()
+    kb, questions = load_set(args.set)
+    known = set().union(*(numbers(t + "\n" + c) for t, c, _ in read_folder(kb)))
+    retrieved = asyncio.run(passages_for(kb, questions, cfg, args.db, args.retrieval))
+    print(f"{args.set.name}: {len(questions)} questions "
+          f"({sum(q.unanswerable for q in questions)} unanswerable), knowledge {kb.name}")
+    for name in args.engines.split(","):
+        engine = registry.create("llm", name, cfg)
+        ask(engine, [], "warm up", [])
+        right = 0
+        words, times = [], []
+        abst_tp = abst_fp = abst_fn = invented = 0
+        for q, (history, passages) in zip(questions, retrieved, strict=True):
+            started = time.perf_counter()
+            answer = ask(engine, history, q.ask, passages)
+            times.append((time.perf_counter() - started) * 1000)
+            v = judge(answer, facts=q.facts, forbid=q.forbid, unanswerable=q.unanswerable,
+                      known_numbers=known, question=q.ask)
+            right += v.correct
+            invented += bool(v.invented)
+            did = abstained(answer)
+            abst_tp += did and q.unanswerable
+            abst_fp += did and not q.unanswerable
+            abst_fn += (not did) and q.unanswerable
+            if not did:
+                words.append(len(answer.split()))
+            if args.verbose or not v.correct:
+                mark = "ok " if v.correct else "BAD"
+                print(f"  {mark} [{name}] {q.ask!r} -> {answer!r} {v.reason}")
+        n = len(questions)
+        precision = abst_tp / (abst_tp + abst_fp) if abst_tp + abst_fp else 1.0
+        recall = abst_tp / (abst_tp + abst_fn) if abst_tp + abst_fn else 1.0
+        print(f"{name:>10}: correct {right}/{n} ({100 * right / n:.0f} %), answers with "
+              f"invented numbers {invented}, abstention precision {precision:.2f} recall "
+              f"{recall:.2f}, words/answer mean {statistics.mean(words or [0]):.1f} max "
+              f"{max(words or [0])}, ms/answer median {statistics.median(times):.1f}")
+
+
+if __name__ == "__main__":
+    main()

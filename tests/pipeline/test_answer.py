@@ -1,0 +1,137 @@
+"""Answer selection (pure): units, question kinds, scoring, abstention, follow-ups."""
+
+from __future__ import annotations
+
+from gateway.pipeline.answer import (
+    ABSTAIN,
+    MAX_WORDS,
+    Kind,
+    Unit,
+    Weights,
+    choose,
+    content_words,
+    query_text,
+    question_kind,
+    score_units,
+    speakable,
+    split_units,
+)
+from gateway.providers.base import Message, Passage
+
+HOURS = Passage("Opening hours", "The museum is open Tuesday to Sunday from 10 am to 5 pm. "
+                "On Thursdays it stays open late, until 9 pm.", "kb/hours.md")
+PRICES = Passage("Prices", "Entry is free. Special exhibitions cost 12 pounds for adults.",
+                 "kb/prices.md")
+HALL = Passage("Events", "The main hall can be hired for weddings of up to 150 guests.",
+               "kb/events.md")
+
+
+def test_split_units_sentences_and_clauses_of_long_sentences() -> None:
+    units = split_units([HOURS, PRICES])
+    assert [u.text for u in units] == [
+        "The museum is open Tuesday to Sunday from 10 am to 5 pm.",
+        "On Thursdays it stays open late, until 9 pm.",
+        "Entry is free.",
+        "Special exhibitions cost 12 pounds for adults.",
+    ]
+    assert [(u.passage, u.index) for u in units] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    long = Passage("Parking", "There is no car park at the museum, but the Dock Road car park "
+                   "is 300 metres away and costs 2 pounds an hour, and there are bike racks "
+                   "at the front door for everyone who cycles.", "kb/p.md")
+    parts = [u.text for u in split_units([long])]
+    assert len(parts) == 3 and all(len(p.split()) <= MAX_WORDS for p in parts)
+    assert parts[1].startswith("but the Dock Road") and speakable(parts[1]).startswith("The Dock")
+    assert split_units([]) == [] and split_units([Passage("", "  ", "x")]) == []
+
+
+def test_question_kinds() -> None:
+    assert question_kind("What time do you open?") is Kind.TIME
+    assert question_kind("How late are you open on Thursdays?") is Kind.TIME
+    assert question_kind("How much is a ticket?") is Kind.PRICE
+    assert question_kind("Do kids have to pay?") is Kind.PRICE
+    assert question_kind("Who is in charge here?") is not Kind.PRICE
+    assert question_kind("How many people fit in the hall?") is Kind.NUMBER
+    assert question_kind("When was it founded?") is Kind.DATE
+    assert question_kind("Where do I park?") is Kind.PLACE
+    assert question_kind("Can I bring my dog?") is Kind.RULE
+    assert question_kind("Tell me about the café") is Kind.OTHER
+
+
+def test_content_words_stem_and_drop_function_words() -> None:
+    assert content_words("Are you opening on Sundays?") == {"open", "sunday"}
+    assert content_words("What is it?") == set()
+
+
+def _sims(units: list[Unit], best: dict[str, float]) -> list[float]:
+    """Stand-in similarities: the given value for units containing a key, else 0.1."""
+    return [next((v for k, v in best.items() if k in u.text), 0.1) for u in units]
+
+
+def test_strict_kind_drops_units_without_that_fact() -> None:
+    units = split_units([HALL, PRICES])
+    # The hall sentence is about weddings but holds no price: it cannot say what one costs.
+    ranked = score_units("How much is a wedding in the main hall?", units,
+                         _sims(units, {"weddings": 0.7, "Special": 0.35}))
+    assert all("weddings" not in s.unit.text for s in ranked)
+    answer = choose("How much is a wedding in the main hall?", units,
+                    _sims(units, {"weddings": 0.7, "Special": 0.2}))
+    assert answer.abstained and answer.text == ABSTAIN
+
+
+def test_best_unit_answers_with_neighbour_when_close() -> None:
+    units = split_units([HOURS, PRICES])
+    answer = choose("How late are you open on Thursday?", units,
+                    _sims(units, {"Thursdays": 0.8, "Tuesday": 0.5}))
+    assert answer.text == "On Thursdays it stays open late, until 9 pm."
+    both = choose("When are you open?", units,
+                  _sims(units, {"Thursdays": 0.6, "Tuesday": 0.6}))
+    assert both.text == ("The museum is open Tuesday to Sunday from 10 am to 5 pm. "
+                         "On Thursdays it stays open late, until 9 pm.")
+    assert len(both.text.split()) <= MAX_WORDS
+
+
+def test_abstains_below_the_floor_and_without_passages() -> None:
+    units = split_units([HOURS, PRICES])
+    low = choose("Do you have free wifi?", units, [0.15] * len(units))
+    assert low.abstained and low.text == ABSTAIN and low.best is not None
+    assert choose("What time do you open?", [], []).abstained
+    # Similar enough but no sentence holds a time: nothing to say.
+    assert choose("What time does the shop open?", split_units([HALL]), [0.6]).abstained
+
+
+def test_lexical_only_weights_need_the_words() -> None:
+    lexical = Weights(similarity=0.0, lexical=1.0, kind=0.2, floor=0.5, min_similarity=-1.0)
+    units = split_units([HOURS, PRICES])
+    zero = [0.0] * len(units)
+    assert "9 pm" in choose("How late are you open on Thursdays?", units, zero, lexical).text
+    assert choose("Is there a play area?", units, zero, lexical).abstained
+
+
+def test_follow_up_uses_the_previous_question() -> None:
+    history = [Message("system", "x"), Message("user", "Are you open on Mondays?"),
+               Message("assistant", "It is closed on Mondays.")]
+    assert query_text([*history, Message("user", "And on Sundays?")], "And on Sundays?") \
+        == "Are you open on Mondays? And on Sundays?"
+    assert query_text([*history, Message("user", "What about children?")],
+                      "What about children?").startswith("Are you open on Mondays?")
+    # A question that stands alone is left as it is.
+    assert query_text([*history, Message("user", "Where can I park?")],
+                      "Where can I park?") == "Where can I park?"
+    assert query_text([Message("user", "And on Sundays?")], "And on Sundays?") \
+        == "And on Sundays?"
+
+
+def test_small_talk_and_full_word_match() -> None:
+    units = split_units([HOURS])
+    assert choose("Hello there!", units, [0.0, 0.0]).text == "Hello! What would you like to know?"
+    assert choose("Thank you very much", [], []).text == "You're welcome."
+    assert choose("Hello, when do you open?", units, [0.6, 0.3]).text.startswith("The museum")
+    # Low similarity, but every telling word is there (the heading counts).
+    topic = choose("Tell me about the opening hours", units, [0.2, 0.1])
+    assert not topic.abstained and topic.text.startswith("The museum is open")
+
+
+def test_speakable() -> None:
+    assert speakable("but dogs on a lead are welcome in the garden") == \
+        "Dogs on a lead are welcome in the garden."
+    assert speakable("Open daily!") == "Open daily!"
