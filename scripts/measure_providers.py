@@ -76,6 +76,24 @@ def measure_stt(label: str, cfg: Config, repeat: int) -> None:
     print(f"  mean RTF {statistics.mean(rtfs):.3f}")
 
 
+def measure_turn(repeat: int) -> None:
+    """Smart Turn v3.2 per check (features + model): wall and CPU time, best of repeats."""
+    from gateway.providers.smart_turn import SmartTurn
+
+    model = load("smart turn v3.2", SmartTurn)
+    for path in WAVS:
+        pcm = read_pcm(path)
+        model.end_probability(pcm)  # warm-up
+        walls, cpus = [], []
+        for _ in range(repeat):
+            cpu0 = time.process_time()
+            wall, p = timed(partial(model.end_probability, pcm))
+            walls.append(wall)
+            cpus.append(time.process_time() - cpu0)
+        print(f"  {path.name:28s} {min(walls) * 1000:5.0f} ms wall  {min(cpus) * 1000:5.0f} ms "
+              f"CPU  p(complete) {p:.2f}")
+
+
 def measure_tts(tts: TTS, repeat: int) -> None:
     tts.synthesize("Warm up.")
     rtfs = []
@@ -127,6 +145,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default=Config().server.data_dir)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-base", action="store_true", help="skip Whisper base")
+    parser.add_argument("--only", choices=["vad", "stt", "turn", "tts", "llm"], action="append",
+                        help="measure only these stages (repeatable)")
     args = parser.parse_args()
     cfg = Config().replace(server={"data_dir": args.data_dir})
 
@@ -136,19 +156,29 @@ def main() -> None:
     from gateway.providers.silero_vad import SileroVAD
     from gateway.providers.webrtc_vad import WebRTCVAD
 
-    print("== VAD")
-    measure_vad("webrtcvad", WebRTCVAD.from_config(cfg))
-    measure_vad("silero", SileroVAD.from_config(cfg))
-    measure_vad("null", NullVAD.from_config(cfg))
-    print("\n== STT")
-    measure_stt("whisper tiny.en", cfg, args.repeat)
-    if not args.skip_base:
-        measure_stt("whisper base", cfg.replace(stt={"model": "base"}), args.repeat)
-    print("\n== TTS")
-    measure_tts(load("piper joe", lambda: PiperTTS.from_config(cfg)), args.repeat)
-    measure_tts(load("espeak-ng", lambda: EspeakTTS.from_config(cfg)), args.repeat)
-    print("\n== LLM")
-    measure_llm(cfg)
+    only = set(args.only or ["vad", "stt", "turn", "tts", "llm"])
+    if "vad" in only:
+        print("== VAD")
+        measure_vad("webrtcvad", WebRTCVAD.from_config(cfg))
+        measure_vad("silero", SileroVAD.from_config(cfg))
+        measure_vad("null", NullVAD.from_config(cfg))
+    if "stt" in only:
+        print("\n== STT")
+        measure_stt("whisper tiny.en", cfg, args.repeat)
+        measure_stt("whisper tiny.en, full 30 s window", cfg.replace(stt={"fit_window_s": 0}),
+                    args.repeat)
+        if not args.skip_base:
+            measure_stt("whisper base", cfg.replace(stt={"model": "base"}), args.repeat)
+    if "turn" in only:
+        print("\n== end of turn")
+        measure_turn(args.repeat)
+    if "tts" in only:
+        print("\n== TTS")
+        measure_tts(load("piper joe", lambda: PiperTTS.from_config(cfg)), args.repeat)
+        measure_tts(load("espeak-ng", lambda: EspeakTTS.from_config(cfg)), args.repeat)
+    if "llm" in only:
+        print("\n== LLM")
+        measure_llm(cfg)
 
 
 if __name__ == "__main__":
