@@ -17,6 +17,7 @@ from gateway.evaluation.scoring import Verdict, judge, word_error_rate
 
 # Events that end the caller's turn; one before the caller finished is a cut-off.
 TURN_ENDERS = ("speech_stopped", "stream_start")
+AFTER_S = 1.0  # events this long after the reply's end still count as the overlay's
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class Result:
     audio_after_interrupt_ms: float | None = None
     longest_audio_gap_ms: float | None = None  # reply audio stalled while the overlay played
     overlay_said: str | None = None
+    overlay_events: list[str] = field(default_factory=list)  # what the gateway said about it
     overlay_heard: str | None = None  # what the gateway transcribed of the overlay, if any
     answered_overlay: bool | None = None
     overlay_answer: str | None = None
@@ -181,6 +183,9 @@ def _overlay(s: Scenario, res: Result, log: list[Rec], rid: str, marks: Marks,
     second = _first(log, lambda r: _is("stream_start")(r) and r.event is not None
                     and r.event.get("response_id") != rid, after=o_first)
     res.overlay_said = s.overlay.label if s.overlay is not None else None
+    res.overlay_events = [str(r.event.get("type")) for r in log if r.event is not None
+                          and o_first <= r.t <= until + AFTER_S
+                          and r.event.get("type") not in ("token", "viseme", "word_timing")]
     res.overlay_heard = " / ".join(str(r.event["text"]) for r in log if r.event is not None
                                    and r.t >= o_first and _is("transcription", final=True)(r))
     res.answered_overlay = second is not None

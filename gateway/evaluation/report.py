@@ -171,15 +171,15 @@ def _detail_tables(results: Sequence[Result]) -> list[str]:
                          f"{_cell(r.reason, 120)} |")
     lines += ["", "## Interruptions", "",
               "| id | kind | ok | interrupted | reaction ms | audio after ms | longest gap ms "
-              "| said over the reply | heard | second answer | why not |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| said over the reply | heard | events | second answer | why not |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if r.kind in ("backchannel", "barge_in", "false_interruption"):
             lines.append(
                 f"| {r.id} | {r.kind} | {'✓' if r.passed else '✗'} | {r.interrupted} | "
                 f"{_fig(r.interrupt_reaction_ms)} | {_fig(r.audio_after_interrupt_ms)} | "
                 f"{_fig(r.longest_audio_gap_ms)} | {_cell(r.overlay_said, 40)} | "
-                f"{_cell(r.overlay_heard, 40)} | "
+                f"{_cell(r.overlay_heard, 40)} | {_cell(' '.join(r.overlay_events), 80)} | "
                 f"{_cell(r.overlay_answer, 100)} | {_cell(r.reason, 100)} |")
     return lines
 

@@ -84,6 +84,7 @@ def test_backchannel_that_interrupts_and_gets_answered_fails() -> None:
     r = analyze(S["b"], log, Marks(1.0, 2.0, 3.6, 3.8), KNOWN)
     assert not r.passed and r.interrupted and r.answered_overlay
     assert r.interrupt_reaction_ms == 320.0 and r.overlay_heard == "Mhm."
+    assert r.overlay_events[:3] == ["speech_started", "interrupted", "tts_complete"]
     quiet = [*reply(2.4, "r1", "No diving.", frames=150),
              ev(5.5, "tts_complete", response_id="r1", interrupted=False),
              ev(5.6, "stream_end", response_id="r1")]
