@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from gateway.audio import pcm
-from gateway.protocol import errors, v1
+from gateway.protocol import errors, fields, v1
 from gateway.providers.base import ChatRequest, Message, ProviderError
 
 from . import visemes
@@ -428,6 +428,7 @@ class Session:
     async def _token(self, r: Response, token: str, splitter: SentenceSplitter) -> None:
         if r.first_token_at is None:
             r.first_token_at = _ms()
+        token = fields.clean(token)  # an upstream's NUL or lone surrogate: mended here
         r.text += token
         self.emit({"type": "token", "text": token, "response_id": r.response_id})
         for sentence in splitter.push(token):

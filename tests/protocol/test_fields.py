@@ -139,3 +139,13 @@ def test_limits_match_the_database_columns() -> None:
     assert fields.LANGUAGE_CHARS == width(Assistant.__table__.c.language)
     assert fields.VOICE_CHARS == width(Assistant.__table__.c.voice)
     assert fields.MODEL_CHARS == width(Assistant.__table__.c.llm_model)
+
+
+@RULES
+@given(ANY_TEXT)
+def test_clean_mends_upstream_text_into_storable_text(value: str) -> None:
+    mended = fields.clean(value)
+    assert fields.text(mended, "reply", len(mended)) == mended  # storable, sendable
+    if _storable(value):
+        assert mended == value  # good text is left alone
+    assert fields.clean("bad\x00reply, half \ud800 a pair") == "badreply, half \ufffd a pair"

@@ -1,8 +1,9 @@
 """Issue 9's reproduction, end to end: hostile sessions beside normal ones on one real
 gateway (PostgreSQL in the PostgreSQL run). An 80-character conversation_id, NUL text,
 lone surrogates, on v1, Twilio and Realtime: each gets its protocol's error and goes on;
-every normal turn is stored, in order; a reply the database refuses costs only its own
-turn (INTERNAL_ERROR with its turn_id, the session goes on); no log line carries anyone's
+every normal turn is stored, in order; an upstream reply with a NUL or a lone surrogate is
+mended, sent and stored; a turn the database still refuses costs only itself
+(INTERNAL_ERROR with its turn_id, the session goes on); no log line carries anyone's
 words."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import websockets
 from sqlalchemy import select
+from sqlalchemy import text as sql
 from structlog.testing import capture_logs
 from voice_client import VoiceClient, silence, wav
 
@@ -28,16 +30,26 @@ LONG_ID = "c" * 80  # the column holds 64
 
 
 class EchoLLM:
-    """Answers with the question; a question asking for "poison" gets a reply with a NUL
-    in it, as a misbehaving upstream model might send."""
+    """Answers with the question; asked for "garbage", with a NUL and a lone surrogate,
+    as a misbehaving upstream model might send them."""
 
     name = "echo"
 
     def generate(self, request: Any) -> Any:
-        if "poison" in request.question:
-            yield "bad\x00reply"
+        if "garbage" in request.question:
+            yield "bad\x00reply with half \ud800 a pair."
         else:
             yield f"You said: {request.question}"
+
+
+# The last line: a turn the database refuses for its own reasons (a constraint here; a
+# full disk, a lost connection in life) beside everyone else's.
+REFUSE_POISON = {
+    "sqlite": "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages "
+              "WHEN instr(NEW.content, 'poison') > 0 BEGIN SELECT RAISE(ABORT, 'no'); END",
+    "postgresql": "ALTER TABLE messages ADD CONSTRAINT refuse_poison "
+                  "CHECK (position('poison' in content) = 0)",
+}
 
 
 async def text_turns(client: VoiceClient, texts: list[str]) -> None:
@@ -100,23 +112,24 @@ async def hostile_text(gw: Any) -> tuple[str, list[str]]:
     return started["conversation_id"], texts
 
 
-async def unstorable_reply(gw: Any, pg: bool) -> tuple[str, list[str]]:
+async def unstorable_turns(gw: Any) -> tuple[str, list[str]]:
     client = await VoiceClient.connect(gw.ws_url)
     started = await client.wait_for("session_started")
-    await text_turns(client, ["a poison question"])
-    turn_id = (await client.wait_for("stream_start"))["turn_id"]
-    if pg:  # PostgreSQL text cannot hold the NUL: that turn only is reported
-        error = await client.wait_for("error", timeout=10)
-        assert error == {"type": "error", "code": "INTERNAL_ERROR", "retryable": False,
-                         "message": "this turn could not be saved to the conversation "
-                                    "history", "turn_id": turn_id}, error
+    await text_turns(client, ["tell me garbage"])  # mended: sent and stored
+    reply = await client.wait_for("agent_response")
+    assert reply["text"] == "badreply with half \ufffd a pair.", reply
+    await client.send_json({"type": "text", "text": "a poison question"})
+    turn_id = (await client.wait_for("stream_start", count=2))["turn_id"]
+    error = await client.wait_for("error", timeout=10)
+    assert error == {"type": "error", "code": "INTERNAL_ERROR", "retryable": False,
+                     "message": "this turn could not be saved to the conversation history",
+                     "turn_id": turn_id}, error
     await client.send_json({"type": "text", "text": f"after that one: {SECRET}"})
-    await client.wait_for("stream_end", count=2, timeout=30)  # the session went on
-    await asyncio.sleep(0.5)  # the second turn's batch
-    assert len(client.events("error")) == (1 if pg else 0)  # SQLite stores the NUL
+    await client.wait_for("stream_end", count=3, timeout=30)  # the session went on
+    await asyncio.sleep(0.5)  # the third turn's batch
+    assert len(client.events("error")) == 1
     await client.close()
-    return started["conversation_id"], ([] if pg else ["a poison question"]) + [
-        f"after that one: {SECRET}"]
+    return started["conversation_id"], ["tell me garbage", f"after that one: {SECRET}"]
 
 
 async def hostile_call(gw: Any) -> str:
@@ -129,7 +142,10 @@ async def hostile_call(gw: Any) -> str:
         await ws.send('{"event":"mark","mark":{"name":"\\ud800"}}')
         for digit in "7#":  # the call went on: a turn from the keypad
             await ws.send(json.dumps({"event": "dtmf", "dtmf": {"digit": digit}}))
-        await asyncio.sleep(1.0)
+        async with asyncio.timeout(30):  # until the reply has been sent to the end
+            while not (msg := json.loads(await ws.recv()))["event"] == "mark" or not msg[
+                    "mark"]["name"].endswith(":end"):
+                pass
     return "The caller pressed the keys 7."
 
 
@@ -152,17 +168,22 @@ async def hostile_realtime(gw: Any, key: str) -> None:
         assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "session.updated"
 
 
-async def stored(db: Database, conv: str) -> list[str]:
+async def stored(db: Database, conv: str | None, want: list[str]) -> list[str]:
+    """The user turns of ``conv`` in order (None: the conversation holding ``want[0]``)."""
     async with db.session() as s:
+        if conv is None:
+            conv = (await s.execute(select(ChatMessage.conversation_id).where(
+                ChatMessage.content == want[0]))).scalar()
         rows = await s.execute(select(ChatMessage.content).where(
             ChatMessage.conversation_id == conv, ChatMessage.role == "user")
             .order_by(ChatMessage.seq))
         return list(rows.scalars())
 
 
-async def wait_stored(db: Database, conv: str, want: list[str], timeout: float = 10) -> None:
+async def wait_stored(db: Database, conv: str | None, want: list[str],
+                      timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while (got := await stored(db, conv)) != want and time.monotonic() < deadline:
+    while (got := await stored(db, conv, want)) != want and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert got == want, (conv, got, want)
 
@@ -172,11 +193,12 @@ async def test_hostile_sessions_beside_normal_ones(gateway_factory) -> None:
                          providers={"llm": EchoLLM(), "tts": NullTTS.from_config(Config())})
     db = Database.from_config(gw.cfg)
     _, key = await KeyStore(db).create("edge-test")
-    pg = not db.is_sqlite
+    async with db.engine.begin() as conn:
+        await conn.execute(sql(REFUSE_POISON[db.engine.dialect.name]))
     with capture_logs() as logs:
         results = await asyncio.gather(
             *(normal_session(gw, i) for i in range(4)), speech_session(gw),
-            hostile_start(gw), hostile_text(gw), unstorable_reply(gw, pg),
+            hostile_start(gw), hostile_text(gw), unstorable_turns(gw),
             hostile_call(gw), hostile_realtime(gw, key))
         conversations: list[tuple[str, list[str]]] = list(results[:8])
         for conv, texts in conversations:  # every normal turn, in order
@@ -184,12 +206,11 @@ async def test_hostile_sessions_beside_normal_ones(gateway_factory) -> None:
         async with db.session() as s:
             convs = list((await s.execute(select(Conversation.id))).scalars())
             assert LONG_ID not in convs and all(len(c) <= 64 for c in convs)
-            calls = (await s.execute(select(ChatMessage.content).where(
-                ChatMessage.content == results[8]))).scalars().all()
-            assert len(calls) == 1  # the Twilio call went on and its turn is stored
+        await wait_stored(db, None, [results[8]])  # the call went on; its turn is stored
     await db.close()
     not_stored = [e for e in logs if e["event"] == "voice_turn_not_stored"]
-    assert len(not_stored) == (1 if pg else 0)
-    text = repr(logs)
-    for word in ("4242", "poison", "x\\x00y", "hostile", "normal 1", "keys 7", "\\ud800"):
-        assert word not in text, word
+    assert len(not_stored) == 1
+    logged = repr(logs)
+    for word in ("4242", "poison", "garbage", "x\\x00y", "hostile", "normal 1", "keys 7",
+                 "\\ud800"):
+        assert word not in logged, word
