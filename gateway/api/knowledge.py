@@ -344,6 +344,8 @@ async def delete_document(request: Request, principal: ImportCaller,
         await s.execute(delete(Chunk).where(Chunk.document_id == doc.id))
         await s.delete(doc)
         await s.commit()
+    if request.app.state.semantic is not None:  # its vectors leave this process's index now
+        request.app.state.semantic.index.invalidate(doc.assistant_id)
     return {"success": True, "deleted": doc_id}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -28,8 +29,10 @@ MESSAGE_BATCH = 64
 
 
 class Indexer:
-    def __init__(self, db: Database, embed: EmbedFn, embedder: str) -> None:
+    def __init__(self, db: Database, embed: EmbedFn, embedder: str,
+                 on_chunks: Callable[[], None] = lambda: None) -> None:
         self.db = db
+        self.on_chunks = on_chunks  # called after passage vectors were written
         self.embed = embed
         self.embedder = embedder
         self._chunks = asyncio.Lock()
@@ -79,6 +82,7 @@ class Indexer:
             await s.execute(text("UPDATE chunks SET embedding = :e, sentence_embeddings = :s, "
                                  "embedder = :m, embedded_at = :t WHERE id = :id"), updates)
             await s.commit()
+        self.on_chunks()
         return len(rows)
 
     async def index_messages(self, budget_s: float | None = None) -> int:

@@ -32,6 +32,9 @@ EmbedFn = Callable[[Sequence[str]], Awaitable[Vectors | None]]
 
 _DTYPE = np.dtype("<f2")  # half the bytes; cosines stay within ~1e-3
 MAX_CACHED_ROWS = 200_000  # passage vectors held per process, all assistants together
+# How stale another worker's writes may be (this process's own writes invalidate at once):
+# the change check scans the assistant's rows, ~1-5 ms at 10k passages.
+RECHECK_S = 0.5
 
 
 def to_blob(vectors: Vectors) -> bytes:
@@ -57,6 +60,7 @@ class _Entry:
     fingerprint: tuple[int, int, float]
     ids: npt.NDArray[np.int64]
     matrix: Vectors
+    checked: float = 0.0  # loop time of the last change check
 
 
 class ChunkIndex:
@@ -76,8 +80,21 @@ class ChunkIndex:
             {"a": assistant_id, "m": self.embedder})).one()
         return int(row[0]), int(row[1]), float(row[2])
 
+    def invalidate(self, assistant_id: str | None = None) -> None:
+        """Vectors changed here: check the database before the next search."""
+        for key, entry in self._cache.items():
+            if assistant_id is None or key == assistant_id:
+                entry.checked = 0.0
+
     async def matrix(self, s: AsyncSession,
                      assistant_id: str) -> tuple[npt.NDArray[np.int64], Vectors]:
+        """The assistant's passage ids (sorted) and vectors. Rows deleted less than
+        RECHECK_S ago by another worker may still be in it: callers skip ids not found."""
+        now = asyncio.get_running_loop().time()
+        entry = self._cache.get(assistant_id)
+        if entry is not None and now - entry.checked < RECHECK_S:
+            self._cache.move_to_end(assistant_id)
+            return entry.ids, entry.matrix
         fingerprint = await self._fingerprint(s, assistant_id)
         entry = self._cache.get(assistant_id)
         if entry is None or entry.fingerprint != fingerprint:
@@ -85,6 +102,7 @@ class ChunkIndex:
                 entry = self._cache.get(assistant_id)
                 if entry is None or entry.fingerprint != fingerprint:
                     entry = await self._load(s, assistant_id, fingerprint)
+        entry.checked = now
         if assistant_id in self._cache:
             self._cache.move_to_end(assistant_id)
         return entry.ids, entry.matrix

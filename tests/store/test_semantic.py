@@ -18,7 +18,7 @@ from gateway.store.documents import add_document
 from gateway.store.knowledge import split_sentences
 from gateway.store.models import Assistant, ChatMessage, Chunk, Conversation, Document
 from gateway.store.search import search_chunks
-from gateway.store.semantic import SemanticSearch, hybrid_chunks, hybrid_messages, rrf
+from gateway.store.semantic import SemanticSearch, fuse, hybrid_chunks, hybrid_messages
 from gateway.store.vectors import Vectors, from_blob, to_blob
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -167,9 +167,10 @@ async def test_messages_by_meaning_within_the_owner_filters(
 
 
 async def test_pure_parts() -> None:  # (sync code; async for the module mark)
-    fused = rrf(["a", "b", "c"], ["c", "d"])
-    assert max(fused, key=fused.__getitem__) == "c"  # in both rankings
-    assert fused["a"] > fused["b"] == fused["d"]  # equal ranks weigh the same
+    cos = {"a": 0.5, "b": 0.45, "c": 0.1, "d": 0.3}
+    # b's words lift it over a; c has words but no meaning; e has words, no vector yet.
+    assert fuse(cos, {"b": 0.5, "c": 0.9, "e": 0.6}, floor=0.35) == ["b", "a", "c", "e"]
+    assert fuse(cos, {}, floor=0.0) == ["a", "b", "d", "c"]
     vecs = np.random.default_rng(1).standard_normal((3, 384)).astype(np.float32)
     back = from_blob(to_blob(vecs), 384)
     assert back.shape == (3, 384) and np.allclose(back, vecs, atol=1e-2)
