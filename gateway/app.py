@@ -114,7 +114,8 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
         semantic = None
         if runtime.embedder is not None:  # else full-text search only
             semantic = SemanticSearch(db, runtime.embed, runtime.embedder.name,
-                                      runtime.embedder.dim, cfg.embedder.min_similarity)
+                                      runtime.embedder.dim, cfg.embedder.min_similarity,
+                                      functools.partial(runtime.embed, bulk=True))
             semantic.indexer.start_backfill()  # the sample knowledge, older rows
         runtime.retriever = Retriever(db, semantic)
         app.state.semantic = semantic

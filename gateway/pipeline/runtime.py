@@ -90,7 +90,7 @@ class Runtime:
         pools = {
             stage: InferencePool(stage, threads, w.max_waiting, w.wait_timeout_s)
             for stage, threads in (("stt", w.threads), ("llm", 1), ("tts", w.threads),
-                                   ("embed", 1))
+                                   ("embed", 1), ("embed_bulk", 1))
         }
         timeouts = {
             "stt": Timeouts(cfg.stt.timeout_s, cfg.stt.timeout_s),
@@ -252,15 +252,18 @@ class Runtime:
         resampled = pcm.resample(speech.pcm, speech.sample_rate, out_rate)
         return Speech(resampled, out_rate, speech.phonemes)
 
-    async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32] | None:
-        """Embeddings of ``texts`` from the embedding pool (one thread: a batch at a time);
+    async def embed(self, texts: Sequence[str], *,
+                    bulk: bool = False) -> npt.NDArray[np.float32] | None:
+        """Embeddings of ``texts`` from an embedding pool (one thread each: questions in
+        one, ``bulk`` indexing in the other, so a search never waits behind an import);
         None without an embedder. ProviderError (PoolBusy, timeout) on trouble."""
         if self.embedder is None:
             return None
         if not texts:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        return await self.pools["embed"].run(self.embedder.embed, list(texts),
-                                             timeout=self.cfg.embedder.timeout_s)
+        pool = self.pools["embed_bulk" if bulk else "embed"]
+        return await pool.run(self.embedder.embed, list(texts),
+                              timeout=self.cfg.embedder.timeout_s)
 
     async def retrieve(self, assistant_id: str, question: str) -> list[Passage]:
         """Knowledge-base passages for a question; none (not a failed turn) on trouble."""

@@ -59,12 +59,13 @@ class SemanticSearch:
     the indexer that writes vectors (one per app, made in the lifespan)."""
 
     def __init__(self, db: Database, embed: EmbedFn, embedder: str, dim: int,
-                 min_similarity: float) -> None:
-        self.embed = embed
+                 min_similarity: float, embed_bulk: EmbedFn | None = None) -> None:
+        self.embed = embed  # questions
+        bulk = embed_bulk or embed  # passages and messages being indexed
         self.dim = dim
         self.min_similarity = min_similarity
         self.index = ChunkIndex(embedder, dim)
-        self.indexer = Indexer(db, embed, embedder, on_chunks=self.index.invalidate)
+        self.indexer = Indexer(db, bulk, embedder, on_chunks=self.index.invalidate)
         self.embedder = embedder
 
     async def vector(self, question: str) -> Vectors | None:
