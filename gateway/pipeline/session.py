@@ -325,13 +325,14 @@ class Session:
 
     async def _decode(self, pcm16k: bytes, turn_id: int) -> str:
         """A transcription whose partial text (from a streaming STT) shows as interim."""
-        return await self.runtime.transcribe(pcm16k, self.settings.language,
-                                             on_partial=lambda text: self._partial(turn_id, text),
-                                             assistant_id=self.settings.assistant_id)
+        text: str = await self.runtime.transcribe(
+            pcm16k, self.settings.language, on_partial=lambda text: self._partial(turn_id, text),
+            assistant_id=self.settings.assistant_id)
+        return fields.clean(text)  # an upstream STT's text, like an LLM's
 
     def _partial(self, turn_id: int, text: str) -> None:
         if text.strip() and turn_id > self._finalized_turn:
-            self.emit({"type": "transcription", "text": text.strip(), "final": False,
+            self.emit({"type": "transcription", "text": fields.clean(text.strip()), "final": False,
                        "turn_id": turn_id})
 
     def _cancel_interim(self) -> None:
