@@ -41,7 +41,8 @@ def normalize(text: str) -> str:
     t = _COMPOUND.sub(lambda m: str(_TENS[m[1]] + _UNITS.index(m[2])), t)
     t = _WORD.sub(lambda m: str(_NUMBER_WORDS[m[1]]), t)
     t = re.sub(r"(\d),(\d{3})\b", r"\1\2", t)
-    t = re.sub(r"\b(\d{1,2})\.(\d{2})\s*(am|pm|a\.m\.|p\.m\.)", r"\1:\2 \3", t)
+    t = re.sub(r"\b([ap])\.m\.", r"\1m", t)
+    t = re.sub(r"\b(\d{1,2})\.(\d{2})\s*(am|pm)\b", r"\1:\2 \3", t)
     t = re.sub(r"\b(\d{1,2})(am|pm)\b", r"\1 \2", t)
     return " ".join(t.split())
 

@@ -19,6 +19,7 @@ from gateway.evaluation.scoring import (
 def test_normalize_spells_numbers_as_digits() -> None:
     assert normalize("Twenty-five metres, and ninety nine") == "25 metres, and 99"
     assert normalize("Open from 6.30 am to 9pm") == "open from 6:30 am to 9 pm"
+    assert normalize("From 6.30 a.m. to 9 p.m.") == "from 6:30 am to 9 pm"
     assert normalize("It costs 1,200 pounds") == "it costs 1200 pounds"
     assert numbers("A ticket costs £6.50 for two hours") == {"6", "50", "2"}
 
