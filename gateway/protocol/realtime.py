@@ -112,8 +112,8 @@ def _format(value: Any, param: str) -> str:
     else:
         raise Invalid("format must be an object or a string", param)
     if name not in FORMATS:
-        raise Invalid(f"unsupported audio format {name!r}; use audio/pcm, audio/pcmu or "
-                      "audio/pcma", param)
+        raise Invalid(f"unsupported audio format {fields.shown(name)}; use audio/pcm, "
+                      "audio/pcmu or audio/pcma", param)
     return str(name)
 
 
