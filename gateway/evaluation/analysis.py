@@ -63,6 +63,7 @@ class Result:
     overlay_verdict: Verdict | None = None
     overlay_latency_ms: float | None = None
     errors: list[str] = field(default_factory=list)
+    client_lag_ms: float | None = None  # the runner's own lateness sending audio frames
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__slots__}

@@ -35,6 +35,7 @@ class Mic:
     def __init__(self, ws: Any) -> None:
         self._ws = ws
         self._pending: list[tuple[Clip, asyncio.Future[Played]]] = []
+        self.max_lag_ms = 0.0  # the latest a frame went out after its time (a busy client)
 
     def play(self, clip: Clip) -> asyncio.Future[Played]:
         """Queue a clip; the future resolves once its last frame was sent."""
@@ -55,6 +56,8 @@ class Mic:
             delay = start + i * FRAME_MS / 1000 - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            else:
+                self.max_lag_ms = max(self.max_lag_ms, -delay * 1000)
             async with asyncio.timeout(SEND_TIMEOUT_S):
                 await self._ws.send(frame)
             now, i = time.monotonic(), i + 1

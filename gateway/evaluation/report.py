@@ -68,6 +68,7 @@ def summarize(results: Sequence[Result], meta: dict[str, Any]) -> dict[str, Any]
         "barge_in_reaction_ms": stats(r.interrupt_reaction_ms for r in barge).as_dict(),
         "audio_after_interrupt_ms": stats(r.audio_after_interrupt_ms for r in barge).as_dict(),
         "errors": sum(len(r.errors) for r in results),
+        "client_lag_ms": stats(r.client_lag_ms for r in results).as_dict(),
     }
 
 
@@ -137,6 +138,8 @@ def render_markdown(summary: dict[str, Any], results: Sequence[Result]) -> str:
         f"{_fig(s['barge_in_reaction_ms']['p50'])} / {_fig(s['barge_in_reaction_ms']['max'])}"
         " ms |",
         f"| error events | {s['errors']} |",
+        f"| the runner's own lateness sending audio frames, max | "
+        f"{_fig(s['client_lag_ms']['max'])} ms |",
         "",
         "Passed by kind: " + ", ".join(f"{k} {_pct(v)}" for k, v in s["passed"].items()),
         "",

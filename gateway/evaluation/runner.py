@@ -118,37 +118,43 @@ def synthesize(scenarios: list[Scenario], voices: Voices) -> dict[str, tuple[Cli
 
 
 async def run_scenario(s: Scenario, clips: tuple[Clip, Clip | None], url: str,
-                       headers: dict[str, str]) -> tuple[list[Rec], Marks | None]:
-    caller, overlay = clips
+                       headers: dict[str, str]) -> tuple[list[Rec], Marks | None, float]:
     async with Call.open(url, headers) as call:
-        played = await call.mic.play(caller)
-        marks = Marks(played.first_voiced, played.last_voiced)
-        start = await call.wait(lambda r: r.t >= played.last_voiced and _type(r) == "stream_start",
-                                REPLY_TIMEOUT_S)
-        if start is None or start.event is None:
-            return call.log, marks
-        rid = start.event["response_id"]
-        first_audio = await call.wait(lambda r: r.t > start.t and r.audio > 0, ANSWER_TIMEOUT_S)
-        if overlay is None or first_audio is None:
-            await call.wait(lambda r: _type(r) == "agent_response"
-                            and r.event is not None and r.event.get("response_id") == rid,
-                            ANSWER_TIMEOUT_S)
-            return call.log, marks
-        await asyncio.sleep(max(0.0, first_audio.t + s.at_ms / 1000 - time.monotonic()))
-        if await call.wait(lambda r: _type(r) == "stream_end" and r.event is not None
-                           and r.event.get("response_id") == rid, 0) is not None:
-            return call.log, marks  # the reply ended before the overlay's time
-        o = await call.mic.play(overlay)
-        marks = Marks(played.first_voiced, played.last_voiced, o.first_voiced, o.last_voiced)
-        await call.wait(lambda r: _type(r) == "stream_end" and r.event is not None
-                        and r.event.get("response_id") == rid, REPLY_END_TIMEOUT_S)
-        if s.kind == "barge_in":
-            await call.wait(lambda r: _type(r) == "agent_response" and r.event is not None
-                            and r.event.get("response_id") != rid, REPLY_TIMEOUT_S)
-            await call.wait(lambda r: r.audio > 0 and r.t > o.last_voiced, ANSWER_TIMEOUT_S)
-        else:  # does the backchannel or noise get a reply of its own?
-            await asyncio.sleep(AFTER_REPLY_S)
+        log, marks = await _converse(call, s, clips)
+        return log, marks, call.mic.max_lag_ms
+
+
+async def _converse(call: Call, s: Scenario,
+                    clips: tuple[Clip, Clip | None]) -> tuple[list[Rec], Marks | None]:
+    caller, overlay = clips
+    played = await call.mic.play(caller)
+    marks = Marks(played.first_voiced, played.last_voiced)
+    start = await call.wait(lambda r: r.t >= played.last_voiced and _type(r) == "stream_start",
+                            REPLY_TIMEOUT_S)
+    if start is None or start.event is None:
         return call.log, marks
+    rid = start.event["response_id"]
+    first_audio = await call.wait(lambda r: r.t > start.t and r.audio > 0, ANSWER_TIMEOUT_S)
+    if overlay is None or first_audio is None:
+        await call.wait(lambda r: _type(r) == "agent_response"
+                        and r.event is not None and r.event.get("response_id") == rid,
+                        ANSWER_TIMEOUT_S)
+        return call.log, marks
+    await asyncio.sleep(max(0.0, first_audio.t + s.at_ms / 1000 - time.monotonic()))
+    if await call.wait(lambda r: _type(r) == "stream_end" and r.event is not None
+                       and r.event.get("response_id") == rid, 0) is not None:
+        return call.log, marks  # the reply ended before the overlay's time
+    o = await call.mic.play(overlay)
+    marks = Marks(played.first_voiced, played.last_voiced, o.first_voiced, o.last_voiced)
+    await call.wait(lambda r: _type(r) == "stream_end" and r.event is not None
+                    and r.event.get("response_id") == rid, REPLY_END_TIMEOUT_S)
+    if s.kind == "barge_in":
+        await call.wait(lambda r: _type(r) == "agent_response" and r.event is not None
+                        and r.event.get("response_id") != rid, REPLY_TIMEOUT_S)
+        await call.wait(lambda r: r.audio > 0 and r.t > o.last_voiced, ANSWER_TIMEOUT_S)
+    else:  # does the backchannel or noise get a reply of its own?
+        await asyncio.sleep(AFTER_REPLY_S)
+    return call.log, marks
 
 
 def _load() -> float | None:
@@ -188,12 +194,13 @@ async def run(sset: ScenarioSet, opts: Options, progress: Any = print) -> dict[s
         url = ws_url(opts.url, aid)
         for i, s in enumerate(scenarios, 1):
             try:
-                log, marks = await run_scenario(s, clips[s.id], url, gw.headers)
+                log, marks, lag = await run_scenario(s, clips[s.id], url, gw.headers)
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                 res = Result(s.id, s.kind, s.caller.label, reason=f"call failed: {exc!r}"[:300])
             else:
                 res = analyze(s, log, marks, known) if marks else Result(
                     s.id, s.kind, s.caller.label, reason="caller audio not sent")
+                res.client_lag_ms = round(lag, 1)
             results.append(res)
             progress(f"[{i}/{len(scenarios)}] {s.kind} {s.id}: "
                      f"{'ok' if res.passed else 'FAIL ' + res.reason} "

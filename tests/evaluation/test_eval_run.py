@@ -55,6 +55,7 @@ async def test_ci_set_through_gateway_eval(gateway, tmp_path: Path) -> None:
     s, results = doc["summary"], doc["results"]
     assert s["scenarios"] == len(results) == 6 and {r["kind"] for r in results} == KINDS
     assert s["errors"] == 0, [r["errors"] for r in results]
+    assert s["client_lag_ms"]["n"] == 6 and s["cpus"] >= 1
 
     # Every question was heard, answered and timed, with stages in their causal order.
     turns = [r for r in results if r["kind"] in ("question", "pause")]
