@@ -39,6 +39,8 @@ def test_clip_from_a_wav_caller() -> None:
     clip = make_clip((DATA / "what_is_the_gateway.wav").read_bytes()[44:], "wav")
     assert clip.first_voiced >= LEAD_MS // 20 and clip.last_voiced < clip.frames
     assert 600 < (clip.last_voiced - clip.first_voiced) * 20 < 2500
+    from_file = Voices().clip(Utterance(wav=DATA / "what_is_the_gateway.wav"))
+    assert abs(from_file.last_voiced - clip.last_voiced) <= 1  # same speech, read as a WAV
     with pytest.raises(ValueError, match="no voiced audio"):
         make_clip(silence(300), "quiet")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,10 @@ async def test_bad_credentials_and_set_are_clear_errors(gateway, tmp_path: Path)
     bad.write_text("[[question]]\nsay = 'Hi'\nvoice = 'espeak:zz-nothing'\n", "utf-8")
     done = eval_cli(str(bad), "--url", gateway.base, key=None)
     assert done.returncode == 2 and "cannot make the callers' audio" in done.stderr
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    done = eval_cli("eval/scenarios/ci.toml", "--only", "question", "--url",
+                    f"http://127.0.0.1:{port}", key="k")
+    assert done.returncode == 2 and "cannot reach the gateway" in done.stderr
+    assert "Traceback" not in done.stderr
