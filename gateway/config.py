@@ -97,6 +97,18 @@ class STTConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class InterruptionsConfig:
+    # Speech over a reply: "words" (a quick decode decides; backchannels and noise do not
+    # interrupt, the reply keeps playing meanwhile) | "speech" (any speech over
+    # vad.barge_in_min_ms interrupts). Assistants override it (turn_taking.interruptions).
+    mode: str = "words"
+    backchannels: tuple[str, ...] = ()  # empty: the built-in list (interruptions.py)
+    min_words: int = 1  # words that are not backchannels needed to interrupt
+    min_confidence: float = 0.0  # less sure transcripts count as noise (whisper: 0..1)
+    check_interval_ms: int = 500  # re-decode this often while the overlap goes on
+
+
+@dataclass(frozen=True, slots=True)
 class TurnConfig:
     # End of turn: smart_turn (Smart Turn v3.2 judges each pause) | silence (vad.stop_ms).
     detector: str = "smart_turn"
@@ -324,6 +336,7 @@ class Config:
     vad: VADConfig = VADConfig()
     stt: STTConfig = STTConfig()
     turn: TurnConfig = TurnConfig()
+    interruptions: InterruptionsConfig = InterruptionsConfig()
     llm: LLMConfig = LLMConfig()
     tts: TTSConfig = TTSConfig()
     knowledge: KnowledgeConfig = KnowledgeConfig()
@@ -531,6 +544,7 @@ def _validate(cfg: Config) -> None:
     if not lo <= cfg.auth.token_ttl_s <= hi:
         raise ConfigError(f"auth.token_ttl_s must be within {lo}..{hi}")
     _validate_turn(cfg.turn)
+    _validate_interruptions(cfg.interruptions)
     _validate_ratelimit(cfg.ratelimit)
     _validate_cloud(cfg)
     _validate_tools(cfg.tools)
@@ -555,6 +569,15 @@ def _validate_turn(t: TurnConfig) -> None:
                           "positive, max_waiting and wait_ms >= 0")
     if not 0.0 < t.threshold < 1.0:
         raise ConfigError("turn.threshold must be between 0 and 1")
+
+
+def _validate_interruptions(i: InterruptionsConfig) -> None:
+    from gateway.pipeline.interruptions import from_config  # pure; checks like the API
+
+    try:
+        from_config(i)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _validate_tools(tools: ToolsConfig) -> None:

@@ -33,8 +33,10 @@ from gateway.audio import pcm
 from gateway.protocol import errors, fields, v1
 from gateway.providers.base import ChatRequest, Message, ProviderError
 
-from . import visemes
+from . import interruptions, visemes
+from .interruptions import Overlap
 from .outbox import AudioOut, Outbox
+from .overlap import OverlapChecks
 from .pacing import Pacer
 from .runtime import Runtime
 from .session_items import (
@@ -55,6 +57,7 @@ from .turns import (
     Endpointer,
     EndpointerSettings,
     InterimAudio,
+    OverlapAudio,
     PauseAudio,
     SpeechStarted,
     SpeechStopped,
@@ -86,6 +89,7 @@ class Session:
         self.history: list[Message] = list(history or [])
         self.settings = settings
         self.turn_checks = TurnChecks(runtime, self._verdict, self.log)
+        self.overlaps = OverlapChecks(self._decode_overlap, self._overlap, self.log)
         self.endpointer = self._make_endpointer(1)
         self._vad_changed = False
         # VAD stage state, made at the first audio (a ``start`` may change the rate).
@@ -134,6 +138,7 @@ class Session:
         if self.response is not None:
             self.response.cancelled = True
         self.turn_checks.close()
+        self.overlaps.close()
         tasks = [t for t in (*self._tasks, self._gen_task, self._interim_task) if t is not None]
         for task in tasks:
             task.cancel()
@@ -164,9 +169,15 @@ class Session:
                 early_final_ms=cfg.stt.early_final_ms,
                 max_utterance_ms=int(cfg.stt.max_utterance_s * 1000),
                 turn=turn_settings(cfg, self.runtime, self.settings.turn, o.stop_ms),
+                barge_in_words=self.interruptions.by_words,
+                overlap_check_ms=self.interruptions.check_interval_ms,
             ),
             first_turn_id=first_turn_id,
         )
+
+    @property
+    def interruptions(self) -> interruptions.InterruptionSettings:
+        return self.settings.interruptions or interruptions.from_config(self.cfg.interruptions)
 
     def _vad_stream(self) -> Any:
         threshold = self.settings.vad.threshold if self.settings.vad else None
@@ -267,6 +278,8 @@ class Session:
                     self.stt_q.put_nowait(SttJob(ev.turn_id, ev.pcm, final=False))
             elif isinstance(ev, PauseAudio):
                 self._put_stt(SttJob(ev.turn_id, ev.pcm, final=False, early=True))
+            elif isinstance(ev, OverlapAudio):
+                self.overlaps.submit(ev, self.interruptions)
             elif isinstance(ev, TurnCheck):
                 self.turn_checks.submit(ev, self.endpointer.settings.turn.threshold)
             elif isinstance(ev, SpeechStopped):
@@ -285,6 +298,32 @@ class Session:
             self._turn_events(self.endpointer.verdict(check, complete))
         except Exception as exc:  # a bug, guarded like feed_audio's
             self._crashed("vad", exc)
+
+    async def _decode_overlap(self, pcm16k: bytes) -> str:
+        return await self.runtime.transcribe(pcm16k, self.settings.language,
+                                             assistant_id=self.settings.assistant_id)
+
+    def _overlap(self, job: OverlapAudio, text: str, kind: Overlap) -> None:
+        """Speech over the reply was decoded: real words interrupt and become the next
+        turn; a backchannel or a sound without words leaves the reply playing."""
+        if self.outbox.closed:
+            return
+        if kind is not Overlap.WORDS:
+            if job.final:
+                self.emit({"type": "speech_ignored", "turn_id": job.turn_id,
+                           "reason": kind.value, "text": text})
+            return
+        # Decided now, said a while ago: speech_started tells how long ago it began.
+        late = round(max(0.0, self.endpointer.now_ms - job.started_ms))
+        started = {"type": "speech_started", "turn_id": job.turn_id, "late_ms": late}
+        if job.final:  # the utterance is over: its transcript is this decode's
+            self.emit(started)
+            self.interrupt(new_turn=job.turn_id)
+            self.emit({"type": "speech_stopped", "turn_id": job.turn_id})
+            self._user_said(job.turn_id, text, _ms())
+        elif self.endpointer.confirm(job.turn_id):  # it goes on as a turn like any other
+            self.emit(started)
+            self.interrupt(new_turn=job.turn_id)
 
     def _put_stt(self, job: SttJob) -> None:
         if self.stt_q.full():
@@ -349,14 +388,17 @@ class Session:
                 return
             await self._final(job, None)  # the early decode failed: decode afresh
             return
+        self._user_said(job.turn_id, text, job.stopped_at)
+
+    def _user_said(self, turn_id: int, text: str, stopped_at: float) -> None:
+        """A turn's final transcript: to the client, and on to a reply."""
         self._cancel_interim()  # an interim that is still running would come after this
-        self._finalized_turn = job.turn_id
-        self.emit({"type": "transcription", "text": text, "final": True,
-                   "turn_id": job.turn_id})
+        self._finalized_turn = turn_id
+        self.emit({"type": "transcription", "text": text, "final": True, "turn_id": turn_id})
         if text and not self.settings.auto_respond:
             self.history.append(Message("user", text))  # the client asks for the reply
         elif text:
-            self._submit_turn(UserTurn(job.turn_id, text, job.stopped_at, _ms()))
+            self._submit_turn(UserTurn(turn_id, text, stopped_at, _ms()))
 
     async def _interim(self, job: SttJob) -> None:
         try:

@@ -9,6 +9,7 @@ from typing import Any
 from gateway.protocol import v1
 from gateway.providers.base import PhonemeTiming
 
+from .interruptions import InterruptionSettings
 from .pacing import Pacer
 from .text import SpokenSegment
 from .turns import TurnSettings
@@ -43,6 +44,8 @@ class SessionSettings:
     telephony: bool = False
     # End of turn (model or timer); None: the config's [turn].
     turn: TurnSettings | None = None
+    # Speech over a reply (backchannels, noise, barge-in); None: the config's.
+    interruptions: InterruptionSettings | None = None
 
 
 @dataclass(slots=True)

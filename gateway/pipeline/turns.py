@@ -4,7 +4,8 @@ The ``Endpointer`` is fed one fixed-size frame at a time with the VAD's verdict.
 decides when a user turn starts and stops (start/stop hangovers), collects the
 utterance audio (with a pre-roll so the first syllable is kept), asks for interim
 transcriptions at an interval, and decides when speech during a reply is long enough
-to be a barge-in rather than a cough.
+to be a barge-in rather than a cough -- or, with ``barge_in_words``, long enough to be
+worth a decode (``OverlapAudio``) whose words decide (``gateway.pipeline.interruptions``).
 
 End of turn is either a silence timer (``stop_ms``) or semantic: with a ``TurnSettings``
 whose detector is on, a pause of ``pause_ms`` emits ``TurnCheck`` (again every
@@ -54,6 +55,19 @@ class TurnCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class OverlapAudio:
+    """Speech over a reply long enough to matter (``barge_in_min_ms``), when barge-in is
+    decided from words: decode it and answer with ``Endpointer.confirm`` if it was a
+    real interruption. ``final``: the utterance is over (it ends as discarded unless this
+    decode makes it a turn)."""
+
+    turn_id: int
+    pcm: bytes
+    final: bool
+    started_ms: float  # audio time the speech began
+
+
+@dataclass(frozen=True, slots=True)
 class BargeIn:
     turn_id: int
     at_ms: float
@@ -71,7 +85,8 @@ class SpeechStopped:
     silence_ms: float = 0.0  # the pause at the end that ended it
 
 
-TurnEvent = SpeechStarted | InterimAudio | PauseAudio | TurnCheck | BargeIn | SpeechStopped
+TurnEvent = (SpeechStarted | InterimAudio | PauseAudio | TurnCheck | OverlapAudio | BargeIn
+             | SpeechStopped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +116,10 @@ class EndpointerSettings:
     max_utterance_ms: int = 30000
     early_final_ms: int = 200  # 0: no speculative decode at pauses
     turn: TurnSettings = TurnSettings(detector="silence")
+    # True: speech over a reply is a barge-in only once its words say so (OverlapAudio,
+    # re-sent every overlap_check_ms while it goes on); False: at barge_in_min_ms.
+    barge_in_words: bool = False
+    overlap_check_ms: int = 500
 
 
 def _frames(ms: int, frame_ms: int) -> int:
@@ -125,6 +144,9 @@ class Endpointer:
         self._limit = self._end_frames  # for this pause (a failed check: the timer)
         self._pause = 0
         self._barge_frames = _frames(s.barge_in_min_ms, s.frame_ms)
+        self._overlap_frames = _frames(s.overlap_check_ms, s.frame_ms)
+        self._overlap_at = 0  # frame count of the last OverlapAudio (0: none yet)
+        self._started_ms = 0.0
         self._interim_frames = _frames(s.interim_interval_ms, s.frame_ms)
         self._max_frames = _frames(s.max_utterance_ms, s.frame_ms)
         self._pause_frames = _frames(s.early_final_ms, s.frame_ms) if s.early_final_ms else 0
@@ -174,6 +196,14 @@ class Endpointer:
             return []
         return [self._stop()] if complete else []
 
+    def confirm(self, turn_id: int) -> bool:
+        """The words of overlapping speech made it a real interruption: from now on the
+        utterance is a user turn like any other. False if it is already over."""
+        if not self.speaking or turn_id != self.turn_id:
+            return False
+        self._confirmed = True
+        return True
+
     def force_stop(self) -> list[TurnEvent]:
         """Client-side endpointing (``end_of_speech``): close the open utterance now."""
         if not self.speaking:
@@ -189,12 +219,14 @@ class Endpointer:
         self.turn_id = self.new_turn_id()
         self._during_reply = replying
         self._confirmed = not replying
+        self._overlap_at = 0
         self._utterance = bytearray(b"".join(self._preroll))
         self._preroll.clear()
         self._voiced = self._frames = self._speech_run
         self._silence_run = 0
         self._since_interim = 0
         at = self.now_ms - self._speech_run * self.settings.frame_ms
+        self._started_ms = at
         return [SpeechStarted(self.turn_id, at, replying)]
 
     def _push_speaking(self, frame: bytes, is_speech: bool) -> list[TurnEvent]:
@@ -211,12 +243,14 @@ class Endpointer:
             self._pause_sent = False
         else:
             self._silence_run += 1
-        if not self._confirmed and self._voiced >= self._barge_frames:
-            self._confirmed = True
-            events.append(BargeIn(self.turn_id, self.now_ms))
+        if not self._confirmed and is_speech and self._voiced >= self._barge_frames:
+            events.extend(self._barge_in())
         # Unconfirmed speech during a reply (a cough?) ends on the plain timer.
         limit = self._limit if self._confirmed else self._stop_frames
         if self._silence_run >= limit or self._frames >= self._max_frames:
+            if not self._confirmed and self._overlap_at:
+                events.append(OverlapAudio(self.turn_id, bytes(self._utterance), True,
+                                           self._started_ms))
             events.append(self._stop())
             return events
         if not self._confirmed:
@@ -231,6 +265,15 @@ class Endpointer:
             self._since_interim = 0
             events.append(InterimAudio(self.turn_id, bytes(self._utterance)))
         return events
+
+    def _barge_in(self) -> list[TurnEvent]:
+        if not self.settings.barge_in_words:
+            self._confirmed = True
+            return [BargeIn(self.turn_id, self.now_ms)]
+        if self._overlap_at and self._frames - self._overlap_at < self._overlap_frames:
+            return []
+        self._overlap_at = self._frames
+        return [OverlapAudio(self.turn_id, bytes(self._utterance), False, self._started_ms)]
 
     def _check_due(self) -> bool:
         run, first = self._silence_run, self._check_frames

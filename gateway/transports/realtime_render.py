@@ -122,8 +122,9 @@ class Renderer:
         item = Item(new_id("item"), "message", "user", audio=True, status="in_progress")
         self.turn_items[ev["turn_id"]] = item
         # The VAD decides a little after the speech began: back-date by its start run.
+        # Speech over a reply is announced once its words decide (late_ms after it began).
         start_ms = max(0, round(self.input_ms - self._vad_ms("prefix_padding_ms")
-                                - self.cfg.vad.start_ms))
+                                - self.cfg.vad.start_ms - ev.get("late_ms", 0)))
         self.audio_ms[item.id] = start_ms
         self._out("input_audio_buffer.speech_started", audio_start_ms=start_ms, item_id=item.id)
 

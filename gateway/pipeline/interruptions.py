@@ -1,0 +1,167 @@
+"""Interruptions like a person: what the user said over a reply decides. Pure.
+
+While the assistant speaks, speech that lasts ``vad.barge_in_min_ms`` is only a
+*candidate*: the reply keeps playing while a quick decode of the overlapping speech
+says what it was (see ``classify``):
+
+- ``Overlap.WORDS``: at least ``min_words`` words that are not backchannels: a real
+  interruption. The reply stops (queued audio purged, history keeps what was heard) and
+  the speech becomes the next user turn.
+- ``Overlap.BACKCHANNEL``: only "mhm", "okay", "right", "I see" ...: the reply goes on.
+- ``Overlap.NO_WORDS``: a cough, a door, noise (or a transcript the recogniser itself
+  doubts, below ``min_confidence``): the reply goes on.
+
+Why keep playing instead of pausing at the onset and resuming: backchannels and noises
+are the common case while someone listens, and a listener hears them cost nothing at
+all (no gap, no repeated words). The price is paid only by real interruptions: the
+assistant talks on for the time of one decode (about half a second here) before it
+yields, as people do. ``mode = "speech"`` restores the old rule (any speech over
+``barge_in_min_ms`` interrupts at once).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from enum import Enum
+from typing import Any
+
+DEFAULT_BACKCHANNELS: tuple[str, ...] = (
+    "mhm", "mm", "mmm", "hm", "hmm", "mm-hmm", "mm hmm", "mhmm", "uh-huh", "uh huh",
+    "um-hum", "aha", "ah",
+    "oh", "uh", "um", "ok", "okay", "right", "yeah", "yes", "yep", "yup", "yea", "sure",
+    "i see", "got it", "alright", "all right", "cool", "nice", "great", "wow", "really",
+    "exactly", "true", "indeed", "of course", "thank you", "thanks", "go on", "oh really",
+    "makes sense", "that makes sense", "fine", "good",
+)
+
+MODES = ("words", "speech")
+
+# Recogniser annotations of non-speech: "[Music]", "(coughing)", "*cough*".
+_ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*")
+_WORD = re.compile(r"[a-z0-9']+")
+_MAX_WORD_CHARS = 40
+
+
+class Overlap(Enum):
+    WORDS = "words"
+    BACKCHANNEL = "backchannel"
+    NO_WORDS = "no_words"
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptionSettings:
+    mode: str = "words"  # words: decided from the transcript | speech: any speech
+    backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS
+    min_words: int = 1  # words beyond backchannels that make an interruption
+    min_confidence: float = 0.0  # transcripts the STT is less sure of count as no words
+    check_interval_ms: int = 500  # re-decode this often while overlapping speech goes on
+
+    @property
+    def by_words(self) -> bool:
+        return self.mode == "words"
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words, hyphens joined ("Mm-hmm." -> "mmhmm"), annotations dropped."""
+    text = _ANNOTATION.sub(" ", text.lower()).replace("-", "")
+    return _WORD.findall(text.replace("\u2019", "'"))
+
+
+@functools.lru_cache(maxsize=64)
+def _phrases(backchannels: tuple[str, ...]) -> list[tuple[str, ...]]:
+    found = {tuple(words(p)) for p in backchannels}
+    return sorted((p for p in found if p), key=len, reverse=True)  # longest match first
+
+
+def content_words(text: str, backchannels: tuple[str, ...]) -> list[str]:
+    """The words of ``text`` that are not part of a backchannel phrase."""
+    ws = words(text)
+    phrases = _phrases(backchannels)
+    left: list[str] = []
+    i = 0
+    while i < len(ws):
+        hit = next((p for p in phrases if tuple(ws[i:i + len(p)]) == p), None)
+        if hit is None:
+            left.append(ws[i])
+            i += 1
+        else:
+            i += len(hit)
+    return left
+
+
+def classify(text: str, settings: InterruptionSettings,
+             confidence: float | None = None) -> Overlap:
+    """What the overlapping speech was, from its transcript."""
+    if not words(text):
+        return Overlap.NO_WORDS
+    if confidence is not None and confidence < settings.min_confidence:
+        return Overlap.NO_WORDS
+    if len(content_words(text, settings.backchannels)) >= settings.min_words:
+        return Overlap.WORDS
+    return Overlap.BACKCHANNEL
+
+
+def parse_settings(base: InterruptionSettings, raw: Mapping[str, Any]) -> InterruptionSettings:
+    """``base`` with the overrides in ``raw`` (an assistant's ``turn_taking.interruptions``
+    or a config section). Raises ValueError with a message fit for a client."""
+    known = {f.name for f in fields(InterruptionSettings)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"unknown interruption setting(s): {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(known))}")
+    values: dict[str, Any] = {}
+    if "mode" in raw:
+        if raw["mode"] not in MODES:
+            raise ValueError("interruptions.mode must be words or speech")
+        values["mode"] = raw["mode"]
+    if "backchannels" in raw:
+        values["backchannels"] = _backchannels(raw["backchannels"])
+    for name, lo, hi in (("min_words", 1, 20), ("check_interval_ms", 100, 10000)):
+        if name in raw:
+            values[name] = _int(raw[name], name, lo, hi)
+    if "min_confidence" in raw:
+        value = raw["min_confidence"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or \
+                not 0.0 <= value <= 1.0:
+            raise ValueError("interruptions.min_confidence must be a number from 0 to 1")
+        values["min_confidence"] = float(value)
+    return replace(base, **values)
+
+
+@functools.lru_cache(maxsize=8)
+def from_config(c: Any) -> InterruptionSettings:
+    """The defaults from the config's ``[interruptions]`` (validated like an override)."""
+    raw: dict[str, Any] = {"mode": c.mode, "min_words": c.min_words,
+                           "min_confidence": c.min_confidence,
+                           "check_interval_ms": c.check_interval_ms}
+    if c.backchannels:
+        raw["backchannels"] = list(c.backchannels)
+    return parse_settings(InterruptionSettings(), raw)
+
+
+def as_dict(s: InterruptionSettings) -> dict[str, Any]:
+    return {"mode": s.mode, "backchannels": list(s.backchannels), "min_words": s.min_words,
+            "min_confidence": s.min_confidence, "check_interval_ms": s.check_interval_ms}
+
+
+def _int(value: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"interruptions.{name} must be an integer from {lo} to {hi}")
+    return value
+
+
+def _backchannels(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or len(value) > 200 or \
+            not all(isinstance(v, str) for v in value):
+        raise ValueError("interruptions.backchannels must be a list of at most 200 strings")
+    out: list[str] = []
+    for phrase in value:
+        ws = words(phrase)
+        if not ws or len(ws) > 6 or any(len(w) > _MAX_WORD_CHARS for w in ws):
+            raise ValueError("interruptions.backchannels: each entry is 1 to 6 words, "
+                             f"not {phrase[:40]!r}")
+        out.append(" ".join(ws))
+    return tuple(out)

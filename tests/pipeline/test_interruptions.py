@@ -1,0 +1,142 @@
+"""Interruptions decided by words: the transcript classifier, its settings, and the
+Endpointer's overlap events (synthetic frames, scripted VAD verdicts)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import Config, ConfigError
+from gateway.pipeline import interruptions as itr
+from gateway.pipeline.interruptions import InterruptionSettings, Overlap, classify
+from gateway.pipeline.turns import (
+    BargeIn,
+    Endpointer,
+    EndpointerSettings,
+    OverlapAudio,
+    SpeechStarted,
+    SpeechStopped,
+    TurnEvent,
+)
+
+S = InterruptionSettings()
+FRAME = bytes(640)
+
+
+@pytest.mark.parametrize("text", [
+    "Mm-hmm.", "Mhm", "mm hmm", "Uh-huh.", "Okay.", "OK, okay.", "Right.", "Yeah, yeah.",
+    "I see.", "Sure!", "Oh, I see.", "M-H-M.", "All right", "Got it.", "Yes.", "Thank you.",
+])
+def test_backchannels(text: str) -> None:
+    assert classify(text, S) is Overlap.BACKCHANNEL
+
+
+@pytest.mark.parametrize("text", [
+    "Wait, what about the prices?", "Stop.", "No.", "Okay, but when do you open?",
+    "Yeah, tell me more about the pool", "Hello, what is the weather like today?",
+])
+def test_real_interruptions(text: str) -> None:
+    assert classify(text, S) is Overlap.WORDS
+
+
+@pytest.mark.parametrize("text", ["", "  ", "...", "[Music]", "(coughing)", "*cough*"])
+def test_no_words(text: str) -> None:
+    assert classify(text, S) is Overlap.NO_WORDS
+
+
+def test_min_words_and_confidence() -> None:
+    two = InterruptionSettings(min_words=2)
+    assert classify("Stop.", two) is Overlap.BACKCHANNEL  # one word is not enough
+    assert classify("Okay stop now.", two) is Overlap.WORDS
+    sure = InterruptionSettings(min_confidence=0.5)
+    assert classify("and momentum", sure, confidence=0.36) is Overlap.NO_WORDS
+    assert classify("and momentum", sure, confidence=0.8) is Overlap.WORDS
+    assert classify("and momentum", sure, confidence=None) is Overlap.WORDS
+
+
+def test_own_backchannel_list() -> None:
+    s = itr.parse_settings(S, {"backchannels": ["d'accord", "genau", "na ja"]})
+    assert classify("Genau.", s) is Overlap.BACKCHANNEL
+    assert classify("Na ja, d'accord", s) is Overlap.BACKCHANNEL
+    assert classify("Okay.", s) is Overlap.WORDS  # the list replaces the built-in one
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"mode": "loud"}, "mode must be words or speech"),
+    ({"min_words": 0}, "min_words must be an integer from 1 to 20"),
+    ({"min_words": True}, "min_words must be an integer"),
+    ({"min_confidence": 2}, "min_confidence must be a number from 0 to 1"),
+    ({"backchannels": "mhm"}, "must be a list"),
+    ({"backchannels": ["!!"]}, "each entry is 1 to 6 words"),
+    ({"check_interval_ms": 5}, "check_interval_ms must be an integer from 100"),
+    ({"timeout": 3}, "unknown interruption setting(s): timeout"),
+])
+def test_bad_settings_are_clear_errors(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        itr.parse_settings(S, raw)
+
+
+def test_config_defaults_and_validation() -> None:
+    assert itr.from_config(Config().interruptions) == S
+    with pytest.raises(ConfigError, match="mode must be words or speech"):
+        Config().replace(interruptions={"mode": "never"})
+    own = Config().replace(interruptions={"backchannels": ["genau"], "min_words": 2})
+    assert itr.from_config(own.interruptions).backchannels == ("genau",)
+
+
+def run(ep: Endpointer, verdicts: list[bool], replying: bool = True) -> list[TurnEvent]:
+    events: list[TurnEvent] = []
+    for v in verdicts:
+        events += ep.push(FRAME, v, replying)
+    return events
+
+
+def words_endpointer() -> Endpointer:
+    return Endpointer(EndpointerSettings(barge_in_words=True, overlap_check_ms=200))
+
+
+def test_overlap_is_decoded_not_a_barge_in() -> None:
+    ep = words_endpointer()
+    events = run(ep, [True] * 30 + [False] * 25)  # 600 ms of speech, then 500 ms silence
+    assert not any(isinstance(e, BargeIn) for e in events)
+    overlaps = [e for e in events if isinstance(e, OverlapAudio)]
+    # At 250 ms of voice, every 200 ms while it lasts, and once more when it is over.
+    assert [o.final for o in overlaps] == [False, False, True]
+    assert len(overlaps[0].pcm) < len(overlaps[-1].pcm)
+    start = next(e for e in events if isinstance(e, SpeechStarted))
+    assert all(o.started_ms == start.at_ms for o in overlaps)
+    stop = next(e for e in events if isinstance(e, SpeechStopped))
+    assert stop.discarded  # unless the words made it a turn
+    assert events.index(overlaps[-1]) < events.index(stop)
+
+
+def test_confirmed_overlap_becomes_a_turn() -> None:
+    ep = words_endpointer()
+    run(ep, [True] * 15)
+    assert ep.confirm(ep.turn_id)
+    assert not ep.confirm(ep.turn_id + 1)
+    events = run(ep, [True] * 10 + [False] * 25)
+    assert not any(isinstance(e, OverlapAudio) for e in events)  # a turn like any other
+    stop = next(e for e in events if isinstance(e, SpeechStopped))
+    assert not stop.discarded
+    assert not ep.confirm(stop.turn_id)  # over: too late to confirm
+
+
+def test_short_sounds_are_not_even_decoded() -> None:
+    ep = words_endpointer()
+    events = run(ep, [True] * 10 + [False] * 25)  # 200 ms: under barge_in_min_ms
+    assert not any(isinstance(e, OverlapAudio) for e in events)
+    assert next(e for e in events if isinstance(e, SpeechStopped)).discarded
+
+
+def test_speech_mode_keeps_the_old_rule() -> None:
+    ep = Endpointer(EndpointerSettings(barge_in_words=False))
+    events = run(ep, [True] * 15)
+    assert any(isinstance(e, BargeIn) for e in events)
+    assert not any(isinstance(e, OverlapAudio) for e in events)
+
+
+def test_no_overlap_outside_a_reply() -> None:
+    ep = words_endpointer()
+    events = run(ep, [True] * 30 + [False] * 25, replying=False)
+    assert not any(isinstance(e, OverlapAudio | BargeIn) for e in events)
+    assert not next(e for e in events if isinstance(e, SpeechStopped)).discarded
