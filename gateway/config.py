@@ -104,7 +104,7 @@ class InterruptionsConfig:
     mode: str = "words"
     backchannels: tuple[str, ...] = ()  # empty: the built-in list (interruptions.py)
     min_words: int = 1  # words that are not backchannels needed to interrupt
-    min_confidence: float = 0.0  # less sure transcripts count as noise (whisper: 0..1)
+    min_confidence: float = 0.45  # less sure transcripts count as noise (whisper: 0..1)
     check_interval_ms: int = 500  # re-decode this often while the overlap goes on
 
 

@@ -56,7 +56,7 @@ class InterruptionSettings:
     mode: str = "words"  # words: decided from the transcript | speech: any speech
     backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS
     min_words: int = 1  # words beyond backchannels that make an interruption
-    min_confidence: float = 0.0  # transcripts the STT is less sure of count as no words
+    min_confidence: float = 0.45  # transcripts the STT is less sure of count as no words
     check_interval_ms: int = 500  # re-decode this often while overlapping speech goes on
 
     @property

@@ -2,13 +2,14 @@
 verdict (``interruptions.classify``) back to the session.
 
 Bounded: one decode in flight per utterance, a few per session. A periodic check that
-finds one running is skipped (a newer one comes, and the final one always runs); the
-final check of an utterance replaces a periodic one still running for it.
+finds one running is skipped (a newer one comes); the final check of an utterance waits
+for the one running (whose verdict may come first) and then always runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,20 +29,25 @@ class OverlapChecks:
         self.on_decided = on_decided
         self.log = log
         self._tasks: dict[int, tuple[OverlapAudio, asyncio.Task[None]]] = {}  # by turn
+        self._pending: dict[int, tuple[OverlapAudio, InterruptionSettings]] = {}
 
     def submit(self, job: OverlapAudio, settings: InterruptionSettings) -> None:
         self._tasks = {t: jt for t, jt in self._tasks.items() if not jt[1].done()}
         running = self._tasks.get(job.turn_id)
-        if running is not None and (not job.final or running[0].final):
+        if running is not None:
+            if job.final:  # after the running one: its verdict may come sooner
+                self._pending[job.turn_id] = (job, settings)
             return  # one decode per utterance at a time
-        if running is None and len(self._tasks) >= MAX_IN_FLIGHT:
+        if len(self._tasks) >= MAX_IN_FLIGHT:
             self.log.warning("overlap_checks_busy", turn_id=job.turn_id)
             return
-        if running is not None:
-            running[1].cancel()  # the final audio covers what the periodic one had
+        self._start(job, settings)
+
+    def _start(self, job: OverlapAudio, settings: InterruptionSettings) -> None:
         self._tasks[job.turn_id] = (job, asyncio.create_task(self._run(job, settings)))
 
     async def _run(self, job: OverlapAudio, settings: InterruptionSettings) -> None:
+        started = time.perf_counter()
         try:
             text = await self.transcribe(job.pcm)
         except ProviderError as exc:
@@ -50,8 +56,12 @@ class OverlapChecks:
             text = ""
         kind = classify(text, settings, confidence_of(text))
         self.log.info("overlap", turn_id=job.turn_id, final=job.final, kind=kind.value,
-                      chars=len(text), confidence=confidence_of(text))
+                      chars=len(text), confidence=confidence_of(text),
+                      decode_ms=round((time.perf_counter() - started) * 1000))
         self.on_decided(job, str(text), kind)
+        pending = self._pending.pop(job.turn_id, None)
+        if pending is not None:
+            self._start(*pending)
 
     def close(self) -> None:
         for _job, task in self._tasks.values():

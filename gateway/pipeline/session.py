@@ -90,6 +90,7 @@ class Session:
         self.settings = settings
         self.turn_checks = TurnChecks(runtime, self._verdict, self.log)
         self.overlaps = OverlapChecks(self._decode_overlap, self._overlap, self.log)
+        self._yielded_to = 0  # the overlapping utterance that interrupted the last reply
         self.endpointer = self._make_endpointer(1)
         self._vad_changed = False
         # VAD stage state, made at the first audio (a ``start`` may change the rate).
@@ -306,24 +307,23 @@ class Session:
     def _overlap(self, job: OverlapAudio, text: str, kind: Overlap) -> None:
         """Speech over the reply was decoded: real words interrupt and become the next
         turn; a backchannel or a sound without words leaves the reply playing."""
-        if self.outbox.closed:
-            return
-        if kind is not Overlap.WORDS:
-            if job.final:
+        yielded = job.turn_id == self._yielded_to  # an earlier check already interrupted
+        if self.outbox.closed or (kind is not Overlap.WORDS and not yielded):
+            if job.final and not self.outbox.closed:
                 self.emit({"type": "speech_ignored", "turn_id": job.turn_id,
                            "reason": kind.value, "text": text})
             return
-        # Decided now, said a while ago: speech_started tells how long ago it began.
-        late = round(max(0.0, self.endpointer.now_ms - job.started_ms))
-        started = {"type": "speech_started", "turn_id": job.turn_id, "late_ms": late}
-        if job.final:  # the utterance is over: its transcript is this decode's
-            self.emit(started)
+        if not yielded:
+            # Decided now, said a while ago: speech_started tells how long ago it began.
+            late = round(max(0.0, self.endpointer.now_ms - job.started_ms))
+            self.emit({"type": "speech_started", "turn_id": job.turn_id, "late_ms": late})
             self.interrupt(new_turn=job.turn_id)
+            self._yielded_to = job.turn_id
+        if job.final:  # the utterance is over: its transcript is this decode's
             self.emit({"type": "speech_stopped", "turn_id": job.turn_id})
             self._user_said(job.turn_id, text, _ms())
-        elif self.endpointer.confirm(job.turn_id):  # it goes on as a turn like any other
-            self.emit(started)
-            self.interrupt(new_turn=job.turn_id)
+        else:  # it goes on as a turn like any other (if over, its final check follows)
+            self.endpointer.confirm(job.turn_id)
 
     def _put_stt(self, job: SttJob) -> None:
         if self.stt_q.full():

@@ -47,6 +47,8 @@ def test_min_words_and_confidence() -> None:
     two = InterruptionSettings(min_words=2)
     assert classify("Stop.", two) is Overlap.BACKCHANNEL  # one word is not enough
     assert classify("Okay stop now.", two) is Overlap.WORDS
+    assert S.min_confidence == 0.45
+    assert classify("Bye, see!", S, confidence=0.395) is Overlap.NO_WORDS  # whisper on "I see"
     sure = InterruptionSettings(min_confidence=0.5)
     assert classify("and momentum", sure, confidence=0.36) is Overlap.NO_WORDS
     assert classify("and momentum", sure, confidence=0.8) is Overlap.WORDS
