@@ -8,8 +8,8 @@ says what it was (see ``classify``):
   interruption. The reply stops (queued audio purged, history keeps what was heard) and
   the speech becomes the next user turn.
 - ``Overlap.BACKCHANNEL``: only "mhm", "okay", "right", "I see" ...: the reply goes on.
-- ``Overlap.NO_WORDS``: a cough, a door, noise (or a transcript the recogniser itself
-  doubts, below ``min_confidence``): the reply goes on.
+- ``Overlap.NO_WORDS``: a cough, a door, noise (or words the recogniser itself doubts,
+  below ``min_confidence``: Whisper turns hums into words): the reply goes on.
 
 Why keep playing instead of pausing at the onset and resuming: backchannels and noises
 are the common case while someone listens, and a listener hears them cost nothing at
@@ -97,11 +97,12 @@ def classify(text: str, settings: InterruptionSettings,
     """What the overlapping speech was, from its transcript."""
     if not words(text):
         return Overlap.NO_WORDS
+    if len(content_words(text, settings.backchannels)) < settings.min_words:
+        return Overlap.BACKCHANNEL
+    # Words that would interrupt, heard unsure: likely a hum or noise misheard.
     if confidence is not None and confidence < settings.min_confidence:
         return Overlap.NO_WORDS
-    if len(content_words(text, settings.backchannels)) >= settings.min_words:
-        return Overlap.WORDS
-    return Overlap.BACKCHANNEL
+    return Overlap.WORDS
 
 
 def parse_settings(base: InterruptionSettings, raw: Mapping[str, Any]) -> InterruptionSettings:

@@ -49,6 +49,7 @@ def test_min_words_and_confidence() -> None:
     assert classify("Okay stop now.", two) is Overlap.WORDS
     assert S.min_confidence == 0.45
     assert classify("Bye, see!", S, confidence=0.395) is Overlap.NO_WORDS  # whisper on "I see"
+    assert classify("Okay", S, confidence=0.43) is Overlap.BACKCHANNEL  # unsure, harmless
     sure = InterruptionSettings(min_confidence=0.5)
     assert classify("and momentum", sure, confidence=0.36) is Overlap.NO_WORDS
     assert classify("and momentum", sure, confidence=0.8) is Overlap.WORDS
