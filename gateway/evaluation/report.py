@@ -99,19 +99,8 @@ def _cell(text: str | None, limit: int = 160) -> str:
     return t if len(t) <= limit else t[: limit - 1] + "…"
 
 
-def render_markdown(summary: dict[str, Any], results: Sequence[Result]) -> str:
-    s = summary
-    lines = [
-        f"# gateway eval: {s['set']}",
-        "",
-        f"{s['started']} · {s['url']} · transport {s['transport']} · assistant "
-        f"`{s['assistant']}` · {s['scenarios']} scenarios · {s['duration_s']:.0f} s",
-        "",
-        f"Load average of the machine running the runner: {s.get('load_before')} before, "
-        f"{s.get('load_after')} after, on {s.get('cpus')} CPUs (latencies grow with it).",
-        "",
-        "## Summary",
-        "",
+def _summary_rows(s: dict[str, Any]) -> list[str]:
+    return [
         "| figure | value |",
         "|---|---|",
         f"| correct answers | {_pct(s['correct_answers'])} |",
@@ -134,12 +123,31 @@ def render_markdown(summary: dict[str, Any], results: Sequence[Result]) -> str:
         f"{_cell(', '.join(s['false_interruptions']))} |",
         f"| missed barge-ins | {len(s['missed_interruptions'])} "
         f"{_cell(', '.join(s['missed_interruptions']))} |",
+        f"| barge-in: reply audio received after `interrupted`, max | "
+        f"{_fig(s['audio_after_interrupt_ms']['max'])} ms |",
         f"| barge-in: caller's first voiced frame → `interrupted`, p50 / max | "
         f"{_fig(s['barge_in_reaction_ms']['p50'])} / {_fig(s['barge_in_reaction_ms']['max'])}"
         " ms |",
         f"| error events | {s['errors']} |",
         f"| the runner's own lateness sending audio frames, max | "
         f"{_fig(s['client_lag_ms']['max'])} ms |",
+    ]
+
+
+def render_markdown(summary: dict[str, Any], results: Sequence[Result]) -> str:
+    s = summary
+    lines = [
+        f"# gateway eval: {s['set']}",
+        "",
+        f"{s['started']} · {s['url']} · transport {s['transport']} · assistant "
+        f"`{s['assistant']}` · {s['scenarios']} scenarios · {s['duration_s']:.0f} s",
+        "",
+        f"Load average of the machine running the runner: {s.get('load_before')} before, "
+        f"{s.get('load_after')} after, on {s.get('cpus')} CPUs (latencies grow with it).",
+        "",
+        "## Summary",
+        "",
+        *_summary_rows(s),
         "",
         "Passed by kind: " + ", ".join(f"{k} {_pct(v)}" for k, v in s["passed"].items()),
         "",
