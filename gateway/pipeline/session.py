@@ -160,6 +160,7 @@ class Session:
     def _make_endpointer(self, first_turn_id: int) -> Endpointer:
         cfg = self.cfg
         o = self.settings.vad or VadOverrides()
+        self.turn_checks.english = (self.settings.language or cfg.stt.language).startswith("en")
         return Endpointer(
             EndpointerSettings(
                 frame_ms=cfg.vad.frame_ms, start_ms=cfg.vad.start_ms,
@@ -278,11 +279,12 @@ class Session:
                 with contextlib.suppress(asyncio.QueueFull):
                     self.stt_q.put_nowait(SttJob(ev.turn_id, ev.pcm, final=False))
             elif isinstance(ev, PauseAudio):
-                self._put_stt(SttJob(ev.turn_id, ev.pcm, final=False, early=True))
+                self._put_stt(SttJob(ev.turn_id, ev.pcm, final=False, early=True,
+                                     pause=ev.pause))
             elif isinstance(ev, OverlapAudio):
                 self.overlaps.submit(ev, self.interruptions)
             elif isinstance(ev, TurnCheck):
-                self.turn_checks.submit(ev, self.endpointer.settings.turn.threshold)
+                self.turn_checks.submit(ev, self.endpointer.settings.turn)
             elif isinstance(ev, SpeechStopped):
                 if ev.discarded:
                     self.log.debug("speech_discarded", turn_id=ev.turn_id)
@@ -349,6 +351,7 @@ class Session:
                     early[1].cancel()
                 early = (job.turn_id,
                          asyncio.create_task(self._decode(job.pcm, job.turn_id)))
+                self.turn_checks.pause_decode = (job.turn_id, job.pause, early[1])
                 continue
             if not job.final:
                 # One interim decode in flight at a time, beside (never ahead of) finals.

@@ -55,6 +55,7 @@ class SttJob:
     final: bool
     stopped_at: float = 0.0
     early: bool = False  # a speculative decode at a pause (see turns.PauseAudio)
+    pause: int = 0  # which pause (turns.TurnCheck.pause)
     use_early: bool = False  # a final whose audio the early decode already covers
 
 

@@ -96,6 +96,22 @@ class SentenceSplitter:
         return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha())
 
 
+# English words a finished sentence does not end on: articles, possessives, conjunctions,
+# a few prepositions that need an object, hesitations. ("on" can end one, as "from" often
+# does: a wrong hold costs one more check, 400 ms.) Whisper keeps them when a speaker
+# pauses after one ("until what time is the"), though it tends to add a "?".
+_DANGLING = frozenset(
+    "a an the my your our their its and or but if because than whether of into onto on "
+    "um uh erm er".split()
+)
+
+
+def ends_mid_sentence(text: str) -> bool:
+    """Whether an (English) transcript ends on a word a sentence cannot end on."""
+    words = re.findall(r"[a-z']+", text.lower())
+    return bool(words) and words[-1] in _DANGLING
+
+
 @dataclass(frozen=True, slots=True)
 class SpokenSegment:
     """A piece of reply text and how long its audio lasts."""

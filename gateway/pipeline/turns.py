@@ -43,6 +43,7 @@ class PauseAudio:
 
     turn_id: int
     pcm: bytes
+    pause: int = 0  # the pause it was taken at (as in TurnCheck)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class TurnCheck:
     turn_id: int
     pause: int  # which pause of the session this is (a verdict for another is ignored)
     pcm: bytes  # the utterance so far, pause included
+    silence_ms: float = 0.0  # how long the pause is so far
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,9 +260,10 @@ class Endpointer:
         pause = bool(self._pause_frames) and self._silence_run == self._pause_frames
         if pause:
             self._pause_sent = True
-            events.append(PauseAudio(self.turn_id, bytes(self._utterance)))
+            events.append(PauseAudio(self.turn_id, bytes(self._utterance), self._pause))
         if self._check_due():
-            events.append(TurnCheck(self.turn_id, self._pause, bytes(self._utterance)))
+            events.append(TurnCheck(self.turn_id, self._pause, bytes(self._utterance),
+                                    self._silence_run * self.settings.frame_ms))
         elif not pause and self._since_interim >= self._interim_frames:
             self._since_interim = 0
             events.append(InterimAudio(self.turn_id, bytes(self._utterance)))
