@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+from collections import deque
 from typing import Any
 
 import structlog
@@ -33,6 +34,7 @@ log = structlog.get_logger("gateway.twilio")
 
 START_TIMEOUT_S = 10.0
 DTMF_PAUSE_S = 1.5
+MARKS_KEPT = 64
 HANGUP_MARK_WAIT_S = 5.0  # end_call / transfer: how long the last words may take to play
 
 
@@ -55,7 +57,10 @@ class TwilioCall:
         self.call = tw.CallState()
         self.outbox = Outbox(self.cfg.queues.outbox)
         self.session: Session | None = None
-        self.marks_played: list[str] = []
+        # The last marks echoed (a hang-up waits for its own, sent just before): bounded,
+        # whatever a client sends.
+        self.marks_played: deque[str] = deque(maxlen=MARKS_KEPT)
+        self.marks_count = 0
         self._digits = ""
         self._dtmf_task: asyncio.Task[None] | None = None
         self.log = log
@@ -100,7 +105,7 @@ class TwilioCall:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
-            self.log.info("call_ended", marks_played=len(self.marks_played))
+            self.log.info("call_ended", marks_played=self.marks_count)
 
     async def _await_start(self) -> tw.CallStart | None:
         try:
@@ -147,6 +152,7 @@ class TwilioCall:
                 self._dtmf(session, event.digit)
             elif isinstance(event, tw.MarkPlayed):
                 self.marks_played.append(event.name)
+                self.marks_count += 1
             elif isinstance(event, tw.CallStop):
                 return
             elif isinstance(event, tw.CallError):

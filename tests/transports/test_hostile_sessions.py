@@ -24,6 +24,7 @@ from gateway.providers.null import NullTTS
 from gateway.store.db import Database
 from gateway.store.keys import KeyStore
 from gateway.store.models import ChatMessage, Conversation
+from gateway.transports.twilio import MARKS_KEPT, TwilioCall
 
 SECRET = "my card PIN is 4242"
 LONG_ID = "c" * 80  # the column holds 64
@@ -140,12 +141,16 @@ async def hostile_call(gw: Any) -> str:
             "customParameters": {"voice": "joe\x00", "note": "\ud800", "big": "x" * 2000}}}))
         await ws.send('{"event":"dtmf","dtmf":{"digit":"1\\u0000"}}')
         await ws.send('{"event":"mark","mark":{"name":"\\ud800"}}')
+        for i in range(500):  # marks it never asked for: kept bounded
+            await ws.send(json.dumps({"event": "mark", "mark": {"name": f"m{i}"}}))
         for digit in "7#":  # the call went on: a turn from the keypad
             await ws.send(json.dumps({"event": "dtmf", "dtmf": {"digit": digit}}))
         async with asyncio.timeout(30):  # until the reply has been sent to the end
             while not (msg := json.loads(await ws.recv()))["event"] == "mark" or not msg[
                     "mark"]["name"].endswith(":end"):
                 pass
+        call = next(c for c in gw.app.state.sessions.live.values() if isinstance(c, TwilioCall))
+        assert len(call.marks_played) <= MARKS_KEPT and call.marks_count >= 500
     return "The caller pressed the keys 7."
 
 
