@@ -59,4 +59,12 @@ def configure_logging(cfg: Config) -> None:
             root.removeHandler(old)
     handler._gateway = True  # type: ignore[attr-defined]
     root.addHandler(handler)
+    # uvicorn's own logging config (when it ran with its defaults in this process) gives
+    # "uvicorn" a plain-text handler and stops propagation: its lines, tracebacks
+    # included, would bypass the renderer and the scrubber.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        lib = logging.getLogger(name)
+        lib.handlers.clear()
+        lib.propagate = True
+        lib.setLevel(logging.NOTSET)
     root.setLevel(max(level, logging.WARNING))
