@@ -16,6 +16,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.config import Config
+from gateway.pipeline import turn_taking
 from gateway.pipeline.tools import validate_declarations
 from gateway.providers import registry
 from gateway.store.assistants import DEFAULT_ASSISTANT, invalidate_assistant
@@ -42,13 +44,14 @@ from .v1base import (
 router = APIRouter(prefix="/api/v1", route_class=EnvelopeRoute,
                    responses={**ERROR_RESPONSES, 409: ERROR_RESPONSES[400] | {
                        "description": "CONFLICT"}})
+DEFAULTS = Config()  # turn_taking is checked against the built-in defaults' ranges
 Tier = Literal["free", "basic", "pro", "enterprise"]
 ASSISTANT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 AssistantPath = Annotated[CleanStr, Path(min_length=1, max_length=64)]
 KeyIdPath = Annotated[CleanStr, Path(min_length=1, max_length=32)]
 # Columns that may not be null; a PATCH that sends null for one of them is refused.
 _NOT_NULL = ("name", "description", "system_prompt", "template_variables", "language",
-             "allow_anonymous", "tier", "tools")
+             "allow_anonymous", "tier", "tools", "turn_taking")
 
 
 class AssistantFields(BaseModel):
@@ -88,6 +91,18 @@ class AssistantFields(BaseModel):
     allow_anonymous: bool | None = None
     tier: Tier | None = None
     tools: JsonList | None = Field(default=None, max_length=64)
+    turn_taking: JsonObject | None = Field(
+        default=None,
+        description="interruptions: {mode: words|speech, backchannels: [...], min_words, "
+        "min_confidence, check_interval_ms}; end_of_turn: {detector: smart_turn|silence, "
+        "pause_ms, recheck_ms, max_wait_ms, threshold}; missing keys: the config's")
+
+    @field_validator("turn_taking")
+    @classmethod
+    def _turn_taking(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            turn_taking.resolve(value, DEFAULTS)  # checked now, not in a call
+        return value
 
     @field_validator("llm_provider", "stt_provider", "tts_provider")
     @classmethod
@@ -138,6 +153,7 @@ class AssistantOut(BaseModel):
     allow_anonymous: bool
     tier: str
     tools: list[Any]
+    turn_taking: dict[str, Any]
     knowledge_base: KnowledgeBase
     created_at: str | None
     updated_at: str | None
@@ -206,6 +222,7 @@ _COLUMNS = tuple(AssistantFields.model_fields)
 def _out(a: Assistant, documents: int) -> dict[str, Any]:
     out = {c: getattr(a, c) for c in _COLUMNS}
     out.update(id=a.id, template_variables=a.template_variables or {}, tools=a.tools or [],
+               turn_taking=a.turn_taking or {},
                knowledge_base={"documents": documents},
                created_at=iso(a.created_at), updated_at=iso(a.updated_at))
     return out

@@ -10,6 +10,7 @@ import structlog
 from sqlalchemy import func, select
 
 from gateway.config import Config
+from gateway.pipeline import turn_taking
 
 from .db import Database
 from .documents import add_document
@@ -97,6 +98,25 @@ async def assistant_providers(db: Database, assistant_id: str) -> dict[str, str 
         return {}
     return {"stt": a.stt_provider, "llm": a.llm_provider, "tts": a.tts_provider,
             "stt_model": a.stt_model, "llm_model": a.llm_model}
+
+
+def own_turn_taking(a: Assistant | None, cfg: Config, log: Any) -> dict[str, Any]:
+    """SessionSettings fields (``interruptions``, ``turn``) from an assistant's
+    ``turn_taking``; {} for the config's. A stored value this gateway no longer accepts
+    is logged and ignored: never a failed session."""
+    if a is None or not a.turn_taking:
+        return {}
+    try:
+        tt = turn_taking.resolve(a.turn_taking, cfg)
+    except ValueError as exc:
+        log.warning("turn_taking_ignored", assistant_id=a.id, error=str(exc))
+        return {}
+    out: dict[str, Any] = {}
+    if tt.interruptions is not None:
+        out["interruptions"] = tt.interruptions
+    if tt.end_of_turn is not None:
+        out["turn"] = tt.end_of_turn
+    return out
 
 
 async def ensure_default_assistant(db: Database, cfg: Config) -> Assistant:

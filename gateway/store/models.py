@@ -59,6 +59,8 @@ class Assistant(Base):
     allow_anonymous: Mapped[bool] = mapped_column(Boolean, default=False)
     tier: Mapped[str] = mapped_column(String(20), default="free")
     tools: Mapped[list[Any]] = mapped_column(default=list)
+    # Interruptions and end of turn ({"interruptions": {...}, "end_of_turn": {...}}).
+    turn_taking: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     created_at: Mapped[float] = mapped_column(Float, default=now)
     updated_at: Mapped[float] = mapped_column(Float, default=now, onupdate=now)
 

@@ -23,7 +23,7 @@ from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import Session, SessionSettings
 from gateway.protocol import v1
 from gateway.providers.base import Message
-from gateway.store.assistants import get_assistant
+from gateway.store.assistants import get_assistant, own_turn_taking
 from gateway.store.conversations import Owner
 from gateway.store.models import Assistant
 
@@ -139,6 +139,7 @@ class VoiceConnection:
             system_prompt=(start.system_prompt if start else None) or claims.get("systemPrompt")
             or (a.system_prompt if a and a.system_prompt else None),
             assistant_id=self.grant.assistant_id,
+            **own_turn_taking(a, self.cfg, self.log),
         )
 
     async def _conversation(self, start: v1.Start | None) -> tuple[str, list[Message]]:

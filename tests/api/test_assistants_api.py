@@ -289,3 +289,35 @@ async def test_an_assistants_own_llm_provider_answers_its_turns(gateway) -> None
     # Other assistants keep the configured LLM.
     reply = await typed_turn(gateway.ws_url, headers, "What is the gateway?")
     assert "benchmark reply" not in reply
+
+
+async def test_turn_taking_settings(gateway) -> None:
+    """An assistant's own interruption / end-of-turn settings: stored, returned, checked."""
+    own = {"interruptions": {"mode": "words", "backchannels": ["genau", "na ja"],
+                             "min_words": 2, "min_confidence": 0.5},
+           "end_of_turn": {"detector": "silence", "max_wait_ms": 1800}}
+    async with client(gateway, await admin_key(gateway)) as http:
+        resp = await http.post("/api/v1/assistants", json={"turn_taking": own})
+        assert resp.status_code == 201, resp.text
+        made = resp.json()["assistant"]
+        assert made["turn_taking"] == own
+        assert (await http.get("/api/v1/assistants/default")).json()["assistant"][
+            "turn_taking"] == {}
+        for bad, says in (({"interruptions": {"mode": "never"}}, "mode must be words or speech"),
+                          ({"interruptions": {"min_words": 0}}, "min_words"),
+                          ({"interruptions": {"backchannels": "mhm"}}, "must be a list"),
+                          ({"interruptions": []}, "must be an object"),
+                          ({"end_of_turn": {"threshold": 1.5}}, "threshold"),
+                          ({"end_of_turn": {"pause_ms": 1}}, "pause_ms"),
+                          ({"barge": {}}, "unknown section")):
+            resp = await http.patch(f"/api/v1/assistants/{made['id']}",
+                                    json={"turn_taking": bad})
+            assert_error(resp, 400, "INVALID_REQUEST")
+            assert says in resp.json()["error"]["message"], resp.text
+        resp = await http.patch(f"/api/v1/assistants/{made['id']}",
+                                json={"turn_taking": {"interruptions": {"mode": "speech"}}})
+        assert resp.json()["assistant"]["turn_taking"] == {"interruptions": {"mode": "speech"}}
+        got = (await http.get(f"/api/v1/assistants/{made['id']}")).json()["assistant"]
+        assert got["turn_taking"] == {"interruptions": {"mode": "speech"}}
+        assert_error(await http.patch(f"/api/v1/assistants/{made['id']}",
+                                      json={"turn_taking": None}), 400, "INVALID_REQUEST")

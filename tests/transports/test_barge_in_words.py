@@ -12,11 +12,14 @@ import itertools
 import subprocess
 import time
 
+import httpx
 import numpy as np
 import soundfile as sf
 from voice_client import VoiceClient, silence, wav
 
 from gateway.audio.pcm import resample
+from gateway.store.db import Database
+from gateway.store.keys import KeyStore
 
 QUESTION = "tell_me_about_barge_in.wav"  # its reply: a ~15 s passage
 
@@ -130,3 +133,24 @@ async def test_real_words_interrupt_and_become_the_next_turn(gateway) -> None:
     heard = history[1].content
     assert heard and len(heard) < len(full) and full.startswith(heard)
     assert "weather" in history[2].content.lower()
+
+
+async def test_an_assistant_can_take_any_speech_as_a_barge_in(gateway) -> None:
+    """turn_taking.interruptions.mode = "speech" (the assistants API): the old rule, where
+    the same wordless cough that plays through by default stops the reply at once."""
+    db = Database.from_config(gateway.cfg)
+    try:
+        _, key = await KeyStore(db).create("turn taking")
+    finally:
+        await db.close()
+    async with httpx.AsyncClient(base_url=gateway.base, timeout=30,
+                                 headers={"Authorization": f"Bearer {key}"}) as http:
+        resp = await http.patch("/api/v1/assistants/default", json={
+            "turn_taking": {"interruptions": {"mode": "speech"}}})
+        assert resp.status_code == 200, resp.text
+    client, rid = await reply_started(gateway)
+    await asyncio.sleep(0.8)
+    await client.stream(cough() + silence(700))
+    interrupted = await client.wait_for("interrupted", timeout=30)
+    await client.close()
+    assert interrupted["response_id"] == rid and not client.events("speech_ignored")
