@@ -21,7 +21,7 @@ async def finish_reply(session: Session | None, outbox: Outbox, deadline: float)
     """Wait (until the loop time ``deadline``) for the live reply; cut it if it is still
     going; let the writer take the events. Whether a reply was cut."""
     loop = asyncio.get_running_loop()
-    while session is not None and session.replying and loop.time() < deadline:
+    while session is not None and _busy(session) and loop.time() < deadline:
         await asyncio.sleep(POLL_S)
     if session is None or not session.replying:
         return False
@@ -32,3 +32,9 @@ async def finish_reply(session: Session | None, outbox: Outbox, deadline: float)
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.01)  # the writer's send of the last batch
     return True
+
+
+def _busy(session: Session) -> bool:
+    """A reply is playing, or a user turn waits for the LLM stage (its reply is next).
+    (A final transcription still decoding is not seen: that turn may be lost.)"""
+    return session.replying or not session.llm_q.empty()
