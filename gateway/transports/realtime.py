@@ -37,6 +37,7 @@ from gateway.protocol import realtime as rt
 from gateway.protocol.realtime_events import ResponseInfo, ServerEvents, VadDefaults
 from gateway.protocol.v1 import AudioFormat
 from gateway.providers.base import Message, ProviderError
+from gateway.store.assistants import load_turn_taking
 
 from .realtime_render import Renderer
 
@@ -182,6 +183,7 @@ class RealtimeConnection(Renderer):
         self._creating: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.log = log.bind(session_id=grant.session_id)
+        self.own: dict[str, Any] = {}  # the assistant's turn taking (SessionSettings fields)
         self._init_conversation()
 
     def _initial_config(self) -> rt.RealtimeConfig:
@@ -210,6 +212,7 @@ class RealtimeConnection(Renderer):
             auto_respond=td.create_response if td else False,
             barge_in=td.interrupt_response if td else True,
             speak="audio" in modalities,
+            **self.own,
         )
 
     def after_response(self) -> None:
@@ -219,6 +222,8 @@ class RealtimeConnection(Renderer):
     # --- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
+        self.own = await load_turn_taking(self.ws.app.state.db, self.grant.assistant_id,
+                                          self.cfg, self.log)
         session = Session(self.runtime, self._settings(), self.outbox,
                           session_id=self.grant.session_id, conversation_id=self.conversation_id)
         self.session = session

@@ -29,7 +29,7 @@ from gateway.pipeline.session import Session, SessionSettings
 from gateway.protocol import twilio as tw
 from gateway.protocol import v1
 from gateway.protocol.v1 import AudioFormat
-from gateway.store.assistants import get_assistant, own_turn_taking
+from gateway.store.assistants import load_turn_taking
 
 log = structlog.get_logger("gateway.twilio")
 
@@ -75,17 +75,14 @@ class TwilioCall:
             return
         self.log = log.bind(session_id=grant.session_id, call=start.call_id)
         pcm8k = AudioFormat("pcm_s16le", 8000)
-        try:  # its own turn taking; the config's if it cannot be read now
-            assistant = await get_assistant(self.ws.app.state.db, grant.assistant_id)
-        except Exception as exc:
-            self.log.warning("assistant_not_loaded", error=type(exc).__name__)
-            assistant = None
+        own = await load_turn_taking(self.ws.app.state.db, grant.assistant_id, self.cfg,
+                                     self.log)
         session = Session(
             self.ws.app.state.runtime,
             SessionSettings(input=pcm8k, output=pcm8k, language=self.cfg.stt.language,
                             voice=start.custom.get("voice") or grant.claims.get("voiceId"),
                             assistant_id=grant.assistant_id, telephony=True,
-                            **own_turn_taking(assistant, self.cfg, self.log)),
+                            **own),
             self.outbox, session_id=grant.session_id,
             conversation_id="conv_" + grant.session_id[5:],
         )

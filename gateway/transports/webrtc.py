@@ -47,6 +47,7 @@ from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import VAD_RATE, Session, SessionSettings
 from gateway.protocol import fields, v1
+from gateway.store.assistants import load_turn_taking
 from gateway.transports.webrtc_ice import allowed_hosts, ice_servers
 
 log = structlog.get_logger("gateway.webrtc")
@@ -164,7 +165,8 @@ async def webrtc_offer(request: Request) -> JSONResponse:
     hub.pending += 1
     try:
         grant = await _authenticate(request, body)
-        peer = WebRTCPeer(state, grant, hub)  # owns the reservation from here on
+        own = await load_turn_taking(state.db, grant.assistant_id, state.cfg, log)
+        peer = WebRTCPeer(state, grant, hub, own)  # owns the reservation from here on
     except BaseException:
         hub.pending -= 1
         registry.release()
@@ -226,11 +228,13 @@ async def _authenticate(request: Request, body: dict[str, Any]) -> SessionGrant:
 
 
 class WebRTCPeer:
-    def __init__(self, app_state: Any, grant: SessionGrant, hub: WebRTCHub) -> None:
+    def __init__(self, app_state: Any, grant: SessionGrant, hub: WebRTCHub,
+                 own: dict[str, Any] | None = None) -> None:
         self.app_state = app_state
         self.cfg = app_state.cfg
         self.grant = grant
         self.hub = hub
+        self.own = own or {}  # the assistant's turn taking (SessionSettings fields)
         self.log = log.bind(session_id=grant.session_id)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers(self.cfg.webrtc)))
         self.outbox = Outbox(self.cfg.queues.outbox)
@@ -263,7 +267,7 @@ class WebRTCPeer:
             language=(start.language if start else None) or self.cfg.stt.language,
             voice=(start.voice if start else None) or claims.get("voiceId"),
             system_prompt=(start.system_prompt if start else None) or claims.get("systemPrompt"),
-            assistant_id=self.grant.assistant_id,
+            assistant_id=self.grant.assistant_id, **self.own,
         )
 
     async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
