@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from gateway.store.assistants import DEFAULT_ASSISTANT, ensure_default_assistant
 from gateway.store.db import Database
 from gateway.store.knowledge import read_folder, split_passages
 from gateway.store.retriever import Retriever
+from gateway.store.semantic import SemanticSearch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SET = ROOT / "tests" / "data" / "grounded" / "museum.toml"
@@ -77,7 +79,17 @@ async def passages_for(kb: Path, questions: list[Question], cfg: Config, url: st
     db = Database(url or f"sqlite+aiosqlite:///{tmp}/bench.db")
     await db.migrate()
     await ensure_default_assistant(db, cfg.replace(knowledge={"path": str(kb)}))
-    retriever = Retriever(db)
+    semantic = None
+    if mode == "hybrid":
+        embedder = registry.create("embedder", "minilm", cfg)
+
+        async def embed(texts: Sequence[str]) -> Any:
+            return await asyncio.to_thread(embedder.embed, list(texts))
+
+        semantic = SemanticSearch(db, embed, embedder.name, embedder.dim,
+                                  cfg.embedder.min_similarity)
+        await semantic.indexer.index_chunks()
+    retriever = Retriever(db, semantic)
     everything = [Passage(heading or title, body, source)
                   for title, content, source in read_folder(kb)
                   for heading, body in split_passages(content)]
@@ -85,7 +97,7 @@ async def passages_for(kb: Path, questions: list[Question], cfg: Config, url: st
     history: list[Message] = []
     for q in questions:
         query = query_text([*history, Message("user", q.ask)], q.ask)
-        if mode == "fts":
+        if mode in ("fts", "hybrid"):
             found = await retriever.search(DEFAULT_ASSISTANT, query, cfg.knowledge.top_k)
         else:
             found = dense(everything, query, cfg.knowledge.top_k if mode == "dense" else 99)
@@ -106,8 +118,9 @@ def main() -> None:
     parser.add_argument("set", nargs="?", type=Path, default=DEFAULT_SET)
     parser.add_argument("--engines", default="grounded,extractive,llama")
     parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
-    parser.add_argument("--retrieval", choices=("fts", "dense", "all"), default="fts",
-                        help="the database's retriever, the top passages by embedding, or all")
+    parser.add_argument("--retrieval", choices=("hybrid", "fts", "dense", "all"),
+                        default="hybrid", help="the gateway's retriever (full-text + "
+                        "vectors), full-text only, the top passages by embedding, or all")
     parser.add_argument("-v", "--verbose", action="store_true", help="every answer")
     args = parser.parse_args()
     cfg = Config()

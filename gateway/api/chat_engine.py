@@ -27,6 +27,7 @@ from fastapi import Request
 
 from gateway.audio import pcm
 from gateway.config import Config
+from gateway.pipeline.answer import query_text
 from gateway.pipeline.runtime import Runtime
 from gateway.pipeline.text import SentenceSplitter
 from gateway.pipeline.tools import Filler, ToolEvent, sse_payload
@@ -268,7 +269,8 @@ class ChatEngine:
         if not history and self.history_limit:
             history = list(inp.history[-self.history_limit:])
         history = [Message(m.role, m.content[:MAX_CONTENT_CHARS]) for m in history]
-        passages = await self.runtime.retrieve(inp.assistant_id, inp.message)
+        passages = await self.runtime.retrieve(inp.assistant_id,
+                                               query_text(history, inp.message))
         prompt = system_prompt(self.cfg, assistant, conv, inp.system_prompt)
         llm = self.cfg.llm
         session_id = (conv.session_id if conv and conv.session_id else None) \

@@ -114,6 +114,12 @@ class Unit:
     heading: str = ""
 
     @property
+    def embed_text(self) -> str:
+        """What is embedded: the sentence under its heading, which names its topic
+        ("Barge-in. You can interrupt the assistant at any time.")."""
+        return f"{self.heading}. {self.text}" if self.heading else self.text
+
+    @property
     def words(self) -> int:
         return len(self.text.split())
 

@@ -34,6 +34,7 @@ from gateway.protocol import errors, fields, v1
 from gateway.providers.base import ChatRequest, Message, ProviderError
 
 from . import interruptions, visemes
+from .answer import query_text
 from .interruptions import Overlap
 from .outbox import AudioOut, Outbox
 from .overlap import OverlapChecks
@@ -439,7 +440,9 @@ class Session:
         r = Response(response_id, turn, Pacer(cfg.audio.pacing_lead_ms))
         self.response = r
         self.emit({"type": "stream_start", "turn_id": turn.turn_id, "response_id": response_id})
-        passages = await self.runtime.retrieve(self.settings.assistant_id, turn.text)
+        # A bare follow-up ("and on Sundays?") is searched with the question before it.
+        passages = await self.runtime.retrieve(self.settings.assistant_id,
+                                               query_text(self.history, turn.text))
         request = ChatRequest(
             messages=[Message("system", self._system_prompt()),
                       *self.history[-2 * cfg.llm.history_turns:], Message("user", turn.text)],

@@ -18,7 +18,7 @@ import numpy.typing as npt
 import structlog
 
 from gateway.config import Config
-from gateway.pipeline.answer import Answer, Weights, choose, query_text, split_units
+from gateway.pipeline.answer import Answer, Unit, Weights, choose, query_text, split_units
 
 from .base import ChatRequest, Embedder, ProviderError
 
@@ -57,8 +57,15 @@ class GroundedLLM:
         units = split_units(request.passages)
         if not units:
             return choose(query, [], [], self.weights)
-        return choose(query, units, self._similarities(query, [u.text for u in units]),
-                      self.weights)
+        return choose(query, units, self.similarities(query, units), self.weights)
+
+    def similarities(self, query: str, units: Sequence[Unit]) -> list[float]:
+        """The mean of the query's cosine to each sentence alone (what it says) and under
+        its heading (what it is about): either alone ranks worse on our question sets."""
+        both = self._similarities(query, [u.text for u in units]
+                                  + [u.embed_text for u in units])
+        n = len(units)
+        return [(a + b) / 2 for a, b in zip(both[:n], both[n:], strict=True)]
 
     def generate(self, request: ChatRequest) -> Iterator[str]:
         # Word by word, as a model streams: TTS starts on the first sentence or clause.

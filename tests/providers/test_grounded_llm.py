@@ -3,10 +3,13 @@ real MiniLM embedder, on SQLite and PostgreSQL; "I don't know" when the base is 
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -18,8 +21,10 @@ from gateway.providers.base import BlockingLLM, ChatRequest, Message
 from gateway.providers.grounded_llm import GroundedLLM
 from gateway.store.assistants import DEFAULT_ASSISTANT, ensure_default_assistant
 from gateway.store.db import Database
+from gateway.store.keys import KeyStore
 from gateway.store.knowledge import read_folder
 from gateway.store.retriever import Retriever
+from gateway.store.semantic import SemanticSearch
 
 MUSEUM = Path(__file__).resolve().parents[1] / "data" / "grounded" / "museum"
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -39,7 +44,15 @@ async def retriever(database_url: str) -> AsyncIterator[Retriever]:
     db = Database(database_url)
     await db.migrate()
     await ensure_default_assistant(db, Config().replace(knowledge={"path": str(MUSEUM)}))
-    yield Retriever(db)
+    embedder = registry.create("embedder", "minilm", Config())
+
+    async def embed(texts: Sequence[str]) -> Any:
+        return await asyncio.to_thread(embedder.embed, list(texts))
+
+    # The gateway's retriever: full-text and sentence vectors (hybrid).
+    semantic = SemanticSearch(db, embed, embedder.name, embedder.dim, 0.25)
+    await semantic.indexer.index_chunks()
+    yield Retriever(db, semantic)
     await db.close()
 
 
@@ -116,3 +129,25 @@ async def test_without_passages_or_embedder() -> None:
     answer = lexical.answer(ChatRequest(messages=[Message("user", "Are dogs allowed inside?")],
                                         passages=[dogs]))
     assert not answer.abstained and "Dogs are not allowed" in answer.text
+
+
+async def test_chat_api_answers_follow_ups_from_the_base(gateway_factory: Any) -> None:
+    """The default engine behind POST /api/chat: a follow-up is searched and answered
+    with the question before it (the conversation's history), on a real server."""
+    gw = gateway_factory(llm={"provider": "grounded"}, knowledge={"path": str(MUSEUM)})
+    db = Database.from_config(gw.cfg)
+    try:
+        _, key = await KeyStore(db).create("test")
+    finally:
+        await db.close()
+    async with httpx.AsyncClient(base_url=gw.base, timeout=60,
+                                 headers={"Authorization": f"Bearer {key}"}) as http:
+        first = (await http.post("/api/chat", json={"message": "Are you open on Mondays?"}))
+        assert first.status_code == 200, first.text
+        body = first.json()
+        assert "closed on Mondays" in body["response"] and body["sources"]
+        follow = (await http.post("/api/chat", json={
+            "message": "And on bank holidays?", "conversation_id": body["conversation_id"]}))
+        assert "11 am" in follow.json()["response"], follow.text
+        unknown = (await http.post("/api/chat", json={"message": "Do you have free wifi?"}))
+        assert abstained(unknown.json()["response"]), unknown.text
