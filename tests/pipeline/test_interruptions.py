@@ -3,11 +3,15 @@ Endpointer's overlap events (synthetic frames, scripted VAD verdicts)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+import structlog
 
 from gateway.config import Config, ConfigError
 from gateway.pipeline import interruptions as itr
 from gateway.pipeline.interruptions import InterruptionSettings, Overlap, classify
+from gateway.pipeline.overlap import MAX_IN_FLIGHT, OverlapChecks
 from gateway.pipeline.turns import (
     BargeIn,
     Endpointer,
@@ -143,3 +147,47 @@ def test_no_overlap_outside_a_reply() -> None:
     events = run(ep, [True] * 30 + [False] * 25, replying=False)
     assert not any(isinstance(e, OverlapAudio | BargeIn) for e in events)
     assert not next(e for e in events if isinstance(e, SpeechStopped)).discarded
+
+
+class Decodes:
+    """A recogniser whose answers the test releases one by one (the adapter's clock)."""
+
+    def __init__(self) -> None:
+        self.started: list[bytes] = []
+        self.release: asyncio.Queue[str] = asyncio.Queue()
+
+    async def __call__(self, pcm: bytes) -> str:
+        self.started.append(pcm)
+        return await self.release.get()
+
+
+async def test_overlap_checks_one_decode_per_utterance_final_always_runs() -> None:
+    decodes = Decodes()
+    decided: list[tuple[int, bool, Overlap]] = []
+    checks = OverlapChecks(decodes, lambda job, text, kind: decided.append(
+        (job.turn_id, job.final, kind)), structlog.get_logger())
+    checks.submit(OverlapAudio(1, b"a", False, 0.0), S)
+    checks.submit(OverlapAudio(1, b"ab", False, 0.0), S)  # one running: skipped
+    checks.submit(OverlapAudio(1, b"abc", True, 0.0), S)  # waits for the running one
+    await asyncio.sleep(0)
+    assert decodes.started == [b"a"]
+    await decodes.release.put("Hello")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert decided == [(1, False, Overlap.WORDS)]  # the early verdict is not held back
+    assert decodes.started == [b"a", b"abc"]
+    await decodes.release.put("Hello there.")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert decided[-1] == (1, True, Overlap.WORDS)
+    checks.close()
+
+
+async def test_overlap_checks_are_bounded_per_session() -> None:
+    decodes = Decodes()
+    checks = OverlapChecks(decodes, lambda *_: None, structlog.get_logger())
+    for turn in range(1, 10):
+        checks.submit(OverlapAudio(turn, bytes([turn]), True, 0.0), S)
+    await asyncio.sleep(0)
+    assert len(decodes.started) == MAX_IN_FLIGHT
+    checks.close()
