@@ -11,14 +11,13 @@ import re
 from collections.abc import Iterator
 
 from gateway.config import Config
+from gateway.pipeline.answer import ABSTAIN
 
 from .base import ChatRequest
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-FALLBACK = (
-    "I'm sorry, I don't know about that yet. "
-    "You can ask me what the gateway is, how a turn works, or about barge-in."
-)
+# Whatever the knowledge base is about: no fixed text about the gateway itself.
+FALLBACK = ABSTAIN
 
 
 class ExtractiveLLM:
