@@ -121,9 +121,11 @@ def main() -> None:
     parser.add_argument("--retrieval", choices=("hybrid", "fts", "dense", "all"),
                         default="hybrid", help="the gateway's retriever (full-text + "
                         "vectors), full-text only, the top passages by embedding, or all")
+    parser.add_argument("--top-k", type=int, default=Config().knowledge.top_k,
+                        help="passages retrieved per question")
     parser.add_argument("-v", "--verbose", action="store_true", help="every answer")
     args = parser.parse_args()
-    cfg = Config()
+    cfg = Config().replace(knowledge={"top_k": args.top_k})
     kb, questions = load_set(args.set)
     known = set().union(*(numbers(t + "\n" + c) for t, c, _ in read_folder(kb)))
     retrieved = asyncio.run(passages_for(kb, questions, cfg, args.db, args.retrieval))
