@@ -165,11 +165,20 @@ def question_kind(question: str) -> Kind:
     return Kind.OTHER
 
 
+_SUFFIXES = (("ings", ""), ("ing", ""), ("ies", "y"), ("ied", "y"), ("es", ""), ("ed", ""),
+             ("s", ""))
+
+
 def stem(word: str) -> str:
-    """A crude English stem: enough to match "opens"/"opening"/"opened" and "tickets"."""
-    for suffix in ("ings", "ing", "ies", "ied", "es", "ed", "s", "'s"):
+    """A crude English stem: enough to match "opens"/"opening"/"opened", "tickets",
+    "parties"/"party" and "swimming"/"swim"."""
+    word = word.removesuffix("'s")
+    for suffix, instead in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)]
+            word = word[: -len(suffix)] + instead
+            if (suffix in ("ings", "ing", "ed") and word[-1] == word[-2]
+                    and word[-1] not in "aeiouls"):
+                word = word[:-1]  # swimm -> swim, stopp -> stop (not call, dress)
             break
     return word[:-1] if word.endswith("e") and len(word) > 4 else word
 

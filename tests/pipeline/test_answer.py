@@ -15,6 +15,7 @@ from gateway.pipeline.answer import (
     score_units,
     speakable,
     split_units,
+    stem,
 )
 from gateway.providers.base import Message, Passage
 
@@ -60,6 +61,9 @@ def test_question_kinds() -> None:
 def test_content_words_stem_and_drop_function_words() -> None:
     assert content_words("Are you opening on Sundays?") == {"open", "sunday"}
     assert content_words("What is it?") == set()
+    assert stem("swimming") == stem("swim") and stem("parties") == stem("party")
+    assert stem("children's") == stem("children") and stem("called") == "call"
+    assert stem("closes") == stem("close") and stem("buses") == stem("bus")
 
 
 def _sims(units: list[Unit], best: dict[str, float]) -> list[float]:
