@@ -281,15 +281,13 @@ def choose(question: str, units: Sequence[Unit], similarities: Sequence[float],
     if (not topic.kind_match and topic.unit.passage != best.unit.passage
             and topic.similarity - best.similarity > weights.off_topic):
         return Answer(ABSTAIN, True, best)
-    chosen = [best.unit]
-    for other in ranked[1:3]:
-        u = other.unit
-        if (u.passage == best.unit.passage and abs(u.index - best.unit.index) == 1
-                and other.score >= weights.second * best.score
-                and u.words + best.unit.words <= max_words):
-            chosen.append(u)
-            break
-    chosen.sort(key=lambda u: u.index)
+    # Of two neighbours that qualify, the earlier: a text states its rule before the
+    # exceptions ("open Tuesday to Sunday..." before "on Thursdays, until 9 pm").
+    near = [o.unit for o in ranked[1:3]
+            if o.unit.passage == best.unit.passage and abs(o.unit.index - best.unit.index) == 1
+            and o.score >= weights.second * best.score
+            and o.unit.words + best.unit.words <= max_words]
+    chosen = sorted([best.unit, *sorted(near, key=lambda u: u.index)[:1]], key=lambda u: u.index)
     return Answer(" ".join(speakable(u.text) for u in chosen), False, best)
 
 

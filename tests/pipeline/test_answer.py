@@ -94,6 +94,16 @@ def test_best_unit_answers_with_neighbour_when_close() -> None:
     assert len(both.text.split()) <= MAX_WORDS
 
 
+def test_of_two_neighbours_the_earlier_joins() -> None:
+    hours = Passage("Opening hours", "The museum is open Tuesday to Sunday from 10 am to 5 pm. "
+                    "On Thursdays it stays open late, until 9 pm. It is closed on Mondays, "
+                    "except bank holidays, from 11 am to 4 pm.", "kb")
+    units = split_units([hours])
+    answer = choose("What time do you open?", units, [0.55, 0.68, 0.57])
+    assert answer.text == ("The museum is open Tuesday to Sunday from 10 am to 5 pm. "
+                           "On Thursdays it stays open late, until 9 pm.")
+
+
 def test_abstains_below_the_floor_and_without_passages() -> None:
     units = split_units([HOURS, PRICES])
     low = choose("Do you have free wifi?", units, [0.15] * len(units))
