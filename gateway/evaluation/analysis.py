@@ -131,6 +131,10 @@ def analyze(s: Scenario, log: list[Rec], marks: Marks, known_numbers: set[str]) 
         res.wer = round(word_error_rate(res.said, res.heard), 3)
     if start is None or start.event is None:
         res.reason = "no reply"
+        if s.judged:  # counted as a wrong answer, not left out
+            res.verdict = judge(None, facts=s.facts, forbid=s.forbid,
+                                unanswerable=s.unanswerable, known_numbers=known_numbers,
+                                question=res.said)
         return _verdict(s, res)
     rid = start.event["response_id"]
     _stages(res, log, end, rid, start)

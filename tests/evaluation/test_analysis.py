@@ -73,6 +73,7 @@ def test_no_reply_fails_with_a_reason() -> None:
     r = analyze(S["q"], [ev(0.5, "error", code="PROVIDER_ERROR", message="x")],
                 Marks(0.1, 0.3), KNOWN)
     assert not r.passed and r.reason == "no reply" and r.errors == ["PROVIDER_ERROR: x"]
+    assert r.verdict is not None and not r.verdict.correct  # counts as a wrong answer
 
 
 def test_backchannel_that_interrupts_and_gets_answered_fails() -> None:
