@@ -106,6 +106,7 @@ class InterruptionsConfig:
     min_words: int = 1  # words that are not backchannels needed to interrupt
     min_confidence: float = 0.45  # less sure transcripts count as noise (whisper: 0..1)
     check_interval_ms: int = 500  # re-decode this often while the overlap goes on
+    continuation_ms: int = 800  # speech this soon after the user's turn ended: their words
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,10 @@ class InterruptionSettings:
     min_words: int = 1  # words beyond backchannels that make an interruption
     min_confidence: float = 0.45  # transcripts the STT is less sure of count as no words
     check_interval_ms: int = 500  # re-decode this often while overlapping speech goes on
+    # Speech that starts this soon after the user's own turn ended is them going on (a
+    # mid-sentence pause the end-of-turn check misjudged), not a sound over the reply:
+    # its words count however unsure the STT is (min_confidence does not apply).
+    continuation_ms: int = 800
 
     @property
     def by_words(self) -> bool:
@@ -120,7 +124,8 @@ def parse_settings(base: InterruptionSettings, raw: Mapping[str, Any]) -> Interr
         values["mode"] = raw["mode"]
     if "backchannels" in raw:
         values["backchannels"] = _backchannels(raw["backchannels"])
-    for name, lo, hi in (("min_words", 1, 20), ("check_interval_ms", 100, 10000)):
+    for name, lo, hi in (("min_words", 1, 20), ("check_interval_ms", 100, 10000),
+                         ("continuation_ms", 0, 5000)):
         if name in raw:
             values[name] = _int(raw[name], name, lo, hi)
     if "min_confidence" in raw:
@@ -137,7 +142,8 @@ def from_config(c: Any) -> InterruptionSettings:
     """The defaults from the config's ``[interruptions]`` (validated like an override)."""
     raw: dict[str, Any] = {"mode": c.mode, "min_words": c.min_words,
                            "min_confidence": c.min_confidence,
-                           "check_interval_ms": c.check_interval_ms}
+                           "check_interval_ms": c.check_interval_ms,
+                           "continuation_ms": c.continuation_ms}
     if c.backchannels:
         raw["backchannels"] = list(c.backchannels)
     return parse_settings(InterruptionSettings(), raw)
@@ -145,7 +151,8 @@ def from_config(c: Any) -> InterruptionSettings:
 
 def as_dict(s: InterruptionSettings) -> dict[str, Any]:
     return {"mode": s.mode, "backchannels": list(s.backchannels), "min_words": s.min_words,
-            "min_confidence": s.min_confidence, "check_interval_ms": s.check_interval_ms}
+            "min_confidence": s.min_confidence, "check_interval_ms": s.check_interval_ms,
+            "continuation_ms": s.continuation_ms}
 
 
 def _int(value: Any, name: str, lo: int, hi: int) -> int:

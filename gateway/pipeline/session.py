@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from gateway.providers.base import ChatRequest, Message, ProviderError
 
 from . import interruptions, visemes
 from .answer import query_text
-from .interruptions import Overlap
+from .interruptions import InterruptionSettings, Overlap
 from .outbox import AudioOut, Outbox
 from .overlap import OverlapChecks
 from .pacing import Pacer
@@ -92,6 +93,7 @@ class Session:
         self.turn_checks = TurnChecks(runtime, self._verdict, self.log)
         self.overlaps = OverlapChecks(self._decode_overlap, self._overlap, self.log)
         self._yielded_to = 0  # the overlapping utterance that interrupted the last reply
+        self._turn_ended_ms = float("-inf")  # audio time the last user turn ended
         self.endpointer = self._make_endpointer(1)
         self._vad_changed = False
         # VAD stage state, made at the first audio (a ``start`` may change the rate).
@@ -261,6 +263,7 @@ class Session:
             self._vad_changed = False
             self._vad = self._vad_stream()
             self.endpointer = self._make_endpointer(self.endpointer.new_turn_id())
+            self._turn_ended_ms = float("-inf")  # the new endpointer's clock starts at 0
         for frame in self._reframer.push(self._resampler.process(chunk)):
             speech = self._vad.is_speech(frame) and (self.settings.barge_in or not self.replying)
             events = self.endpointer.push(frame, speech, self.replying)
@@ -283,7 +286,7 @@ class Session:
                 self._put_stt(SttJob(ev.turn_id, ev.pcm, final=False, early=True,
                                      pause=ev.pause))
             elif isinstance(ev, OverlapAudio):
-                self.overlaps.submit(ev, self.interruptions)
+                self.overlaps.submit(ev, self._overlap_settings(ev))
             elif isinstance(ev, TurnCheck):
                 self.turn_checks.submit(ev, self.endpointer.settings.turn)
             elif isinstance(ev, SpeechStopped):
@@ -291,6 +294,7 @@ class Session:
                     self.log.debug("speech_discarded", turn_id=ev.turn_id)
                     continue
                 self.emit({"type": "speech_stopped", "turn_id": ev.turn_id})
+                self._turn_ended_ms = ev.at_ms
                 self.log.debug("turn_end", turn_id=ev.turn_id, silence_ms=ev.silence_ms)
                 self._put_stt(SttJob(ev.turn_id, ev.pcm, final=True, stopped_at=_ms(),
                                       use_early=ev.pause_is_final))
@@ -302,6 +306,13 @@ class Session:
             self._turn_events(self.endpointer.verdict(check, complete))
         except Exception as exc:  # a bug, guarded like feed_audio's
             self._crashed("vad", exc)
+
+    def _overlap_settings(self, ev: OverlapAudio) -> InterruptionSettings:
+        """A continuation of the user's own sentence is not doubted for low confidence."""
+        s = self.interruptions
+        if ev.started_ms - self._turn_ended_ms <= s.continuation_ms:
+            return dataclasses.replace(s, min_confidence=0.0)
+        return s
 
     async def _decode_overlap(self, pcm16k: bytes) -> str:
         return await self.runtime.transcribe(pcm16k, self.settings.language,

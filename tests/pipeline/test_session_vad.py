@@ -107,3 +107,23 @@ async def test_a_vad_bug_ends_the_session_with_an_internal_error(runtime: Runtim
         else:
             session.end_of_speech()
         assert events(outbox)[-1] == "error" and outbox.closed
+
+
+async def test_unsure_words_soon_after_the_turn_ended_are_the_users_continuation(
+        runtime: Runtime) -> None:
+    """A mid-sentence pause misjudged as the end: the rest of the sentence, spoken over the
+    reply's start, is the user going on; an unsure transcript of it still counts as words
+    (it used to be taken for noise, and the caller's words were lost). Later over the
+    reply, the same unsure words are still doubted."""
+    from gateway.pipeline.interruptions import Overlap, classify
+    from gateway.pipeline.turns import OverlapAudio, SpeechStopped
+    from gateway.providers.base import Transcript
+
+    session, _outbox = make_session(runtime)
+    s = session.interruptions
+    session._turn_events([SpeechStopped(1, 10_000.0, b"\0\0" * 160)])
+    unsure = Transcript("the cafe open", 0.23)
+    soon = OverlapAudio(2, b"", final=True, started_ms=10_000.0 + s.continuation_ms - 100)
+    late = OverlapAudio(3, b"", final=True, started_ms=10_000.0 + s.continuation_ms + 900)
+    assert classify(unsure, session._overlap_settings(soon), 0.23) is Overlap.WORDS
+    assert classify(unsure, session._overlap_settings(late), 0.23) is Overlap.NO_WORDS
