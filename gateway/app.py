@@ -92,6 +92,10 @@ class SessionRegistry:
             _trim_heap()
 
 
+# How long a start waits for the knowledge base's vectors before it serves.
+STARTUP_BACKFILL_WAIT_S = 20.0
+
+
 def _trim_heap() -> None:
     """Give freed memory back to the OS when the last session ends (glibc keeps it
     otherwise, and RSS would not return to the idle baseline)."""
@@ -117,6 +121,10 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
                                       runtime.embedder.dim, cfg.embedder.min_similarity,
                                       functools.partial(runtime.embed, bulk=True))
             semantic.indexer.start_backfill()  # the sample knowledge, older rows
+            # A fresh start must not answer its first questions from a half-embedded
+            # knowledge base (passages without vectors rank by their words alone): wait
+            # for it, bounded, before serving; a large backlog finishes in the background.
+            await semantic.indexer.wait_backfill(STARTUP_BACKFILL_WAIT_S)
         runtime.retriever = Retriever(db, semantic)
         app.state.semantic = semantic
         if runtime.tools is not None:  # each assistant's declared function tools

@@ -122,6 +122,12 @@ class Indexer:
         if self._backfill is None or self._backfill.done():
             self._backfill = asyncio.ensure_future(self._run_backfill())
 
+    async def wait_backfill(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, for the running backfill (it goes on after)."""
+        if self._backfill is not None and not self._backfill.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._backfill), timeout)
+
     async def _run_backfill(self) -> None:
         started = time.monotonic()
         try:
