@@ -21,12 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway import secretfile
+from gateway.errors import ConfigError
 
 ENV_PREFIX = "GATEWAY_"
-
-
-class ConfigError(ValueError):
-    """The configuration file or environment holds a value that cannot be used."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,12 @@ from collections.abc import Set
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gateway.errors import ConfigError
+
 PREFIX = "GATEWAY_"
 
 
-class SecretsFileError(ValueError):
+class SecretsFileError(ConfigError):
     """The secrets file cannot be used (unreadable, too open, malformed, foreign keys)."""
 
 

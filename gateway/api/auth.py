@@ -21,6 +21,9 @@ from typing import Any
 import jwt
 
 from gateway.config import Config
+from gateway.errors import AuthError as AuthError  # re-exported for the transports
+from gateway.errors import Forbidden as Forbidden
+from gateway.errors import UnknownAssistant as UnknownAssistant
 from gateway.store.assistants import DEFAULT_ASSISTANT, get_assistant
 from gateway.store.conversations import Owner
 from gateway.store.db import Database
@@ -29,21 +32,6 @@ from gateway.store.models import ApiKey
 
 ISSUER = "gateway"
 AUDIENCE = "gateway-session"
-
-
-class AuthError(Exception):
-    code = "UNAUTHORIZED"
-    status = 401
-
-
-class Forbidden(AuthError):
-    code = "FORBIDDEN"
-    status = 403
-
-
-class UnknownAssistant(AuthError):
-    code = "INVALID_MODEL_ID"
-    status = 404
 
 
 @dataclass(frozen=True, slots=True)

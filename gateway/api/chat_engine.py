@@ -13,7 +13,6 @@ import asyncio
 import base64
 import contextlib
 import io
-import string
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -28,6 +27,7 @@ from fastapi import Request
 from gateway.audio import pcm
 from gateway.config import Config
 from gateway.pipeline.answer import query_text
+from gateway.pipeline.prompt import assistant_source, system_prompt
 from gateway.pipeline.runtime import Runtime
 from gateway.pipeline.text import SentenceSplitter
 from gateway.pipeline.tools import Filler, ToolEvent, sse_payload
@@ -35,7 +35,7 @@ from gateway.protocol import errors
 from gateway.providers.base import ChatRequest, Message, Passage, ProviderError
 from gateway.store import conversations as store
 from gateway.store.db import Database
-from gateway.store.models import Assistant, Conversation, new_id
+from gateway.store.models import Assistant, new_id
 
 from .auth import AuthError, Principal
 from .deps import checked_assistant, requested_assistant
@@ -102,85 +102,6 @@ def decode_audio(data: bytes) -> tuple[bytes, float]:
         raise ApiError(400, "INVALID_REQUEST", "audio has no samples")
     mono = np.mean(samples, axis=1)
     return pcm.resample(pcm.from_float(mono), rate, STT_RATE), seconds
-
-
-# --- prompt templates ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Template:
-    name: str
-    display_name: str
-    description: str
-    system_prompt: str
-    variables: tuple[str, ...]
-    defaults: Mapping[str, str] = field(default_factory=dict)
-
-    def summary(self, index: int) -> dict[str, Any]:
-        return {"id": f"template_{index}", "name": self.name,
-                "display_name": self.display_name, "description": self.description}
-
-
-TEMPLATES: tuple[Template, ...] = (
-    Template("standard_assistant", "Standard Assistant", "A general-purpose AI assistant",
-             "You are a helpful AI assistant named {assistant_name}. Be concise, accurate, "
-             "and helpful in your responses. {additional_instructions}",
-             ("additional_instructions",)),
-    Template("expert_assistant", "Expert Assistant",
-             "An expert-level AI assistant for specialized topics",
-             "You are {assistant_name}, an expert in {domain}. Give precise, well-reasoned "
-             "answers, state your assumptions, and say so when you are unsure. "
-             "{additional_instructions}",
-             ("domain", "additional_instructions"), {"domain": "the topic at hand"}),
-    Template("customer_support_assistant", "Customer Support",
-             "An assistant specialized in customer support interactions",
-             "You are {assistant_name}, a friendly customer support agent for "
-             "{company_name}. Be patient and polite, answer from the facts you are given, "
-             "and offer to escalate when you cannot help. {additional_instructions}",
-             ("company_name", "additional_instructions"), {"company_name": "our company"}),
-)
-TEMPLATE_BY_NAME = {t.name: t for t in TEMPLATES}
-
-
-def template_detail(t: Template) -> dict[str, Any]:
-    index = TEMPLATES.index(t) + 1
-    example = {name: "Focus on technical explanations" if name == "additional_instructions"
-               else t.defaults.get(name, "...") for name in t.variables}
-    return {**t.summary(index), "system_prompt": t.system_prompt,
-            "variables": list(t.variables),
-            "example_usage": f"Pass variables such as {example} with the template name."}
-
-
-class _Blank(dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-def render(template: str, variables: Mapping[str, Any]) -> str:
-    """Fill ``{name}`` placeholders (missing ones become empty). A prompt with literal
-    braces that are not placeholders is used as it is."""
-    try:
-        text = string.Formatter().vformat(template, (), _Blank(
-            {k: str(v) for k, v in variables.items()}))
-    except (IndexError, ValueError, AttributeError, KeyError):
-        return template
-    return " ".join(text.split())
-
-
-def system_prompt(cfg: Config, assistant: Assistant | None, conv: Conversation | None,
-                  requested: str | None) -> str:
-    name = assistant.name if assistant and assistant.id != "default" else None
-    base = {"assistant_name": name or cfg.llm.assistant_name}
-    if requested and requested.strip():
-        return render(requested, base)
-    for owner in (conv, assistant):
-        if owner is not None and owner.template_name in TEMPLATE_BY_NAME:
-            t = TEMPLATE_BY_NAME[owner.template_name]
-            return render(t.system_prompt, {**base, **t.defaults,
-                                            **(owner.template_variables or {})})
-    if assistant is not None and assistant.system_prompt.strip():
-        return render(assistant.system_prompt, {**base, **(assistant.template_variables or {})})
-    return render(cfg.llm.system_prompt, base)
 
 
 # --- one chat turn -------------------------------------------------------------------
@@ -271,7 +192,9 @@ class ChatEngine:
         history = [Message(m.role, m.content[:MAX_CONTENT_CHARS]) for m in history]
         passages = await self.runtime.retrieve(inp.assistant_id,
                                                query_text(history, inp.message))
-        prompt = system_prompt(self.cfg, assistant, conv, inp.system_prompt)
+        prompt = system_prompt(self.cfg.llm.system_prompt, self.cfg.llm.assistant_name,
+                               requested=inp.system_prompt,
+                               assistant=assistant_source(assistant), conversation=conv)
         llm = self.cfg.llm
         session_id = (conv.session_id if conv and conv.session_id else None) \
             or session_id or "sess_" + uuid.uuid4().hex[:20]

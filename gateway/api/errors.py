@@ -14,8 +14,8 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.errors import ClientError, GatewayError, ProviderError, failure
 from gateway.protocol import errors
-from gateway.providers.base import ProviderError
 
 log = structlog.get_logger("gateway.api")
 
@@ -48,7 +48,10 @@ def client_host(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-class ApiError(Exception):
+class ApiError(ClientError):
+    """An error already in its client form: status, code and a message that is safe to
+    show (written by the gateway, or a fixed one of ``gateway.protocol.errors``)."""
+
     def __init__(self, status: int, code: str, message: str,
                  headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
@@ -68,7 +71,8 @@ def provider_failure(stage: str, exc: ProviderError) -> ApiError:
     """The 502 of a stage whose providers all failed: the provider's text (an upstream
     traceback, its URL) goes to the log, the client reads the stage's fixed message."""
     log.warning("provider_error", stage=stage, error=str(exc))
-    return ApiError(502, errors.PROVIDER_ERROR, errors.provider_message(stage))
+    f = failure(exc, stage)
+    return ApiError(f.status, f.code, f.message)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -87,11 +91,15 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code, "INVALID_REQUEST")
         return error_response(exc.status_code, code, str(exc.detail))
 
-    @app.exception_handler(ProviderError)
-    async def _provider(request: Request, exc: ProviderError) -> JSONResponse:
-        # A route that let one through (the stage is not known here).
-        log.warning("provider_error", path=request.url.path, error=str(exc))
-        return error_response(502, errors.PROVIDER_ERROR, errors.PROVIDER_MESSAGE)
+    @app.exception_handler(GatewayError)
+    async def _gateway(request: Request, exc: GatewayError) -> JSONResponse:
+        # One a route let through (for a provider, the stage is not known here).
+        f = failure(exc)
+        if f.code == errors.INTERNAL_ERROR:
+            log.error("unhandled_error", path=request.url.path, exc_info=exc)
+        else:
+            log.warning("request_failed", path=request.url.path, code=f.code, error=str(exc))
+        return error_response(f.status, f.code, f.message)
 
     @app.exception_handler(DBAPIError)
     async def _bad_data(request: Request, exc: DBAPIError) -> JSONResponse:

@@ -22,10 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.pipeline.prompt import assistant_source, system_prompt
 from gateway.providers.base import ChatRequest, Message, Passage, ProviderError
-from gateway.store.assistants import DEFAULT_ASSISTANT, get_assistant
+from gateway.store.assistants import get_assistant
 from gateway.store.documents import add_document, replace_chunks
-from gateway.store.models import Assistant, Chunk, Document
+from gateway.store.models import Chunk, Document
 from gateway.store.semantic import hybrid_chunks
 
 from . import assistants
@@ -201,24 +202,6 @@ def _max_bytes(request: Request) -> int:
     return int(request.app.state.cfg.knowledge.max_document_bytes)
 
 
-def system_prompt(assistant: Assistant | None, cfg: Any) -> str:
-    """The assistant's prompt (or the configured one), its ``{variables}`` filled in."""
-    template = (assistant.system_prompt if assistant else "") or cfg.llm.system_prompt
-    name = cfg.llm.assistant_name
-    if assistant is not None and assistant.id != DEFAULT_ASSISTANT:
-        name = assistant.name
-    values = {"assistant_name": name, **(assistant.template_variables if assistant else {})}
-    try:
-        return str(template.format_map(_Missing(values)))
-    except (ValueError, IndexError, AttributeError, KeyError):
-        return str(template)  # a literal brace in a prompt is not an error
-
-
-class _Missing(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
 def _sources(passages: Sequence[Passage]) -> list[dict[str, Any]]:
     """One source per document, at its best passage's relevance, best first."""
     best: dict[str, dict[str, Any]] = {}
@@ -380,7 +363,9 @@ async def query(request: Request, principal: QueryCaller,
     passages = await state.runtime.retrieve(assistant_id, body.query)
     assistant = await get_assistant(state.db, assistant_id)
     chat = ChatRequest(
-        messages=[Message("system", system_prompt(assistant, state.cfg)),
+        messages=[Message("system", system_prompt(state.cfg.llm.system_prompt,
+                                                  state.cfg.llm.assistant_name,
+                                                  assistant=assistant_source(assistant))),
                   Message("user", body.query)],
         passages=passages,
         max_tokens=body.options.maxTokens or state.cfg.llm.max_tokens,

@@ -36,6 +36,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from gateway.errors import ClientError
 from gateway.store.assistants import get_assistant
 from gateway.store.models import Assistant
 from gateway.store.users import authenticate, consume_code, get_client, get_code, save_code
@@ -99,7 +100,7 @@ def install(app: FastAPI) -> None:
 # ---------------------------------------------------------------- request helpers
 
 
-class FormError(ValueError):
+class FormError(ClientError, ValueError):
     pass
 
 

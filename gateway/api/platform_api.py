@@ -14,10 +14,10 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from gateway.config import Config
+from gateway.pipeline.prompt import TEMPLATE_BY_NAME, TEMPLATES, Template
 from gateway.store.models import Assistant
 
 from .auth import Principal
-from .chat_engine import TEMPLATE_BY_NAME, TEMPLATES, template_detail
 from .deps import authed
 from .errors import ERROR_RESPONSES, ApiError
 
@@ -182,6 +182,15 @@ class TemplateDetail(TemplateSummary):
     system_prompt: str
     variables: list[str]
     example_usage: str
+
+
+def template_detail(t: Template) -> dict[str, Any]:
+    index = TEMPLATES.index(t) + 1
+    example = {name: "Focus on technical explanations" if name == "additional_instructions"
+               else t.defaults.get(name, "...") for name in t.variables}
+    return {**t.summary(index), "system_prompt": t.system_prompt,
+            "variables": list(t.variables),
+            "example_usage": f"Pass variables such as {example} with the template name."}
 
 
 @router.get("/api/templates", response_model=TemplatesResponse, responses=ERROR_RESPONSES)

@@ -40,6 +40,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.config import Config, RateLimitConfig
+from gateway.errors import LimitError
 
 from .auth import Principal
 from .errors import ApiError, client_host
@@ -79,7 +80,7 @@ class Verdict:
         return out
 
 
-class RateLimited(Exception):
+class RateLimited(LimitError):
     def __init__(self, verdict: Verdict) -> None:
         super().__init__("rate limit exceeded")
         self.verdict = verdict

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import websockets
 
+from gateway.errors import GatewayError
 from gateway.evaluation import report
 from gateway.evaluation.analysis import Marks, Rec, Result, analyze
 from gateway.evaluation.audio import Clip, Voices
@@ -36,7 +37,7 @@ AFTER_REPLY_S = 1.5  # how long a backchannel or noise is watched for a reply of
 IMPORT_BATCH = 100
 
 
-class EvalError(Exception):
+class EvalError(GatewayError):
     """The run cannot go on (gateway unreachable, refused credentials, bad set)."""
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import ConfigError
+
 KINDS = ("question", "pause", "backchannel", "barge_in", "false_interruption")
 ENGINES = ("piper", "espeak")
 NOISES = ("cough", "burst")
@@ -21,7 +23,7 @@ DEFAULT_AT_MS = 1000
 PAUSE_MARK = "|"
 
 
-class ScenarioError(ValueError):
+class ScenarioError(ConfigError):
     """A scenario file that cannot be used; the message names the file and the entry."""
 
 

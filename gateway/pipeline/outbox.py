@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.errors import Closed
+
 
 @dataclass(frozen=True, slots=True)
 class AudioOut:
@@ -27,8 +29,8 @@ class AudioOut:
 OutItem = dict[str, Any] | AudioOut
 
 
-class OutboxClosed(Exception):
-    pass
+class OutboxClosed(Closed):
+    """The client's socket has gone; nothing more is sent."""
 
 
 class Outbox:

@@ -40,6 +40,7 @@ from .interruptions import InterruptionSettings, Overlap
 from .outbox import AudioOut, Outbox
 from .overlap import OverlapChecks
 from .pacing import Pacer
+from .prompt import system_prompt
 from .runtime import Runtime
 from .session_items import (
     EndOfReply,
@@ -229,6 +230,11 @@ class Session:
             self.current_turn = max(self.current_turn, new_turn)
         if r is None:
             return
+        self._stop_reply(r, interrupted=True)
+
+    def _stop_reply(self, r: Response, *, interrupted: bool) -> None:
+        """End a live reply now (barge-in, or its task failed): queued audio purged,
+        ``stream_end`` sent, the history keeps what the listener heard."""
         r.cancelled = True
         self.response = None
         if self._gen_task is not None:
@@ -240,7 +246,8 @@ class Session:
         now = _ms()
         delivered = r.pacer.sent_ms - purged
         played = min(r.pacer.played_ms(now), delivered)
-        self.emit({"type": "interrupted", "response_id": r.response_id})
+        if interrupted:
+            self.emit({"type": "interrupted", "response_id": r.response_id})
         if r.tts_started:
             self.emit({"type": "tts_complete", "response_id": r.response_id,
                        "duration_ms": round(delivered), "interrupted": True,
@@ -439,11 +446,21 @@ class Session:
             if turn.turn_id < self.current_turn:
                 self.history.append(Message("user", turn.text))
                 continue
-            self._gen_task = asyncio.create_task(self._respond(turn))
+            task = self._gen_task = asyncio.create_task(self._respond(turn))
             # wait() does not raise when a barge-in cancels the reply, but our own
             # cancellation (session close) still propagates.
-            await asyncio.wait({self._gen_task})
+            await asyncio.wait({task})
             self._gen_task = None
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                self._reply_crashed(exc)
+
+    def _reply_crashed(self, exc: BaseException) -> None:
+        """A bug inside one reply: the client gets INTERNAL_ERROR and that reply's
+        ``stream_end``; the session goes on (the next turn gets a new reply)."""
+        self.log.error("reply_crashed", exc_info=exc)
+        self.emit(v1.internal_error())
+        if self.response is not None:
+            self._stop_reply(self.response, interrupted=False)
 
     async def _respond(self, turn: UserTurn) -> None:
         cfg = self.cfg
@@ -507,11 +524,9 @@ class Session:
             r.signals.append(item.signal)
 
     def _system_prompt(self) -> str:
-        template = self.settings.system_prompt or self.cfg.llm.system_prompt
-        try:
-            return template.format(assistant_name=self.cfg.llm.assistant_name)
-        except (KeyError, IndexError, ValueError):
-            return template  # a client prompt with literal braces is used as it is
+        llm = self.cfg.llm
+        return system_prompt(llm.system_prompt, llm.assistant_name,
+                             requested=self.settings.system_prompt, assistant=self.settings.prompt)
 
     def _provider_error(self, stage: str, exc: ProviderError) -> None:
         # The provider's text (an upstream's traceback, its URL) is for the log only.

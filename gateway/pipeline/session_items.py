@@ -11,6 +11,7 @@ from gateway.providers.base import PhonemeTiming
 
 from .interruptions import InterruptionSettings
 from .pacing import Pacer
+from .prompt import PromptSource
 from .text import SpokenSegment
 from .turns import TurnSettings
 
@@ -30,7 +31,8 @@ class SessionSettings:
     output: v1.AudioFormat
     language: str | None = None
     voice: str | None = None
-    system_prompt: str | None = None
+    system_prompt: str | None = None  # the client's own (start, token claims)
+    prompt: PromptSource | None = None  # the assistant's prompt, template and variables
     assistant_id: str = "default"
     vad: VadOverrides | None = None
     # False: a finished spoken turn goes into the history and waits for the client

@@ -23,6 +23,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError, best_match
 
 from gateway.config import ToolsConfig
+from gateway.errors import GatewayError
 from gateway.providers.base import Passage, ToolSpec
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the OpenAI API accepts
@@ -31,7 +32,7 @@ MAX_DESCRIPTION = 1024
 ERROR_BODY_CHARS = 200
 
 
-class ToolFailure(Exception):
+class ToolFailure(GatewayError):
     """A call that cannot give a result; the model gets ``{"error": message}``."""
 
 

@@ -17,6 +17,8 @@ import json
 import re
 from typing import Any, Final
 
+from gateway.errors import ClientError
+
 # Limits, each matching the column the value ends up in (gateway/store/models.py).
 ID_CHARS: Final = 64  # conversations.id, assistants.id: String(64)
 LANGUAGE_CHARS: Final = 20  # assistants.language: String(20)
@@ -40,7 +42,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9_.~+/=-]+")
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
-class FieldError(ValueError):
+class FieldError(ClientError, ValueError):
     """A client field broke a rule; ``str(exc)`` is the message for the client."""
 
     def __init__(self, field: str, rule: str) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gateway.audio import pcm
+from gateway.errors import ClientError as BadInput
 from gateway.protocol import fields
 
 # Wire format name -> (codec name for gateway.audio.pcm, sample rate).
@@ -36,7 +37,7 @@ VAD_TYPES = ("server_vad", "semantic_vad")
 EAGERNESS = ("low", "medium", "high", "auto")
 
 
-class Invalid(Exception):
+class Invalid(BadInput):
     """Raised inside the parser only; ``receive`` turns it into a ``ClientError`` value."""
 
     def __init__(self, message: str, param: str | None = None,

@@ -19,14 +19,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-
-class ProviderError(Exception):
-    """A provider failed; the turn gets ``PROVIDER_ERROR`` and the session goes on."""
-
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
+from gateway.errors import ProviderError as ProviderError  # where providers find it
 
 # --- VAD ---------------------------------------------------------------------------
 

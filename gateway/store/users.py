@@ -21,6 +21,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from gateway.errors import ClientError
+
 from .db import Database
 from .models import OAuthClient, OAuthCode, User
 
@@ -37,7 +39,7 @@ def _dummy_hash() -> str:
     return _hasher.hash("not-a-real-password")
 
 
-class StoreError(ValueError):
+class StoreError(ClientError, ValueError):
     """A value the store refuses (duplicate, malformed); the message is safe to show."""
 
 

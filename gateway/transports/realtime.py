@@ -31,6 +31,7 @@ from gateway.audio import pcm
 from gateway.config import Config
 from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import Outbox, OutboxClosed
+from gateway.pipeline.prompt import system_prompt
 from gateway.pipeline.session import Session, SessionSettings, VadOverrides
 from gateway.protocol import errors
 from gateway.protocol import realtime as rt
@@ -146,10 +147,7 @@ async def _rate_limit(websocket: WebSocket, creds: Credentials,
 
 def initial_config(cfg: Config, claims: dict[str, Any], model: str | None) -> rt.RealtimeConfig:
     """A new session's configuration: the gateway's prompt and voice, the client's model."""
-    try:
-        prompt = cfg.llm.system_prompt.format(assistant_name=cfg.llm.assistant_name)
-    except (KeyError, IndexError, ValueError):
-        prompt = cfg.llm.system_prompt
+    prompt = system_prompt(cfg.llm.system_prompt, cfg.llm.assistant_name)
     return rt.RealtimeConfig(model=model or "gpt-realtime",
                              instructions=claims.get("systemPrompt") or prompt,
                              voice=claims.get("voiceId") or cfg.tts.voice)

@@ -20,6 +20,7 @@ from gateway.api.ratelimit import RateLimited
 from gateway.audio import pcm
 from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
+from gateway.pipeline.prompt import assistant_source
 from gateway.pipeline.session import Session, SessionSettings
 from gateway.protocol import v1
 from gateway.providers.base import Message
@@ -136,8 +137,8 @@ class VoiceConnection:
             or self.cfg.stt.language,
             voice=(start.voice if start else None) or claims.get("voiceId")
             or (a.voice if a else None),
-            system_prompt=(start.system_prompt if start else None) or claims.get("systemPrompt")
-            or (a.system_prompt if a and a.system_prompt else None),
+            system_prompt=(start.system_prompt if start else None) or claims.get("systemPrompt"),
+            prompt=assistant_source(a),
             assistant_id=self.grant.assistant_id,
             **own_turn_taking(a, self.cfg, self.log),
         )

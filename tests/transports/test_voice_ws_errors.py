@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Iterator
 
 import pytest
 import websockets
 from voice_client import VoiceClient, silence
+
+from gateway.providers.base import ChatRequest
+from gateway.providers.null import NullLLM
 
 
 async def expect_error_then_pong(client: VoiceClient, n: int, fragment: str) -> None:
@@ -92,3 +96,40 @@ async def test_shutdown_lets_the_reply_finish_then_closes_1001(gateway_factory) 
     complete = client.events("tts_complete")
     assert complete and complete[0]["interrupted"] is False
     assert client.events("stream_end")
+
+
+class CrashOnceLLM(NullLLM):
+    """A provider with a bug: its first reply raises a plain exception (not a
+    ProviderError, so no failover catches it), the next ones answer."""
+
+    name = "crash_once"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def generate(self, request: ChatRequest) -> Iterator[str]:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("bug at /srv/gateway/llm.py:12")
+        return super().generate(request)
+
+
+async def test_a_crashing_reply_gives_internal_error_and_the_session_goes_on(
+        gateway_factory) -> None:
+    gw = gateway_factory(providers={"llm": CrashOnceLLM()})
+    client = await VoiceClient.connect(gw.ws_url)
+    await client.wait_for("session_started")
+    await client.send_json({"type": "text", "text": "hello"})
+    err = await client.wait_for("error", timeout=10)
+    assert err["code"] == "INTERNAL_ERROR" and err["message"] == "internal error", err
+    start = await client.wait_for("stream_start", timeout=10)
+    end = await client.wait_for("stream_end", timeout=10)  # the failed reply is over
+    assert end["response_id"] == start["response_id"]
+    await client.send_json({"type": "text", "text": "hello again"})
+    reply = await client.wait_for("agent_response", timeout=10)
+    assert reply["text"] == "Hello! This is a benchmark reply."
+    await client.wait_for("stream_end", count=2, timeout=10)
+    assert len(client.events("error")) == 1
+    assert not client.closed.is_set()
+    await client.close()
