@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import tempfile
 import time
@@ -29,6 +30,7 @@ from gateway.evaluation.scoring import abstained, judge, numbers
 from gateway.pipeline.answer import query_text
 from gateway.providers import registry
 from gateway.providers.base import ChatRequest, Message, Passage
+from gateway.providers.grounded_llm import GroundedLLM
 from gateway.store.assistants import DEFAULT_ASSISTANT, ensure_default_assistant
 from gateway.store.db import Database
 from gateway.store.knowledge import read_folder, split_passages
@@ -45,6 +47,8 @@ class Question:
     facts: list[Any]
     forbid: list[Any] = field(default_factory=list)
     unanswerable: bool = False
+    follows: str | None = None  # the previous question of the same conversation
+    said: str = ""  # what the caller said, when ``ask`` is what a recogniser heard
 
 
 def load_set(path: Path) -> tuple[Path, list[Question]]:
@@ -53,11 +57,18 @@ def load_set(path: Path) -> tuple[Path, list[Question]]:
     data = tomllib.loads(path.read_text("utf-8"))
     kb = (path.parent / data["knowledge"]).resolve() if "knowledge" in data \
         else path.with_suffix("")
-    items = data.get("q") or data.get("question") or []
-    qs = [Question(i.get("ask") or i["say"], _facts(i.get("facts", [])),
-                   _facts(i.get("forbid", [])), bool(i.get("unanswerable", False)))
+    items = data.get("q") or [*data.get("question", []), *data.get("pause", [])]
+    qs = [Question(" ".join((i.get("ask") or i["say"]).replace("|", " ").split()),
+                   _facts(i.get("facts", [])), _facts(i.get("forbid", [])),
+                   bool(i.get("unanswerable", False)), i.get("follows"))
           for i in items]
     return kb, qs
+
+
+def heard(questions: list[Question], path: Path) -> list[Question]:
+    """The questions as the recogniser heard them (``said`` keeps the words said)."""
+    rows = {" ".join(r["said"].split()): r["heard"] for r in json.loads(path.read_text())}
+    return [replace(q, ask=rows.get(q.ask, q.ask), said=q.ask) for q in questions]
 
 
 def _facts(items: list[Any]) -> list[list[str]]:
@@ -94,15 +105,15 @@ async def passages_for(kb: Path, questions: list[Question], cfg: Config, url: st
                   for title, content, source in read_folder(kb)
                   for heading, body in split_passages(content)]
     out = []
-    history: list[Message] = []
     for q in questions:
+        # Each question is a call of its own, as in ``gateway eval``, unless it follows one.
+        history = [Message("user", q.follows)] if q.follows else []
         query = query_text([*history, Message("user", q.ask)], q.ask)
         if mode in ("fts", "hybrid"):
             found = await retriever.search(DEFAULT_ASSISTANT, query, cfg.knowledge.top_k)
         else:
             found = dense(everything, query, cfg.knowledge.top_k if mode == "dense" else 99)
-        out.append((list(history), found))
-        history = [Message("user", q.ask)]
+        out.append((history, found))
     await db.close()
     return out
 
@@ -121,12 +132,18 @@ def main() -> None:
     parser.add_argument("--retrieval", choices=("hybrid", "fts", "dense", "all"),
                         default="hybrid", help="the gateway's retriever (full-text + "
                         "vectors), full-text only, the top passages by embedding, or all")
-    parser.add_argument("--top-k", type=int, default=Config().knowledge.top_k,
-                        help="passages retrieved per question")
+    parser.add_argument("--top-k", type=int,
+                        default=max(Config().knowledge.top_k, GroundedLLM.top_k),
+                        help="passages retrieved per question (default: what the runtime "
+                        "gives the grounded engine)")
+    parser.add_argument("--transcripts", type=Path, help="ask what the recogniser heard: "
+                        "the JSON of scripts/bench_stt.py --out (judged against what was said)")
     parser.add_argument("-v", "--verbose", action="store_true", help="every answer")
     args = parser.parse_args()
     cfg = Config().replace(knowledge={"top_k": args.top_k})
     kb, questions = load_set(args.set)
+    if args.transcripts:
+        questions = heard(questions, args.transcripts)
     known = set().union(*(numbers(t + "\n" + c) for t, c, _ in read_folder(kb)))
     retrieved = asyncio.run(passages_for(kb, questions, cfg, args.db, args.retrieval))
     print(f"{args.set.name}: {len(questions)} questions "
@@ -142,7 +159,7 @@ def main() -> None:
             answer = ask(engine, history, q.ask, passages)
             times.append((time.perf_counter() - started) * 1000)
             v = judge(answer, facts=q.facts, forbid=q.forbid, unanswerable=q.unanswerable,
-                      known_numbers=known, question=q.ask)
+                      known_numbers=known, question=q.said or q.ask)
             right += v.correct
             invented += bool(v.invented)
             did = abstained(answer)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from gateway.pipeline import days
 from gateway.providers.base import Message, Passage
 
 ABSTAIN = "I'm sorry, I don't know that."
@@ -37,7 +38,7 @@ _STOP = frozenset(
     which who why will with you your we our us tell about please would should there
     their they them any some much many if then than just also get got go going want
     like know need let i'd i'll one really okay ok well hi hello yes no not
-    am may might must shall""".split()
+    am may might must shall exactly actually right now""".split()
 )
 _LEADING = re.compile(r"^(?:but|and|also|so|however|then)\b,?\s*", re.IGNORECASE)
 
@@ -48,6 +49,7 @@ class Kind(Enum):
     PRICE = "price"
     NUMBER = "number"
     PLACE = "place"
+    PERSON = "person"  # who runs, owns, leads...: a sentence naming a role or a person
     RULE = "rule"  # a yes/no question: a rule sentence
     OTHER = "other"
 
@@ -64,14 +66,17 @@ _KIND_CUES: tuple[tuple[Kind, re.Pattern[str]], ...] = (
         r"opening hours|opening times|when do you (?:open|close|shut)|"
         r"when does (?:it|the \w+) (?:open|close|shut|start|finish|end))\b")),
     (Kind.NUMBER, re.compile(
-        r"\b(how many|how long|how far|how old|how big|what number|phone number)\b")),
+        r"\b(how many|how long|how far|how old|how big|what number|(?:tele)?phone number)\b")),
     (Kind.DATE, re.compile(r"\b(when|what day|which day|what date|which days)\b")),
-    (Kind.PLACE, re.compile(r"\b(where|which floor|what address|how do i get)\b")),
+    (Kind.PLACE, re.compile(r"\b(where|whereabouts|which floor|what address|your address|"
+                            r"located|how do i get)\b")),
+    (Kind.PERSON, re.compile(r"\bwho(?:'s|\s+(?:is|are|was|were|runs|owns|manages|leads|"
+                             r"heads|founded|started|looks after))\b")),
     (Kind.RULE, re.compile(
         r"^(can|may|could|am|is|are|do|does|must|should|will|have|would)\b|"
         r"\b(allowed|permitted|rule|rules|let me|okay to|ok to)\b")),
 )
-STRICT = frozenset((Kind.TIME, Kind.PRICE, Kind.NUMBER, Kind.DATE))
+STRICT = frozenset((Kind.TIME, Kind.PRICE, Kind.NUMBER, Kind.DATE, Kind.PERSON))
 # Words that only say what kind of fact is wanted: they do not name the subject.
 _KIND_WORDS = frozenset(
     "much cost price pay fee charge expensive cheap time late early long many number "
@@ -97,9 +102,17 @@ _RULE = re.compile(r"\b(?:not|no|never|must|may|allowed|permitted|welcome|only|f
 _PLACE = re.compile(r"\b(?:street|road|lane|avenue|square|floor|next to|opposite|near|"
                     r"behind|beside|outside|entrance|upstairs|downstairs|minutes? walk|"
                     r"room|desk|reception|cloakroom|car park|station)\b", re.IGNORECASE)
-_KIND_PATTERN = {Kind.PLACE: _PLACE, Kind.TIME: _TIME, Kind.DATE: _DATE, Kind.PRICE: _PRICE,
-                 Kind.NUMBER: _NUMBER, Kind.RULE: _RULE}
+# A role or a titled name: what answers "who is in charge?" (a sentence without one
+# cannot, however close its words).
+_PERSON = re.compile(r"\b(?:manager|managers|director|owner|owners|head of|chair|chairman|"
+                     r"chairwoman|founder|founded by|run by|owned by|managed by|led by|"
+                     r"staff|team|lifeguards?|instructors?|teachers?|coach(?:es)?|"
+                     r"librarians?|curators?|receptionists?|volunteers?|(?:Mr|Mrs|Ms|Dr)\.?"
+                     r"\s+[A-Z])", re.IGNORECASE)
+_KIND_PATTERN = {Kind.PLACE: _PLACE, Kind.PERSON: _PERSON, Kind.TIME: _TIME,
+                 Kind.DATE: _DATE, Kind.PRICE: _PRICE, Kind.NUMBER: _NUMBER, Kind.RULE: _RULE}
 # A follow-up leans on the previous question: "and on Sundays?", "what about children?"
+_YOU = re.compile(r"\b(?:you|your|yours|you're)\b", re.IGNORECASE)
 _FOLLOW_UP = re.compile(r"^\s*(?:and|what about|how about|and what about|and how about|"
                         r"also|or|what if|same for|then)\b", re.IGNORECASE)
 
@@ -132,6 +145,7 @@ class Weights:
     lexical: float = 0.2
     kind: float = 0.12
     rank: float = 0.03  # the retriever's order breaks near-ties
+    day: float = 0.15  # the question names a day: a unit naming it (+), only others (-)
     floor: float = 0.36  # below this best score: abstain
     min_similarity: float = 0.3  # below this similarity: abstain whatever the words
     second: float = 0.8  # a neighbour joins if it scores this share of the best
@@ -139,6 +153,8 @@ class Weights:
     # and the best one holding such a fact is this much less similar, in another
     # passage: that fact is about something else, the base does not say.
     off_topic: float = 0.12
+    # ... unless the best one holds most of the question's telling words itself.
+    on_topic: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +217,11 @@ def query_text(messages: Sequence[Message], question: str) -> str:
 
 
 def _is_follow_up(question: str) -> bool:
-    return bool(_FOLLOW_UP.search(question)) or not content_words(question)
+    """A follow-up cue, or no subject at all ("how much?"); but a question about "you"
+    with no other subject asks about the place itself ("where exactly are you?")."""
+    if _FOLLOW_UP.search(question):
+        return True
+    return not content_words(question) and not _YOU.search(question)
 
 
 def split_units(passages: Sequence[Passage], max_words: int = MAX_WORDS) -> list[Unit]:
@@ -240,7 +260,8 @@ def score_units(question: str, units: Sequence[Unit], similarities: Sequence[flo
         if strict and kind in STRICT and not match:
             continue
         score = (weights.similarity * sim + weights.lexical * lexical
-                 + weights.kind * match - weights.rank * unit.passage)
+                 + weights.kind * match - weights.rank * unit.passage
+                 + weights.day * days.fit(question, unit.text))
         scored.append(Scored(unit, score, float(sim), lexical, match))
     return sorted(scored, key=lambda s: -s.score)
 
@@ -273,12 +294,17 @@ def choose(question: str, units: Sequence[Unit], similarities: Sequence[float],
     best = ranked[0]
     # Every telling word of the question found ("tell me about barge-in") vouches for
     # a unit whose similarity alone is low.
-    named = best.lexical >= 0.99 and best.similarity >= weights.min_similarity / 2
+    # So does the right kind of fact for a question with no subject of its own ("where
+    # exactly are you?", "what time do you open?"): it asks about the place itself.
+    subjectless = best.kind_match and not content_words(question) - _KIND_WORDS
+    named = ((best.lexical >= 0.99 or subjectless)
+             and best.similarity >= weights.min_similarity / 2)
     if not named and (best.score < weights.floor
                       or best.similarity < weights.min_similarity):
         return Answer(ABSTAIN, True, best)
     topic = score_units(question, units, similarities, weights, strict=False)[0]
     if (not topic.kind_match and topic.unit.passage != best.unit.passage
+            and best.lexical < weights.on_topic
             and topic.similarity - best.similarity > weights.off_topic):
         return Answer(ABSTAIN, True, best)
     # Of two neighbours that qualify, the earlier: a text states its rule before the

@@ -274,9 +274,9 @@ class Runtime:
             return []
         try:
             async with asyncio.timeout(2.0):
-                passages: list[Passage] = await self.retriever.search(
-                    assistant_id, question, self.cfg.knowledge.top_k
-                )
+                # An engine may read more passages than an LLM's prompt should hold.
+                k = max(self.cfg.knowledge.top_k, getattr(llm, "top_k", 0))
+                passages: list[Passage] = await self.retriever.search(assistant_id, question, k)
                 return passages
         except Exception as exc:  # retrieval trouble must not kill the turn
             log.warning("retrieval_failed", error=str(exc))

@@ -145,15 +145,19 @@ class WhisperSTT:
             fit_window_s=cfg.stt.fit_window_s,
         )
 
-    def transcribe(self, pcm: bytes, *, language: str | None = None) -> str:
-        """Text of a 16 kHz mono s16le utterance ("" for silence)."""
+    def transcribe(self, pcm: bytes, *, language: str | None = None,
+                   prompt: str | None = None) -> str:
+        """Text of a 16 kHz mono s16le utterance ("" for silence). ``prompt``: text the
+        decoder reads as what came before (Whisper's ``<|startofprev|>``), e.g. the names
+        and rare words of the assistant's knowledge base: it biases the decoder towards
+        them ("swimming cap", not "swimming cat")."""
         if len(pcm) < 2:
             return ""
         audio = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32)
         audio *= 1.0 / 32768.0
         if len(audio) <= self.fit_window_s * SAMPLE_RATE:
-            return self._transcribe_fitted(audio, language)
-        kwargs: dict[str, Any] = {}
+            return self._transcribe_fitted(audio, language, prompt)
+        kwargs: dict[str, Any] = {"initial_prompt": prompt or None}
         if self.multilingual:
             # English-only models reject other languages; only multilingual ones take it.
             kwargs["language"] = language or self.language or None
@@ -174,7 +178,8 @@ class WhisperSTT:
         return Transcript(text, _confidence(decoded) if text else None)
 
 
-    def _transcribe_fitted(self, audio: np.ndarray, language: str | None) -> str:
+    def _transcribe_fitted(self, audio: np.ndarray, language: str | None,
+                           prompt: str | None = None) -> str:
         """One greedy/beam decode with the encoder fed only the audio's own mel frames
         (plus a margin), not a 30 s window of mostly padding: CTranslate2's Whisper
         encoder accepts fewer than 3000 frames, and its cost is about linear in them
@@ -187,15 +192,16 @@ class WhisperSTT:
         frames = min(3000, max(_FIT_MIN_FRAMES, -(-2 * n // 100) * 100))
         padded = np.zeros((1, feats.shape[0], frames), dtype=np.float32)
         padded[0, :, : min(n, frames)] = feats[:, :frames]
-        prompt = list(fitted.sot)
+        sot = list(fitted.sot)
         if self.multilingual:
             lang = language or self.language or "en"
-            prompt[1] = fitted.tokenizer.tokenizer.token_to_id(f"<|{lang}|>") or prompt[1]
+            sot[1] = fitted.tokenizer.tokenizer.token_to_id(f"<|{lang}|>") or sot[1]
+        head = [*self._previous(fitted, prompt), *sot]
         try:
             result = self._model.model.generate(
-                ctranslate2.StorageView.from_array(padded), [prompt],
+                ctranslate2.StorageView.from_array(padded), [head],
                 beam_size=self.beam_size, return_scores=True,
-                max_length=len(prompt) + _FIT_TOKENS + int(_FIT_TOKENS_PER_S * n / 100),
+                max_length=len(head) + _FIT_TOKENS + int(_FIT_TOKENS_PER_S * n / 100),
                 return_no_speech_prob=True, suppress_blank=True,
                 suppress_tokens=fitted.suppress)[0]
         except Exception as exc:
@@ -208,6 +214,15 @@ class WhisperSTT:
         if not any(ch.isalnum() for ch in text):
             return Transcript("")  # "." or "..." for silence: no words
         return Transcript(text, round(math.exp(avg_logprob), 3))
+
+    @staticmethod
+    def _previous(fitted: _Fitted, prompt: str | None) -> list[int]:
+        """``<|startofprev|>`` and the prompt's last tokens (Whisper reads at most half
+        its 448-token context as previous text), or nothing."""
+        if not prompt or not prompt.strip():
+            return []
+        ids = fitted.tokenizer.encode(" " + prompt.strip())[-_PROMPT_TOKENS:]
+        return [fitted.tokenizer.sot_prev, *ids]
 
     def _prepare_fitted(self) -> _Fitted:
         from faster_whisper.tokenizer import Tokenizer
@@ -234,6 +249,7 @@ _FIT_MIN_FRAMES = 1000
 # Tokens allowed: a bound well above speech's ~4 tokens per second (a loop stops there).
 _FIT_TOKENS = 16
 _FIT_TOKENS_PER_S = 8
+_PROMPT_TOKENS = 223  # (448 // 2) - 1, as faster-whisper and openai-whisper cut it
 
 
 def _confidence(segments: list[Any]) -> float | None:

@@ -149,3 +149,46 @@ def test_speakable() -> None:
     assert speakable("but dogs on a lead are welcome in the garden") == \
         "Dogs on a lead are welcome in the garden."
     assert speakable("Open daily!") == "Open daily!"
+
+
+POOL = [Passage("Opening hours", "Riverside Pool is open Monday to Friday from 6:30 am to 9 pm. "
+                "On Saturdays and Sundays it opens at 8 am and closes at 6 pm.", "kb/h.md"),
+        Passage("Lane swimming", "Lane swimming for adults runs every weekday morning from "
+                "6:30 am to 9 am.", "kb/l.md"),
+        Passage("Contact", "Riverside Pool is at 14 Mill Lane, next to the town library. "
+                "Towels can be hired at reception.", "kb/c.md")]
+
+
+def test_a_named_day_picks_the_sentence_about_that_day() -> None:
+    units = split_units(POOL)
+    # The weekday sentence is the more similar one; the day asked for decides.
+    sims = _sims(units, {"Lane swimming": 0.58, "Saturdays": 0.45, "Monday": 0.45})
+    answer = choose("How late can I swim on a Saturday?", units, sims)
+    assert "6 pm" in answer.text and "Lane" not in answer.text
+    without = score_units("How late can I swim?", units, sims)
+    assert "Lane" in without[0].unit.text  # no day named: similarity decides
+
+
+def test_who_questions_need_a_person_or_a_role() -> None:
+    assert question_kind("Who is in charge of the pool?") is Kind.PERSON
+    assert question_kind("Who's the manager?") is Kind.PERSON
+    assert question_kind("Who can use the sauna?") is not Kind.PERSON
+    units = split_units(POOL)
+    sims = _sims(units, {"Riverside Pool is at": 0.5, "Lane": 0.45})
+    assert choose("Who is in charge of the pool?", units, sims).abstained
+    staffed = split_units([Passage("Team", "The pool manager is Ann Lee.", "kb/t.md")])
+    assert "Ann Lee" in choose("Who is in charge of the pool?", staffed, [0.5]).text
+
+
+def test_a_question_about_the_place_itself_needs_only_the_right_kind() -> None:
+    units = split_units(POOL)
+    # "Where exactly are you?" shares no word with the address and MiniLM scores it low.
+    sims = _sims(units, {"Mill Lane": 0.27, "Towels": 0.2})
+    answer = choose("Where exactly are you?", units, sims)
+    assert "Mill Lane" in answer.text
+    assert question_kind("Whereabouts is the library?") is Kind.PLACE
+    assert question_kind("What's your telephone number?") is Kind.NUMBER
+    # Not a follow-up: it asks about "you"; "how much?" alone leans on the last question.
+    history = [Message("user", "Do you sell tickets?")]
+    assert query_text(history, "Where exactly are you?") == "Where exactly are you?"
+    assert query_text(history, "How much?") == "Do you sell tickets? How much?"

@@ -118,3 +118,16 @@ def test_fitted_window_same_words_less_cpu(
             assert text == text.strip() and 0 < (confidence_of(text) or 0) <= 1
     assert cpu["fitted"] < 0.6 * cpu["full"], cpu
     assert fitted.transcribe(bytes(32000)) == ""  # a second of silence: no words
+
+
+def test_decoder_prompt(tiny: WhisperSTT, speech_wavs: dict[str, bytes]) -> None:
+    """A prompt is read as the text before the utterance: the words are still decoded,
+    silence still gives no words, and an empty prompt is no prompt."""
+    pcm = speech_wavs["what_is_the_gateway.wav"]
+    assert "gateway" in tiny.transcribe(pcm, prompt="Riverside Pool, sauna, gateway.").lower()
+    assert tiny.transcribe(pcm, prompt="  ") == tiny.transcribe(pcm)
+    assert tiny.transcribe(b"\x00" * 32000, prompt="Riverside Pool, sauna, towels.") == ""
+    fitted = tiny._fitted
+    assert fitted is not None
+    head = WhisperSTT._previous(fitted, "x " * 500)
+    assert head[0] == fitted.tokenizer.sot_prev and len(head) == 224  # cut to 223 tokens
