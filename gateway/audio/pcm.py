@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import io
 import wave
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +19,24 @@ Int16Array = npt.NDArray[np.int16]
 FloatArray = npt.NDArray[np.float32]
 
 SAMPLE_WIDTH = 2  # bytes per s16le sample
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFormat:
+    """A stream's audio: ``pcm_s16le`` or ``mulaw`` at a sample rate."""
+
+    encoding: str = "pcm_s16le"
+    sample_rate: int = 16000
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return 2 if self.encoding == "pcm_s16le" else 1
+
+    def chunk_ms(self, nbytes: int) -> float:
+        return nbytes / self.bytes_per_sample / self.sample_rate * 1000.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"encoding": self.encoding, "sample_rate": self.sample_rate}
 
 
 def bytes_per_ms(sample_rate: int) -> float:

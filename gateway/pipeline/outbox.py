@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.errors import Closed
+
+from .events import Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +27,7 @@ class AudioOut:
     duration_ms: float
 
 
-OutItem = dict[str, Any] | AudioOut
+OutItem = Event | AudioOut
 
 
 class OutboxClosed(Closed):

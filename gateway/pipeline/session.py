@@ -31,9 +31,9 @@ from typing import Any
 import structlog
 
 from gateway.audio import pcm
-from gateway.protocol import errors, fields, v1
 from gateway.providers.base import ChatRequest, Message, ProviderError
 
+from . import events as ev
 from . import interruptions, visemes
 from .answer import query_text
 from .interruptions import InterruptionSettings, Overlap
@@ -52,7 +52,7 @@ from .session_items import (
     UserTurn,
     VadOverrides,
 )
-from .text import FIRST_CLAUSE_CHARS, SentenceSplitter, SpokenSegment, heard_text
+from .text import FIRST_CLAUSE_CHARS, SentenceSplitter, SpokenSegment, clean, heard_text
 from .tools import Filler, ToolEvent
 from .turn_checks import TurnChecks, turn_settings
 from .turns import (
@@ -136,7 +136,7 @@ class Session:
         # A bug, not bad input: tell the client without details and end the session.
         self.log.error("stage_crashed", stage=stage, exc_info=exc)
         if not self.outbox.closed:
-            self.emit(v1.internal_error(errors.SESSION_ENDS))
+            self.emit(ev.SessionCrashed())
             self.outbox.close()
 
     async def close(self) -> None:
@@ -193,7 +193,7 @@ class Session:
                 return vad.stream(self.cfg.vad.frame_ms, threshold=threshold)
         return vad.stream(self.cfg.vad.frame_ms)
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: ev.Event) -> None:
         self.outbox.put(event)
 
     @property
@@ -247,12 +247,10 @@ class Session:
         delivered = r.pacer.sent_ms - purged
         played = min(r.pacer.played_ms(now), delivered)
         if interrupted:
-            self.emit({"type": "interrupted", "response_id": r.response_id})
+            self.emit(ev.Interrupted(r.response_id))
         if r.tts_started:
-            self.emit({"type": "tts_complete", "response_id": r.response_id,
-                       "duration_ms": round(delivered), "interrupted": True,
-                       "played_ms": round(played)})
-        self.emit({"type": "stream_end", "response_id": r.response_id})
+            self.emit(ev.TtsComplete(r.response_id, round(delivered), True, round(played)))
+        self.emit(ev.StreamEnd(r.response_id))
         heard = heard_text(r.segments, played)
         if heard:
             self.history.append(Message("assistant", heard))
@@ -278,33 +276,33 @@ class Session:
                 self._turn_events(events)
 
     def _turn_events(self, events: list[TurnEvent]) -> None:
-        for ev in events:
-            if isinstance(ev, SpeechStarted):
-                if not ev.during_reply:
-                    self.current_turn = ev.turn_id
-                    self.emit({"type": "speech_started", "turn_id": ev.turn_id})
-            elif isinstance(ev, BargeIn):
-                self.emit({"type": "speech_started", "turn_id": ev.turn_id})
-                self.interrupt(new_turn=ev.turn_id)
-            elif isinstance(ev, InterimAudio):
+        for te in events:
+            if isinstance(te, SpeechStarted):
+                if not te.during_reply:
+                    self.current_turn = te.turn_id
+                    self.emit(ev.SpeechStarted(te.turn_id))
+            elif isinstance(te, BargeIn):
+                self.emit(ev.SpeechStarted(te.turn_id))
+                self.interrupt(new_turn=te.turn_id)
+            elif isinstance(te, InterimAudio):
                 with contextlib.suppress(asyncio.QueueFull):
-                    self.stt_q.put_nowait(SttJob(ev.turn_id, ev.pcm, final=False))
-            elif isinstance(ev, PauseAudio):
-                self._put_stt(SttJob(ev.turn_id, ev.pcm, final=False, early=True,
-                                     pause=ev.pause))
-            elif isinstance(ev, OverlapAudio):
-                self.overlaps.submit(ev, self._overlap_settings(ev))
-            elif isinstance(ev, TurnCheck):
-                self.turn_checks.submit(ev, self.endpointer.settings.turn)
-            elif isinstance(ev, SpeechStopped):
-                if ev.discarded:
-                    self.log.debug("speech_discarded", turn_id=ev.turn_id)
+                    self.stt_q.put_nowait(SttJob(te.turn_id, te.pcm, final=False))
+            elif isinstance(te, PauseAudio):
+                self._put_stt(SttJob(te.turn_id, te.pcm, final=False, early=True,
+                                     pause=te.pause))
+            elif isinstance(te, OverlapAudio):
+                self.overlaps.submit(te, self._overlap_settings(te))
+            elif isinstance(te, TurnCheck):
+                self.turn_checks.submit(te, self.endpointer.settings.turn)
+            elif isinstance(te, SpeechStopped):
+                if te.discarded:
+                    self.log.debug("speech_discarded", turn_id=te.turn_id)
                     continue
-                self.emit({"type": "speech_stopped", "turn_id": ev.turn_id})
-                self._turn_ended_ms = ev.at_ms
-                self.log.debug("turn_end", turn_id=ev.turn_id, silence_ms=ev.silence_ms)
-                self._put_stt(SttJob(ev.turn_id, ev.pcm, final=True, stopped_at=_ms(),
-                                      use_early=ev.pause_is_final))
+                self.emit(ev.SpeechStopped(te.turn_id))
+                self._turn_ended_ms = te.at_ms
+                self.log.debug("turn_end", turn_id=te.turn_id, silence_ms=te.silence_ms)
+                self._put_stt(SttJob(te.turn_id, te.pcm, final=True, stopped_at=_ms(),
+                                      use_early=te.pause_is_final))
 
     def _verdict(self, check: TurnCheck, complete: bool | None) -> None:
         if self.outbox.closed:
@@ -331,17 +329,16 @@ class Session:
         yielded = job.turn_id == self._yielded_to  # an earlier check already interrupted
         if self.outbox.closed or (kind is not Overlap.WORDS and not yielded):
             if job.final and not self.outbox.closed:
-                self.emit({"type": "speech_ignored", "turn_id": job.turn_id,
-                           "reason": kind.value, "text": text})
+                self.emit(ev.SpeechIgnored(job.turn_id, kind.value, text))
             return
         if not yielded:
             # Decided now, said a while ago: speech_started tells how long ago it began.
             late = round(max(0.0, self.endpointer.now_ms - job.started_ms))
-            self.emit({"type": "speech_started", "turn_id": job.turn_id, "late_ms": late})
+            self.emit(ev.SpeechStarted(job.turn_id, late))
             self.interrupt(new_turn=job.turn_id)
             self._yielded_to = job.turn_id
         if job.final:  # the utterance is over: its transcript is this decode's
-            self.emit({"type": "speech_stopped", "turn_id": job.turn_id})
+            self.emit(ev.SpeechStopped(job.turn_id))
             self._user_said(job.turn_id, text, _ms())
         else:  # it goes on as a turn like any other (if over, its final check follows)
             self.endpointer.confirm(job.turn_id)
@@ -353,7 +350,7 @@ class Session:
             jobs.remove(victim)
             if victim.final:
                 self.log.warning("stt_behind_turn_dropped", turn_id=victim.turn_id)
-                self.emit(v1.error(v1.PROVIDER_ERROR, errors.STT_BEHIND, retryable=True))
+                self.emit(ev.SttBehind(victim.turn_id))
             for kept in jobs:
                 self.stt_q.put_nowait(kept)
         self.stt_q.put_nowait(job)
@@ -389,12 +386,11 @@ class Session:
         text: str = await self.runtime.transcribe(
             pcm16k, self.settings.language, on_partial=lambda text: self._partial(turn_id, text),
             assistant_id=self.settings.assistant_id)
-        return fields.clean(text)  # an upstream STT's text, like an LLM's
+        return clean(text)  # an upstream STT's text, like an LLM's
 
     def _partial(self, turn_id: int, text: str) -> None:
         if text.strip() and turn_id > self._finalized_turn:
-            self.emit({"type": "transcription", "text": fields.clean(text.strip()), "final": False,
-                       "turn_id": turn_id})
+            self.emit(ev.Transcription(turn_id, clean(text.strip()), final=False))
 
     def _cancel_interim(self) -> None:
         if self._interim_task is not None:
@@ -416,7 +412,7 @@ class Session:
         """A turn's final transcript: to the client, and on to a reply."""
         self._cancel_interim()  # an interim that is still running would come after this
         self._finalized_turn = turn_id
-        self.emit({"type": "transcription", "text": text, "final": True, "turn_id": turn_id})
+        self.emit(ev.Transcription(turn_id, text, final=True))
         if text and not self.settings.auto_respond:
             self.history.append(Message("user", text))  # the client asks for the reply
         elif text:
@@ -430,8 +426,7 @@ class Session:
             return  # an interim result is best effort; the final one reports errors
         # Shown until the final transcript of its turn is out (even after speech_stopped).
         if text and job.turn_id > self._finalized_turn:
-            self.emit({"type": "transcription", "text": text, "final": False,
-                       "turn_id": job.turn_id})
+            self.emit(ev.Transcription(job.turn_id, text, final=False))
 
     def _submit_turn(self, turn: UserTurn) -> None:
         while self.llm_q.full():  # a newer turn supersedes a queued older one
@@ -458,7 +453,7 @@ class Session:
         """A bug inside one reply: the client gets INTERNAL_ERROR and that reply's
         ``stream_end``; the session goes on (the next turn gets a new reply)."""
         self.log.error("reply_crashed", exc_info=exc)
-        self.emit(v1.internal_error())
+        self.emit(ev.ReplyCrashed(self.response.response_id if self.response else None))
         if self.response is not None:
             self._stop_reply(self.response, interrupted=False)
 
@@ -467,7 +462,7 @@ class Session:
         response_id = "resp_" + uuid.uuid4().hex[:16]
         r = Response(response_id, turn, Pacer(cfg.audio.pacing_lead_ms))
         self.response = r
-        self.emit({"type": "stream_start", "turn_id": turn.turn_id, "response_id": response_id})
+        self.emit(ev.StreamStart(turn.turn_id, response_id))
         # A bare follow-up ("and on Sundays?") is searched with the question before it.
         passages = await self.runtime.retrieve(self.settings.assistant_id,
                                                query_text(self.history, turn.text))
@@ -498,16 +493,16 @@ class Session:
             await self.tts_q.put(Sentence(turn.turn_id, response_id, sentence))
         r.sources = [{"title": p.title, "source": p.source} for p in passages]
         if r.text:
-            self.emit({"type": "agent_response", "text": r.text.strip(),
-                       "response_id": response_id, "sources": r.sources})
+            self.emit(ev.AgentResponse(turn.turn_id, response_id, r.text.strip(), tuple(
+                ev.Source(p.title, p.source) for p in passages)))
         await self.tts_q.put(EndOfReply(turn.turn_id, response_id))
 
     async def _token(self, r: Response, token: str, splitter: SentenceSplitter) -> None:
         if r.first_token_at is None:
             r.first_token_at = _ms()
-        token = fields.clean(token)  # an upstream's NUL or lone surrogate: mended here
+        token = clean(token)  # an upstream's NUL or lone surrogate: mended here
         r.text += token
-        self.emit({"type": "token", "text": token, "response_id": r.response_id})
+        self.emit(ev.Token(r.turn.turn_id, r.response_id, token))
         for sentence in splitter.push(token):
             await self.tts_q.put(Sentence(r.turn.turn_id, r.response_id, sentence))
 
@@ -519,9 +514,9 @@ class Session:
         if item.type == "tool_start":  # what the model said before its call goes out now
             for sentence in splitter.flush():
                 await self.tts_q.put(Sentence(r.turn.turn_id, r.response_id, sentence))
-        self.emit({"type": item.type, "response_id": r.response_id, **item.data})
+        self.emit(_tool_event(r, item))
         if item.signal is not None:
-            r.signals.append(item.signal)
+            r.signals.append(dataclasses.replace(item.signal, response_id=r.response_id))
 
     def _system_prompt(self) -> str:
         llm = self.cfg.llm
@@ -531,7 +526,7 @@ class Session:
     def _provider_error(self, stage: str, exc: ProviderError) -> None:
         # The provider's text (an upstream's traceback, its URL) is for the log only.
         self.log.warning("provider_error", stage=stage, error=str(exc))
-        self.emit(v1.provider_error(stage, retryable=exc.retryable))
+        self.emit(ev.ProviderFailed(stage, exc.retryable))
 
     def _live(self, turn_id: int, response_id: str) -> Response | None:
         r = self.response
@@ -579,8 +574,7 @@ class Session:
         out = self.settings.output
         if not r.tts_started:
             r.tts_started = True
-            self.emit({"type": "tts_start", "response_id": r.response_id,
-                       "encoding": out.encoding, "sample_rate": out.sample_rate})
+            self.emit(ev.TtsStart(r.response_id, out.encoding, out.sample_rate))
         chunk = pcm.frame_bytes(out.sample_rate, self.cfg.audio.output_chunk_ms)
         if seg.phonemes:
             self._emit_lipsync(r, seg)
@@ -601,21 +595,16 @@ class Session:
                 self._log_latency(r)
             self.outbox.put(AudioOut(r.response_id, data, dur))
             r.pacer.sent(dur, _ms())
-        # Internal (underscore) event: transports with playback marks (telephony) use it.
-        self.emit({"type": "_segment_played", "response_id": r.response_id,
-                   "index": len(r.segments) - 1})
+        self.emit(ev.SegmentPlayed(r.response_id, len(r.segments) - 1))
 
     def _emit_lipsync(self, r: Response, seg: Segment) -> None:
         """Mouth shapes and word timings for an avatar, relative to the reply's audio start."""
         offset = r.pacer.sent_ms
         cues = visemes.visemes(seg.phonemes, offset)
         words = visemes.word_timings(seg.text, seg.phonemes, offset)
-        self.emit({"type": "viseme", "response_id": r.response_id,
-                   "visemes": [{"offset_ms": c.offset_ms, "viseme": c.viseme} for c in cues]})
+        self.emit(ev.Visemes(r.response_id, tuple(cues)))
         if words:
-            self.emit({"type": "word_timing", "response_id": r.response_id,
-                       "words": [{"word": w.word, "start_ms": w.start_ms, "end_ms": w.end_ms}
-                                 for w in words]})
+            self.emit(ev.WordTimings(r.response_id, tuple(words)))
 
     async def _finish(self, r: Response) -> None:
         # Stay interruptible until the listener has heard the last chunk.
@@ -624,12 +613,11 @@ class Session:
         if r.cancelled or self.response is not r:
             return
         if r.tts_started:
-            self.emit({"type": "tts_complete", "response_id": r.response_id,
-                       "duration_ms": round(r.pacer.sent_ms), "interrupted": False,
-                       "played_ms": round(r.pacer.sent_ms)})
-        self.emit({"type": "stream_end", "response_id": r.response_id})
+            sent = round(r.pacer.sent_ms)
+            self.emit(ev.TtsComplete(r.response_id, sent, False, sent))
+        self.emit(ev.StreamEnd(r.response_id))
         for signal in r.signals:  # end_call / transfer: after the reply has been heard
-            self.emit({**signal, "response_id": r.response_id})
+            self.emit(signal)
         if r.text:
             self.history.append(Message("assistant", r.text.strip()))
         self.response = None
@@ -659,10 +647,19 @@ class Session:
                 "first_audio_ms": _rnd((r.first_audio_at or base) - base)}
 
     def _log_latency(self, r: Response) -> None:
-        figures: dict[str, Any] = {"turn_id": r.turn.turn_id, "response_id": r.response_id,
-                                   **self._latencies(r)}
-        self.log.info("turn_latency", **figures)
-        self.emit({"type": "metrics", **figures})
+        latency = self._latencies(r)
+        self.log.info("turn_latency", turn_id=r.turn.turn_id, response_id=r.response_id,
+                      **latency)
+        self.emit(ev.Metrics(r.turn.turn_id, r.response_id, latency))
+
+
+def _tool_event(r: Response, item: ToolEvent) -> ev.ToolStarted | ev.ToolEnded:
+    d = item.data
+    if item.type == "tool_start":
+        return ev.ToolStarted(r.turn.turn_id, r.response_id, d["tool_call_id"], d["name"],
+                              d["arguments"])
+    return ev.ToolEnded(r.turn.turn_id, r.response_id, d["tool_call_id"], d["name"],
+                        d["result_summary"], d["duration_ms"], d["ok"])
 
 
 def _ms() -> float:

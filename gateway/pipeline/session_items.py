@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.protocol import v1
+from gateway.audio.pcm import AudioFormat
 from gateway.providers.base import PhonemeTiming
 
+from .events import Handoff
 from .interruptions import InterruptionSettings
 from .pacing import Pacer
 from .prompt import PromptSource
@@ -27,8 +28,8 @@ class VadOverrides:
 
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
-    input: v1.AudioFormat
-    output: v1.AudioFormat
+    input: AudioFormat
+    output: AudioFormat
     language: str | None = None
     voice: str | None = None
     system_prompt: str | None = None  # the client's own (start, token claims)
@@ -106,4 +107,4 @@ class Response:
     first_audio_at: float | None = None
     sources: list[dict[str, Any]] = field(default_factory=list)
     tools: list[dict[str, Any]] = field(default_factory=list)  # the calls made (stored)
-    signals: list[dict[str, Any]] = field(default_factory=list)  # for the transport, at end
+    signals: list[Handoff] = field(default_factory=list)  # for the transport, at end

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Words whose trailing period does not end a sentence.
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st vs etc e.g i.e approx inc ltd co fig".split()
@@ -142,3 +143,15 @@ def heard_text(segments: Sequence[SpokenSegment], played_ms: float) -> str:
             parts.append(" ".join(words[:keep]))
         break
     return " ".join(parts)
+
+
+def clean(value: str) -> str:
+    """Text from an upstream provider (an LLM's reply), made storable and sendable: NUL
+    dropped, lone surrogates replaced by U+FFFD. A client's text is refused instead
+    (``gateway.protocol.fields``); a provider's is the gateway's to say, so it is mended,
+    not lost (a surrogate could not even be sent: it ended the session's writer)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # in a str every surrogate is a lone one
+        value = _SURROGATE.sub("\ufffd", value)
+    return value.replace("\x00", "") if "\x00" in value else value

@@ -3,7 +3,7 @@ declarations. ``gateway.pipeline.tools`` runs them.
 
 Built-ins: ``search_knowledge_base`` (the assistant's documents), ``get_current_datetime``,
 and for phone calls ``end_call`` / ``transfer_call``, which also hand the transport a
-signal (an internal ``_end_call`` / ``_transfer`` event after the reply has been spoken).
+signal (an ``events.Handoff``, emitted after the reply has been spoken).
 A webhook tool POSTs its arguments as JSON to its URL and returns the JSON (or text) it
 answers; arguments are checked against its JSON schema first.
 """
@@ -25,6 +25,8 @@ from jsonschema.exceptions import SchemaError, best_match
 from gateway.config import ToolsConfig
 from gateway.errors import GatewayError
 from gateway.providers.base import Passage, ToolSpec
+
+from .events import END_CALL, TRANSFER, Handoff
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the OpenAI API accepts
 MAX_TIMEOUT_S = 60.0
@@ -50,7 +52,7 @@ class ToolContext:
 class Output:
     value: Any  # JSON-able, or text
     summary: str | None = None
-    signal: dict[str, Any] | None = None
+    signal: Handoff | None = None  # for the transport, after the reply
 
 
 Handler = Callable[[dict[str, Any], ToolContext], Awaitable[Output]]
@@ -122,7 +124,7 @@ def _make_end_call(_decl: Mapping[str, Any], _cfg: ToolsConfig) -> Handler:
         reason = str(args.get("reason") or "")
         return Output({"ok": True, "action": "end_call",
                        "note": "The call ends after your reply; say a short goodbye."},
-                      "the call ends after this reply", {"type": "_end_call", "reason": reason})
+                      "the call ends after this reply", Handoff(END_CALL, reason))
 
     return run
 
@@ -138,7 +140,7 @@ def _make_transfer(decl: Mapping[str, Any], _cfg: ToolsConfig) -> Handler:
         return Output({"ok": True, "action": "transfer", "destination": destination,
                        "note": "The call is transferred after your reply; tell the caller."},
                       f"transfer to {destination}",
-                      {"type": "_transfer", "destination": destination, "reason": reason})
+                      Handoff(TRANSFER, reason, destination))
 
     return run
 

@@ -37,6 +37,7 @@ from gateway.config import Config, ToolsConfig
 from gateway.providers.base import ChatRequest, Message, ToolCall, ToolSpec
 
 from . import tool_kinds as kinds
+from .events import Handoff
 from .tool_kinds import Output, Tool, ToolContext, ToolFailure
 
 log = structlog.get_logger("gateway.tools")
@@ -56,7 +57,7 @@ class ToolResult:
     content: str  # what the model reads: JSON text (or the webhook's plain text), bounded
     summary: str  # a short version for tool_end
     duration_ms: float
-    signal: dict[str, Any] | None = None  # e.g. {"type": "_end_call"} for the transport
+    signal: Handoff | None = None  # end_call / transfer_call, for the transport
 
 
 class Toolbox:
@@ -102,7 +103,7 @@ class Toolbox:
             raise ToolFailure(f"{call.name} timed out after {tool.timeout_s:g} s") from None
 
     def _result(self, ok: bool, value: Any, started: float, summary: str | None = None,
-                signal: dict[str, Any] | None = None) -> ToolResult:
+                signal: Handoff | None = None) -> ToolResult:
         content = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
                                                                    default=str)
         if len(content) > self.max_result_chars:
@@ -173,7 +174,7 @@ class ToolEvent:
 
     type: str
     data: dict[str, Any]
-    signal: dict[str, Any] | None = None
+    signal: Handoff | None = None
 
 
 @dataclass(frozen=True, slots=True)

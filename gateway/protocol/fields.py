@@ -33,7 +33,6 @@ JSON_BYTES: Final = 16 * 1024  # a client's JSON object (tools, metadata)
 # Ids: ASCII letters and digits, then also ``_ - . :`` (what server-made ids, UUIDs and
 # telephony ids use); nothing that needs quoting in a log line, a URL or SQL.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _SHOWN = re.compile(r"[A-Za-z0-9_.:-]{0,64}")  # what an error message may quote
 # Tokens: base64url, JWT dots, API-key underscores (and classic base64's ``+/=``).
 _TOKEN = re.compile(r"[A-Za-z0-9_.~+/=-]+")
@@ -88,18 +87,6 @@ def token(value: Any, field: str, max_chars: int = TOKEN_CHARS) -> str:
     if not _TOKEN.fullmatch(checked):
         raise FieldError(field, "is not a well-formed token")
     return checked
-
-
-def clean(value: str) -> str:
-    """Text from an upstream provider (an LLM's reply), made storable and sendable: NUL
-    dropped, lone surrogates replaced by U+FFFD. A client's text is refused instead (the
-    rules above); a provider's is the gateway's to say, so it is mended, not lost (a
-    surrogate could not even be sent: it ended the session's writer)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # in a str every surrogate is a lone one
-        value = _SURROGATE.sub("\ufffd", value)
-    return value.replace("\x00", "") if "\x00" in value else value
 
 
 def shown(value: Any) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.audio import pcm
+from gateway.pipeline import events as ev
 from gateway.protocol import fields
 
 _ENCODINGS = {
@@ -222,6 +223,27 @@ class CallState:
 
     def clear(self) -> str:
         return json.dumps(self._envelope("clear"))
+
+    def render(self, event: ev.Event) -> str | None:
+        """A pipeline event as the call's frame: ``clear`` when a reply is cut, a ``mark``
+        after each reply segment, at a reply's end and before a hand-off; None for the
+        rest (a phone shows no text)."""
+        if isinstance(event, ev.Interrupted):
+            return self.clear()
+        if isinstance(event, ev.SegmentPlayed):
+            return self.mark(f"{event.response_id}:{event.index}")
+        if isinstance(event, ev.TtsComplete) and not event.interrupted:
+            return self.mark(f"{event.response_id}:end")
+        if isinstance(event, ev.Handoff):
+            return self.mark(handoff_mark(event))
+        return None
+
+
+def handoff_mark(handoff: ev.Handoff) -> str:
+    """The mark sent with a hand-off: once it is echoed, the caller heard everything."""
+    if handoff.action == ev.TRANSFER:
+        return f"transfer:{handoff.destination}"
+    return "end_call"
 
 
 def twiml(stream_url: str, parameters: dict[str, str]) -> str:

@@ -1,4 +1,5 @@
-"""Protocol v1 of ``/api/v1/voice/ws``: a sans-I/O parser and the server event builders.
+"""Protocol v1 of ``/api/v1/voice/ws``: a sans-I/O parser, and the server events: the
+pipeline's typed events rendered (``render``) and the few the transport builds itself.
 
 ``ProtocolState`` is fed each incoming message (text or binary) and returns what it
 means: a client event, or a ``ProtocolError`` to send back. Bad input never raises;
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gateway.audio import pcm
+from gateway.audio.pcm import AudioFormat as AudioFormat
+from gateway.pipeline import events as ev
 from gateway.protocol import errors, fields
 from gateway.protocol.errors import INTERNAL_ERROR as INTERNAL_ERROR
 from gateway.protocol.errors import INVALID_REQUEST as INVALID_REQUEST
@@ -23,22 +26,6 @@ from gateway.protocol.errors import UNAUTHORIZED as UNAUTHORIZED
 
 SAMPLE_RATES: Final = (8000, 16000, 24000, 48000)
 ENCODINGS: Final = ("pcm_s16le", "mulaw")
-
-
-@dataclass(frozen=True, slots=True)
-class AudioFormat:
-    encoding: str = "pcm_s16le"
-    sample_rate: int = 16000
-
-    @property
-    def bytes_per_sample(self) -> int:
-        return 2 if self.encoding == "pcm_s16le" else 1
-
-    def chunk_ms(self, nbytes: int) -> float:
-        return nbytes / self.bytes_per_sample / self.sample_rate * 1000.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"encoding": self.encoding, "sample_rate": self.sample_rate}
 
 
 # --- client events -----------------------------------------------------------------
@@ -234,3 +221,72 @@ def internal_error(message: str = errors.INTERNAL_MESSAGE) -> dict[str, Any]:
 
 def encode(event: dict[str, Any]) -> str:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- the pipeline's events on the wire ------------------------------------------------
+
+
+def render(event: ev.Event) -> dict[str, Any] | None:
+    """A pipeline event as its v1 JSON object; None for one v1 does not show (a
+    telephony mark, a call hand-off). A transport's own message passes as it is."""
+    message: dict[str, Any] | None = _RENDER[type(event)](event)
+    return message
+
+
+def _reply(kind: str, e: Any, **rest: Any) -> dict[str, Any]:
+    return {"type": kind, "response_id": e.response_id, **rest}
+
+
+def _tool_started(e: ev.ToolStarted) -> dict[str, Any]:
+    return _reply("tool_start", e, tool_call_id=e.tool_call_id, name=e.name,
+                  arguments=e.arguments)
+
+
+def _tool_ended(e: ev.ToolEnded) -> dict[str, Any]:
+    return _reply("tool_end", e, tool_call_id=e.tool_call_id, name=e.name,
+                  result_summary=e.result_summary, duration_ms=e.duration_ms, ok=e.ok)
+
+
+def _speech_started(e: ev.SpeechStarted) -> dict[str, Any]:
+    if e.late_ms is None:
+        return {"type": "speech_started", "turn_id": e.turn_id}
+    return {"type": "speech_started", "turn_id": e.turn_id, "late_ms": e.late_ms}
+
+
+_RENDER: Final[dict[type, Any]] = {
+    ev.SpeechStarted: _speech_started,
+    ev.SpeechStopped: lambda e: {"type": "speech_stopped", "turn_id": e.turn_id},
+    ev.SpeechIgnored: lambda e: {"type": "speech_ignored", "turn_id": e.turn_id,
+                                 "reason": e.reason, "text": e.text},
+    ev.Transcription: lambda e: {"type": "transcription", "text": e.text, "final": e.final,
+                                 "turn_id": e.turn_id},
+    ev.StreamStart: lambda e: {"type": "stream_start", "turn_id": e.turn_id,
+                               "response_id": e.response_id},
+    ev.Token: lambda e: {"type": "token", "text": e.text, "response_id": e.response_id},
+    ev.AgentResponse: lambda e: {"type": "agent_response", "text": e.text,
+                                 "response_id": e.response_id, "sources": [
+                                     {"title": s.title, "source": s.source}
+                                     for s in e.sources]},
+    ev.ToolStarted: _tool_started,
+    ev.ToolEnded: _tool_ended,
+    ev.TtsStart: lambda e: _reply("tts_start", e, encoding=e.encoding,
+                                  sample_rate=e.sample_rate),
+    ev.Visemes: lambda e: _reply("viseme", e, visemes=[
+        {"offset_ms": c.offset_ms, "viseme": c.viseme} for c in e.cues]),
+    ev.WordTimings: lambda e: _reply("word_timing", e, words=[
+        {"word": w.word, "start_ms": w.start_ms, "end_ms": w.end_ms} for w in e.words]),
+    ev.SegmentPlayed: lambda e: None,
+    ev.Interrupted: lambda e: _reply("interrupted", e),
+    ev.TtsComplete: lambda e: _reply("tts_complete", e, duration_ms=e.duration_ms,
+                                     interrupted=e.interrupted, played_ms=e.played_ms),
+    ev.StreamEnd: lambda e: _reply("stream_end", e),
+    ev.Handoff: lambda e: None,
+    ev.Metrics: lambda e: {"type": "metrics", "turn_id": e.turn_id,
+                           "response_id": e.response_id, **e.latency_ms},
+    ev.ProviderFailed: lambda e: provider_error(e.stage, retryable=e.retryable),
+    ev.SttBehind: lambda e: error(PROVIDER_ERROR, errors.STT_BEHIND, retryable=True),
+    ev.SessionCrashed: lambda e: internal_error(errors.SESSION_ENDS),
+    ev.ReplyCrashed: lambda e: internal_error(),
+    ev.TurnNotStored: lambda e: turn_not_stored(e.turn_id),
+    ev.Passthrough: lambda e: e.message,
+}

@@ -29,6 +29,7 @@ from gateway.api.auth import AuthError, SessionGrant
 from gateway.api.ratelimit import Verdict
 from gateway.audio import pcm
 from gateway.config import Config
+from gateway.pipeline import events as ev
 from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import Outbox, OutboxClosed
 from gateway.pipeline.prompt import system_prompt
@@ -255,13 +256,13 @@ class RealtimeConnection(Renderer):
         """Reader side: an event queued behind what the pipeline has already queued."""
         event = self.events.event(kind, **fields)
         if event is not None:
-            self.outbox.put({"type": "_rt", "event": event})
+            self.outbox.put(ev.Passthrough(event))
 
     def _reject(self, message: str, code: str, event_id: str | None = None,
                 param: str | None = None) -> None:
         """A client event that cannot be honoured: an ``error`` event; the session goes on."""
-        self.outbox.put({"type": "_rt", "event": self.events.error(
-            message, code, param=param, event_id=event_id)})
+        self.outbox.put(ev.Passthrough(self.events.error(
+            message, code, param=param, event_id=event_id)))
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -338,9 +339,9 @@ class RealtimeConnection(Renderer):
             case rt.ResponseCancel() | rt.OutputAudioClear():
                 self._cancel(event)
             case rt.ClientError():
-                self.outbox.put({"type": "_rt", "event": self.events.error(
+                self.outbox.put(ev.Passthrough(self.events.error(
                     event.message, event.code, param=event.param, event_id=event.event_id,
-                    kind=event.type)})
+                    kind=event.type)))
 
     def _session_update(self, event: rt.SessionUpdate) -> None:
         assert self.session is not None

@@ -1,7 +1,7 @@
 """The writer half of the Realtime adapter: the pipeline's events as Realtime events.
 
-The session speaks protocol v1 into its outbox (speech_started, transcription,
-stream_start, token, interrupted, stream_end, reply audio …). This turns each into the
+The session puts its typed events into its outbox (SpeechStarted, Transcription,
+StreamStart, Token, Interrupted, StreamEnd, reply audio …). This turns each into the
 Realtime API's events: the user's turn becomes a user message item (speech_started →
 speech_stopped → committed → conversation.item.added → transcription → item.done), each
 reply a response with one assistant message item whose audio and transcript stream as
@@ -19,15 +19,18 @@ from typing import Any
 
 from gateway.audio import pcm
 from gateway.config import Config
-from gateway.pipeline.outbox import AudioOut
+from gateway.pipeline import events as ev
+from gateway.pipeline.outbox import AudioOut, OutItem
 from gateway.pipeline.session import Response, Session
 from gateway.pipeline.text import heard_text
+from gateway.protocol import v1
 from gateway.protocol.realtime import Item, RealtimeParser, new_id
 from gateway.protocol.realtime_events import ResponseInfo, ServerEvents
 from gateway.providers.base import Message
 
 MAX_ITEMS = 500  # the oldest items are forgotten beyond this (the history is bounded too)
 MAX_RESPONSES = 32
+Failure = ev.ProviderFailed | ev.SttBehind | ev.SessionCrashed | ev.ReplyCrashed | ev.TurnNotStored
 
 
 @dataclass(slots=True)
@@ -106,31 +109,30 @@ class Renderer:
 
     # --- pipeline events -------------------------------------------------------------
 
-    def render(self, item: AudioOut | dict[str, Any]) -> list[dict[str, Any]]:
+    def render(self, item: OutItem) -> list[dict[str, Any]]:
         if isinstance(item, AudioOut):
             self._audio(item)
             return self.take_batch()
-        kind = item.get("type")
-        if kind == "_rt":  # an event the reader side built, kept in order with the pipeline's
-            return [item["event"]]
-        handler = _PIPELINE.get(str(kind))
+        if isinstance(item, ev.Passthrough):  # the reader side's, in order with the pipeline's
+            return [item.message]
+        handler = _PIPELINE.get(type(item))
         if handler is not None:
             handler(self, item)
         return self.take_batch()
 
-    def _speech_started(self, ev: dict[str, Any]) -> None:
+    def _speech_started(self, e: ev.SpeechStarted) -> None:
         item = Item(new_id("item"), "message", "user", audio=True, status="in_progress")
-        self.turn_items[ev["turn_id"]] = item
+        self.turn_items[e.turn_id] = item
         # The VAD decides a little after the speech began: back-date by its start run.
         # Speech over a reply is announced once its words decide (late_ms after it began).
         start_ms = max(0, round(self.input_ms - self._vad_ms("prefix_padding_ms")
-                                - self.cfg.vad.start_ms - ev.get("late_ms", 0)))
+                                - self.cfg.vad.start_ms - (e.late_ms or 0)))
         self.audio_ms[item.id] = start_ms
         self._out("input_audio_buffer.speech_started", audio_start_ms=start_ms, item_id=item.id)
 
-    def _speech_stopped(self, ev: dict[str, Any]) -> None:
+    def _speech_stopped(self, e: ev.SpeechStopped) -> None:
         item = self.turn_items.setdefault(
-            ev["turn_id"], Item(new_id("item"), "message", "user", audio=True))
+            e.turn_id, Item(new_id("item"), "message", "user", audio=True))
         end_ms = max(0, round(self.input_ms - self._vad_ms("silence_duration_ms")))
         self.audio_ms[item.id] = end_ms - self.audio_ms.get(item.id, end_ms)
         self._out("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item.id)
@@ -143,13 +145,13 @@ class Renderer:
         td = self.events.turn_detection_json(self.parser.config.turn_detection)
         return int(td[key]) if td else 0
 
-    def _transcription(self, ev: dict[str, Any]) -> None:
-        turn_id = ev["turn_id"]
+    def _transcription(self, e: ev.Transcription) -> None:
+        turn_id = e.turn_id
         item = self.turn_items.get(turn_id)
         if item is None:
             return
-        text = str(ev.get("text") or "")
-        if not ev.get("final"):
+        text = e.text
+        if not e.final:
             before = self.interim.get(turn_id, "")
             if self.transcribing() and text.startswith(before) and len(text) > len(before):
                 self.interim[turn_id] = text
@@ -171,8 +173,8 @@ class Renderer:
                 usage={"type": "duration", "seconds": seconds})
         out("conversation.item.done", item=self.events.item_json(item))
 
-    def _stream_start(self, ev: dict[str, Any]) -> None:
-        rid = ev["response_id"]
+    def _stream_start(self, e: ev.StreamStart) -> None:
+        rid = e.response_id
         self.requested = False
         modalities = self.override_modalities or self.parser.config.output_modalities
         item = Item(new_id("item"), "message", "assistant", text="", audio="audio" in modalities,
@@ -199,15 +201,15 @@ class Renderer:
         self._out("response.content_part.added", response_id=rid, item_id=item.id,
                   output_index=0, content_index=0, part=self.events.part_json(item))
 
-    def _token(self, ev: dict[str, Any]) -> None:
-        reply = self.replies.get(ev["response_id"])
+    def _token(self, e: ev.Token) -> None:
+        reply = self.replies.get(e.response_id)
         if reply is None or reply.done:
             return
-        reply.text += ev["text"]
+        reply.text += e.text
         kind = ("response.output_audio_transcript.delta" if reply.speaks
                 else "response.output_text.delta")
         self._out(kind, response_id=reply.info.id, item_id=reply.item.id, output_index=0,
-                  content_index=0, delta=ev["text"])
+                  content_index=0, delta=e.text)
 
     def _audio(self, chunk: AudioOut) -> None:
         reply = self.replies.get(chunk.response_id)
@@ -224,25 +226,26 @@ class Renderer:
                   item_id=reply.item.id, output_index=0, content_index=0,
                   delta=pcm.b64encode(pcm.encode(data, codec)))
 
-    def _interrupted(self, ev: dict[str, Any]) -> None:
-        reason = self.cancel_reasons.pop(ev["response_id"], "turn_detected")
-        reply = self.replies.get(ev["response_id"])
+    def _interrupted(self, e: ev.Interrupted) -> None:
+        reason = self.cancel_reasons.pop(e.response_id, "turn_detected")
+        reply = self.replies.get(e.response_id)
         if reply is not None:
             reply.cancelled = True
             reply.reason = reason
 
-    def _error(self, ev: dict[str, Any]) -> None:
-        code = str(ev.get("code", "INTERNAL_ERROR")).lower()
-        invalid = code == "invalid_request"
+    def _error(self, e: Failure) -> None:
+        """A failure, with v1's code and fixed text (never an exception's)."""
+        v1_error = v1.render(e)
+        assert v1_error is not None
         live = next((r for r in reversed(self.replies.values()) if not r.done), None)
-        if live is not None and not invalid:
+        if live is not None:
             live.failed = True
-        self._batch.append(self.events.error(
-            str(ev.get("message", "")), code,
-            kind="invalid_request_error" if invalid else "server_error"))
+        self._batch.append(self.events.error(str(v1_error["message"]),
+                                             str(v1_error["code"]).lower(),
+                                             kind="server_error"))
 
-    def _stream_end(self, ev: dict[str, Any]) -> None:
-        reply = self.replies.get(ev["response_id"])
+    def _stream_end(self, e: ev.StreamEnd) -> None:
+        reply = self.replies.get(e.response_id)
         if reply is None or reply.done:
             return
         reply.done = True
@@ -316,13 +319,17 @@ class Renderer:
         return heard_text(reply.pipeline.segments, audio_end_ms)
 
 
-_PIPELINE: dict[str, Any] = {
-    "speech_started": Renderer._speech_started,
-    "speech_stopped": Renderer._speech_stopped,
-    "transcription": Renderer._transcription,
-    "stream_start": Renderer._stream_start,
-    "token": Renderer._token,
-    "interrupted": Renderer._interrupted,
-    "stream_end": Renderer._stream_end,
-    "error": Renderer._error,
+_PIPELINE: dict[type, Any] = {
+    ev.SpeechStarted: Renderer._speech_started,
+    ev.SpeechStopped: Renderer._speech_stopped,
+    ev.Transcription: Renderer._transcription,
+    ev.StreamStart: Renderer._stream_start,
+    ev.Token: Renderer._token,
+    ev.Interrupted: Renderer._interrupted,
+    ev.StreamEnd: Renderer._stream_end,
+    ev.ProviderFailed: Renderer._error,
+    ev.SttBehind: Renderer._error,
+    ev.SessionCrashed: Renderer._error,
+    ev.ReplyCrashed: Renderer._error,
+    ev.TurnNotStored: Renderer._error,
 }

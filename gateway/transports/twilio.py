@@ -23,11 +23,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
 from gateway.api.errors import ApiError, ErrorBody
+from gateway.pipeline import events as ev
 from gateway.pipeline.drain import finish_reply
-from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
+from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed, OutItem
 from gateway.pipeline.session import Session, SessionSettings
 from gateway.protocol import twilio as tw
-from gateway.protocol import v1
 from gateway.protocol.v1 import AudioFormat
 from gateway.store.assistants import load_turn_taking
 
@@ -91,7 +91,7 @@ class TwilioCall:
             conversation_id=session.conversation_id, assistant_id=grant.assistant_id,
             session_id=session.session_id, source="telephony",
             user_id=grant.principal.owner(grant.assistant_id).user_id,
-            on_failure=lambda turn_id: session.emit(v1.turn_not_stored(turn_id)))
+            on_failure=lambda turn_id: session.emit(ev.TurnNotStored(turn_id)))
         session.start()
         registry = self.ws.app.state.sessions
         registry.add(session.session_id, self)
@@ -191,41 +191,33 @@ class TwilioCall:
                 frame = self._render(item)
                 if frame is not None:
                     await self.ws.send_text(frame)
-                if isinstance(item, dict) and item.get("type") in ("_end_call", "_transfer"):
+                if isinstance(item, ev.Handoff):
                     await self._hang_up(item)
                     return
         except (OutboxClosed, WebSocketDisconnect, RuntimeError):
             return
 
-    async def _hang_up(self, signal: dict[str, Any]) -> None:
+    async def _hang_up(self, signal: ev.Handoff) -> None:
         """The end_call / transfer_call tools, after the reply: once the mark sent with the
         signal comes back (the caller heard everything), close the stream. Twilio then
         goes on with the TwiML after ``<Connect>``: nothing (hang up) or a ``<Dial>``."""
-        name = _signal_mark(signal)
-        self.log.info("call_handoff", action=signal["type"].lstrip("_"),
-                      destination=signal.get("destination"), reason=signal.get("reason"))
+        name = tw.handoff_mark(signal)
+        self.log.info("call_handoff", action=signal.action, destination=signal.destination,
+                      reason=signal.reason)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(HANGUP_MARK_WAIT_S):
                 while name not in self.marks_played:
                     await asyncio.sleep(0.02)
-        await self._close(1000, "call transferred" if signal["type"] == "_transfer"
+        await self._close(1000, "call transferred" if signal.action == ev.TRANSFER
                           else "call ended")
 
-    def _render(self, item: AudioOut | dict[str, Any]) -> str | None:
+    def _render(self, item: OutItem) -> str | None:
         if isinstance(item, AudioOut):
             return self.call.media(item.pcm)
-        kind = item.get("type")
-        if kind == "interrupted":
-            return self.call.clear()
-        if kind == "_segment_played":
-            return self.call.mark(f"{item['response_id']}:{item['index']}")
-        if kind == "tts_complete" and not item.get("interrupted"):
-            return self.call.mark(f"{item['response_id']}:end")
-        if kind in ("_end_call", "_transfer"):
-            return self.call.mark(_signal_mark(item))
-        if kind == "error":
-            self.log.info("session_error", code=item.get("code"), message=item.get("message"))
-        return None
+        if isinstance(item, ev.ProviderFailed | ev.SttBehind | ev.SessionCrashed
+                      | ev.ReplyCrashed | ev.TurnNotStored):
+            self.log.info("session_error", event=type(item).__name__)
+        return self.call.render(item)
 
     async def drain(self, deadline: float) -> None:
         await finish_reply(self.session, self.outbox, deadline)
@@ -267,12 +259,6 @@ async def twiml_endpoint(request: Request) -> Response:
     url = f"{scheme}://{request.url.netloc}/api/v1/voice/twilio"
     body = tw.twiml(url, {"token": minted["token"], "assistant_id": assistant_id})
     return Response(body, media_type="application/xml")
-
-
-def _signal_mark(signal: dict[str, Any]) -> str:
-    if signal["type"] == "_transfer":
-        return f"transfer:{signal.get('destination', '')}"
-    return "end_call"
 
 
 def _basic_password(request: Request) -> str | None:

@@ -43,10 +43,13 @@ from starlette.responses import JSONResponse
 from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
 from gateway.api.errors import ApiError, ErrorBody
 from gateway.audio import frames, pcm
+from gateway.pipeline import events as ev
 from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import VAD_RATE, Session, SessionSettings
 from gateway.protocol import fields, v1
+from gateway.protocol import webrtc as channel_wire
+from gateway.protocol.webrtc import OPUS
 from gateway.store.assistants import load_turn_taking
 from gateway.transports.webrtc_ice import allowed_hosts, ice_servers
 
@@ -59,7 +62,6 @@ RESYNC_S = 0.2  # a recv() later than this behind schedule restarts the clock (n
 EVENT_BACKLOG = 256  # events kept until the client's data channel opens
 CHANNEL_MAX_BUFFERED = 1 << 20  # bytes queued on the data channel: the client is not reading
 CHECK_INTERVAL_S = 1.0
-OPUS = {"encoding": "opus", "sample_rate": 48000}  # what travels on the tracks
 
 
 class ReplyTrack(MediaStreamTrack):
@@ -362,8 +364,8 @@ class WebRTCPeer:
     def _on_message(self, message: str | bytes) -> None:
         self.last_activity = self._loop.time()
         if isinstance(message, bytes):
-            self.session.emit(v1.error(v1.INVALID_REQUEST,
-                                       "binary messages are not taken: audio goes on the track"))
+            self.session.emit(ev.Passthrough(v1.error(
+                v1.INVALID_REQUEST, "binary messages are not taken: audio goes on the track")))
             return
         match self.proto.receive_text(message):
             case v1.Text(text=text):
@@ -373,15 +375,15 @@ class WebRTCPeer:
             case v1.EndOfSpeech():
                 self.session.end_of_speech()
             case v1.Ping():
-                self.session.emit({"type": "pong"})
+                self.session.emit(ev.Passthrough({"type": "pong"}))
             case v1.Audio(pcm=data):
                 self.session.feed_audio(data)
             case v1.Start() as start:
                 self.proto.input = self.session.settings.input  # Opus in: fixed format
                 self.session.reconfigure(self._settings(start))
-                self.session.emit(self._session_started())
+                self.session.emit(ev.Passthrough(self._session_started()))
             case v1.ProtocolError() as err:
-                self.session.emit(err.event())
+                self.session.emit(ev.Passthrough(err.event()))
 
     # -- session out ---------------------------------------------------------------------
 
@@ -392,13 +394,11 @@ class WebRTCPeer:
                 if isinstance(item, AudioOut):
                     self.track.push(item.pcm)
                     continue
-                kind = item["type"]
-                if kind == "interrupted":
+                if isinstance(item, ev.Interrupted):
                     self.track.clear()
-                elif kind == "tts_start":  # the audio is on the Opus track, not PCM
-                    item = {**item, **OPUS}
-                if not kind.startswith("_"):  # internal events stay inside
-                    self._send_event(item)
+                message = channel_wire.render(item)
+                if message is not None:
+                    self._send_event(message)
         except OutboxClosed:
             reason = "client is not reading" if self.outbox.overflowed else "session ended"
             self.close_soon(reason)

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from gateway.api.auth import AuthError, SessionGrant
 from gateway.api.ratelimit import RateLimited
 from gateway.audio import pcm
+from gateway.pipeline import events as ev
 from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.prompt import assistant_source
@@ -171,15 +172,15 @@ class VoiceConnection:
         session.on_turn_end = self.ws.app.state.voice_log.recorder(
             conversation_id=session.conversation_id, assistant_id=self.grant.assistant_id,
             session_id=session.session_id, user_id=self._owner().user_id, source="voice",
-            on_failure=lambda turn_id: session.emit(v1.turn_not_stored(turn_id)))
+            on_failure=lambda turn_id: session.emit(ev.TurnNotStored(turn_id)))
 
-    def _session_started(self, session: Session) -> dict[str, Any]:
-        return {
+    def _session_started(self, session: Session) -> ev.Passthrough:
+        return ev.Passthrough({
             "type": "session_started", "session_id": session.session_id,
             "conversation_id": session.conversation_id,
             "input": session.settings.input.as_dict(),
             "output": session.settings.output.as_dict(),
-        }
+        })
 
     async def run(self) -> None:
         self.assistant = await get_assistant(self.ws.app.state.db, self.grant.assistant_id)
@@ -294,9 +295,9 @@ class VoiceConnection:
             case v1.EndOfSpeech():
                 session.end_of_speech()
             case v1.Ping():
-                session.emit({"type": "pong"})
+                session.emit(ev.Passthrough({"type": "pong"}))
             case v1.ProtocolError():
-                session.emit(event.event())
+                session.emit(ev.Passthrough(event.event()))
 
     async def _writer(self) -> None:
         session = self.session
@@ -325,9 +326,8 @@ class VoiceConnection:
     def _wire(item: Any, mulaw: bool) -> bytes | str | None:
         if isinstance(item, AudioOut):
             return pcm.mulaw_encode(item.pcm) if mulaw else item.pcm
-        if item["type"].startswith("_"):  # internal events stay inside
-            return None
-        return v1.encode(item)
+        event = v1.render(item)
+        return None if event is None else v1.encode(event)
 
     async def drain(self, deadline: float) -> None:
         """Server shutdown: let the current reply finish (or cut it), then close with 1001."""

@@ -10,10 +10,10 @@ import soundfile as sf
 
 from gateway.audio import pcm
 from gateway.config import Config
-from gateway.pipeline.outbox import Outbox
+from gateway.pipeline import events as ev
+from gateway.pipeline.outbox import AudioOut, Outbox
 from gateway.pipeline.runtime import Runtime
 from gateway.pipeline.session import Session, SessionSettings, SttJob
-from gateway.protocol import v1
 from gateway.providers import registry
 
 WAV = Path(__file__).parents[1] / "data" / "what_is_the_gateway.wav"
@@ -30,7 +30,7 @@ def runtime() -> Runtime:
 
 
 def make_session(runtime: Runtime) -> tuple[Session, Outbox]:
-    fmt = v1.AudioFormat("pcm16", 16000)
+    fmt = pcm.AudioFormat("pcm16", 16000)
     outbox = Outbox(512)
     session = Session(runtime, SessionSettings(fmt, fmt), outbox, session_id="sess_t",
                       conversation_id="conv_t")
@@ -42,8 +42,8 @@ def speech() -> bytes:
     return pcm.resample(data.tobytes(), rate, 16000)
 
 
-def events(outbox: Outbox) -> list[str]:
-    return [item["type"] for item in list(outbox._items) if isinstance(item, dict)]
+def events(outbox: Outbox) -> list[type]:
+    return [type(item) for item in list(outbox._items) if not isinstance(item, AudioOut)]
 
 
 async def test_feed_audio_detects_a_turn_without_any_stage_task(runtime: Runtime) -> None:
@@ -51,7 +51,7 @@ async def test_feed_audio_detects_a_turn_without_any_stage_task(runtime: Runtime
     audio = speech() + bytes(FRAME * 50)  # then a second of silence
     for i in range(0, len(audio) - FRAME + 1, FRAME):
         session.feed_audio(audio[i : i + FRAME])
-    assert events(outbox)[:2] == ["speech_started", "speech_stopped"]
+    assert events(outbox)[:2] == [ev.SpeechStarted, ev.SpeechStopped]
     jobs = [session.stt_q.get_nowait() for _ in range(session.stt_q.qsize())]
     finals = [j for j in jobs if j.final]
     assert len(finals) == 1 and len(finals[0].pcm) > 16000  # the utterance, > 0.5 s
@@ -62,9 +62,9 @@ async def test_end_of_speech_closes_the_open_utterance(runtime: Runtime) -> None
     audio = speech()[: 16000 * 2]  # a second of speech, no trailing silence
     for i in range(0, len(audio) - FRAME + 1, FRAME):
         session.feed_audio(audio[i : i + FRAME])
-    assert "speech_stopped" not in events(outbox)
+    assert ev.SpeechStopped not in events(outbox)
     session.end_of_speech()
-    assert events(outbox)[-1] == "speech_stopped"
+    assert events(outbox)[-1] is ev.SpeechStopped
 
 
 async def test_a_full_stt_queue_drops_interim_work_before_a_final(runtime: Runtime) -> None:
@@ -76,7 +76,7 @@ async def test_a_full_stt_queue_drops_interim_work_before_a_final(runtime: Runti
     session._put_stt(SttJob(2, b"", final=True))
     jobs = [session.stt_q.get_nowait() for _ in range(session.stt_q.qsize())]
     assert [(j.turn_id, j.final) for j in jobs if j.final] == [(1, True), (2, True)]
-    assert len(jobs) == size and not [e for e in events(outbox) if e == "error"]
+    assert len(jobs) == size and ev.SttBehind not in events(outbox)
 
 
 async def test_finals_only_are_dropped_oldest_first_with_an_error(runtime: Runtime) -> None:
@@ -86,9 +86,7 @@ async def test_finals_only_are_dropped_oldest_first_with_an_error(runtime: Runti
         session._put_stt(SttJob(turn, b"", final=True))
     jobs = [session.stt_q.get_nowait() for _ in range(session.stt_q.qsize())]
     assert [j.turn_id for j in jobs] == list(range(2, size + 2))
-    errors = [i for i in list(outbox._items) if isinstance(i, dict) and i["type"] == "error"]
-    assert len(errors) == 1 and errors[0]["code"] == "PROVIDER_ERROR"
-    assert errors[0]["retryable"] is True
+    assert [i for i in outbox._items if isinstance(i, ev.SttBehind)] == [ev.SttBehind(1)]
 
 
 async def test_a_vad_bug_ends_the_session_with_an_internal_error(runtime: Runtime) -> None:
@@ -106,7 +104,7 @@ async def test_a_vad_bug_ends_the_session_with_an_internal_error(runtime: Runtim
             session.feed_audio(bytes(FRAME))
         else:
             session.end_of_speech()
-        assert events(outbox)[-1] == "error" and outbox.closed
+        assert events(outbox)[-1] is ev.SessionCrashed and outbox.closed
 
 
 async def test_unsure_words_soon_after_the_turn_ended_are_the_users_continuation(

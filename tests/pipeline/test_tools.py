@@ -17,6 +17,7 @@ import pytest
 from webhook_server import WebhookServer
 
 from gateway.config import Config, ConfigError
+from gateway.pipeline.events import END_CALL, TRANSFER, Handoff
 from gateway.pipeline.tools import (
     Filler,
     ToolContext,
@@ -158,10 +159,9 @@ async def test_telephony_tools_only_on_calls() -> None:
     assert [s.name for s in box.specs] == ["end_call", "transfer_call"]
     assert "destination" not in box.specs[1].parameters["properties"]  # declared: fixed
     ended = await box.run(call("end_call", reason="caller said bye"))
-    assert ended.ok and ended.signal == {"type": "_end_call", "reason": "caller said bye"}
+    assert ended.ok and ended.signal == Handoff(END_CALL, "caller said bye")
     moved = await box.run(call("transfer_call", reason="billing"))
-    assert moved.signal == {"type": "_transfer", "destination": "+15550100",
-                            "reason": "billing"}
+    assert moved.signal == Handoff(TRANSFER, "billing", "+15550100")
 
 
 async def test_config_default_applies_without_declarations() -> None:

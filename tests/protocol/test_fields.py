@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.pipeline.text import clean
 from gateway.protocol import fields
 from gateway.protocol.fields import FieldError
 from gateway.store.models import Assistant, Conversation
@@ -144,8 +145,8 @@ def test_limits_match_the_database_columns() -> None:
 @RULES
 @given(ANY_TEXT)
 def test_clean_mends_upstream_text_into_storable_text(value: str) -> None:
-    mended = fields.clean(value)
+    mended = clean(value)
     assert fields.text(mended, "reply", len(mended)) == mended  # storable, sendable
     if _storable(value):
         assert mended == value  # good text is left alone
-    assert fields.clean("bad\x00reply, half \ud800 a pair") == "badreply, half \ufffd a pair"
+    assert clean("bad\x00reply, half \ud800 a pair") == "badreply, half \ufffd a pair"
