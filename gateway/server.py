@@ -21,7 +21,7 @@ from gateway.app import create_app
 from gateway.config import Config
 from gateway.logs import configure_logging
 from gateway.protocol import wsframes
-from gateway.transports.websocket import BINARY_SINK, FRAME_WRITER
+from gateway.transports.websocket import BINARY_SINK, FRAME_WRITER, TEXT_SINK
 
 log = structlog.get_logger("gateway.server")
 
@@ -51,7 +51,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
       WS_QUEUE_HIGH messages wait (each at most ``ws_max_size``) and resumes when the
       app has taken them all, so memory stays bounded and a flooding client still gets
       backpressure.
-    - An app may take binary messages through a direct callback (``BINARY_SINK``).
+    - An app may take binary messages through a direct callback (``BINARY_SINK``), and
+      text messages through a callback that may decline them (``TEXT_SINK``: Twilio
+      ``media`` and Realtime ``input_audio_buffer.append``, 50 per second per call).
     - After a clean handshake the protocol cuts the client's stream into frames itself
       (``gateway.protocol.wsframes``): a whole binary message in one frame — every
       audio chunk — is unmasked and delivered without the general parser; every other
@@ -61,6 +63,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     """
 
     binary_sink: Callable[[bytes], None] | None = None
+    text_sink: Callable[[bytes], bool] | None = None
     _framing = False  # frames are cut here (set once the handshake ended cleanly)
     # The start of a frame whose end has not arrived. A bytearray grown in place: a
     # frame dripped in small reads costs linear, not quadratic, CPU (bytes concatenated
@@ -122,7 +125,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             if end == wsframes.REFUSED:
                 self._stop_framing(bytes(buf[pos:]))  # the stock parser closes with 1002/1009
                 return
-            if buf[pos] == wsframes.BINARY_FIN and getattr(conn, _FRAGMENTED) is None:
+            first = buf[pos]
+            if first == wsframes.BINARY_FIN and getattr(conn, _FRAGMENTED) is None:
                 payload = wsframes.unmask(buf, start, end)
                 if self.binary_sink is not None and self.queue.empty() and not self.close_sent:
                     self._to_sink(payload)
@@ -130,6 +134,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
                     self.curr_msg_data_type = "bytes"
                     self.frames = [payload]
                     self.send_receive_event_to_app()
+            elif (first == wsframes.TEXT_FIN and self.text_sink is not None
+                    and getattr(conn, _FRAGMENTED) is None and self.queue.empty()
+                    and not self.close_sent
+                    and self._to_text_sink(wsframes.unmask(buf, start, end))):
+                pass  # taken; a declined frame goes on to the stock parser below
             else:
                 super().data_received(bytes(buf[pos:end]))
                 if conn.parser_exc is not None:  # failed and closed: drop the rest
@@ -181,6 +190,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)  # absent when the handshake was refused
         if scope is not None:
             scope["extensions"][BINARY_SINK] = self._set_sink  # type: ignore[index]
+            scope["extensions"][TEXT_SINK] = self._set_text_sink  # type: ignore[index]
             scope["extensions"][FRAME_WRITER] = (self._can_write, self._write)  # type: ignore[index]
 
     def _can_write(self) -> bool:
@@ -199,6 +209,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _set_sink(self, sink: Callable[[bytes], None] | None) -> None:
         self.binary_sink = sink
+
+    def _set_text_sink(self, sink: Callable[[bytes], bool] | None) -> None:
+        self.text_sink = sink
+
+    def _to_text_sink(self, data: bytes) -> bool:
+        try:
+            return self.text_sink(data)  # type: ignore[misc]
+        except Exception:  # as _to_sink; the message then goes the ordinary way
+            log.exception("text_sink_failed")
+            self.text_sink = None
+            return False
 
     def _to_sink(self, data: bytes) -> None:
         try:

@@ -148,28 +148,29 @@ def _alaw_encode_table() -> npt.NDArray[np.uint8]:
     return table
 
 
-_ULAW_DEC = _mulaw_decode_table()
-_ULAW_ENC = _mulaw_encode_table()
-_ALAW_DEC = _alaw_decode_table()
-_ALAW_ENC = _alaw_encode_table()
+# Decode tables stored as little-endian s16: a lookup is then the output, no conversion.
+_ULAW_DEC = _mulaw_decode_table().astype("<i2")
+_ALAW_DEC = _alaw_decode_table().astype("<i2")
+# Encode tables rolled to be indexed by the sample's bits read as unsigned (s & 0xFFFF):
+# a lookup straight from the buffer, no widening and offsetting per sample.
+_ULAW_ENC = np.roll(_mulaw_encode_table(), 32768)
+_ALAW_ENC = np.roll(_alaw_encode_table(), 32768)
 
 
 def mulaw_decode(data: bytes) -> bytes:
-    return bytes(_ULAW_DEC[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes())
+    return _ULAW_DEC.take(np.frombuffer(data, dtype=np.uint8)).tobytes()
 
 
 def mulaw_encode(pcm: bytes) -> bytes:
-    idx = np.frombuffer(pcm, dtype="<i2").astype(np.int32) + 32768
-    return bytes(_ULAW_ENC[idx].tobytes())
+    return _ULAW_ENC.take(np.frombuffer(pcm, dtype="<u2")).tobytes()
 
 
 def alaw_decode(data: bytes) -> bytes:
-    return bytes(_ALAW_DEC[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes())
+    return _ALAW_DEC.take(np.frombuffer(data, dtype=np.uint8)).tobytes()
 
 
 def alaw_encode(pcm: bytes) -> bytes:
-    idx = np.frombuffer(pcm, dtype="<i2").astype(np.int32) + 32768
-    return bytes(_ALAW_ENC[idx].tobytes())
+    return _ALAW_ENC.take(np.frombuffer(pcm, dtype="<u2")).tobytes()
 
 
 class Reframer:

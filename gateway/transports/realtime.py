@@ -40,6 +40,7 @@ from gateway.protocol.realtime_events import ResponseInfo, ServerEvents, VadDefa
 from gateway.protocol.v1 import AudioFormat
 from gateway.providers.base import Message, ProviderError
 from gateway.store.assistants import load_turn_taking
+from gateway.transports.websocket import TEXT_SINK
 
 from .realtime_render import Renderer
 
@@ -178,6 +179,7 @@ class RealtimeConnection(Renderer):
         self.manual = bytearray()  # turn_detection null: the uncommitted audio at 16 kHz
         self.requested_at = 0.0
         self._resampler: pcm.Resampler | None = None
+        self._last_append = 0.0  # loop time of the last append taken by the sink
         self._stt_chain: asyncio.Task[None] | None = None
         self._creating: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -236,9 +238,14 @@ class RealtimeConnection(Renderer):
         self.log.info("realtime_started", key_id=self.grant.key_id, beta=self.events.beta,
                       model=self.parser.config.model)
         writer = asyncio.create_task(self._writer())
+        set_sink = self.ws.scope.get("extensions", {}).get(TEXT_SINK)
+        if set_sink is not None:  # appends straight from the socket: no wake-up per frame
+            set_sink(self._append_sink)
         try:
             await self._reader()
         finally:
+            if set_sink is not None:
+                set_sink(None)
             registry.remove(session.session_id)
             self.outbox.close()
             for task in self._tasks:
@@ -277,6 +284,8 @@ class RealtimeConnection(Renderer):
                 async with asyncio.timeout(idle):
                     message = await self.ws.receive()
             except TimeoutError:
+                if asyncio.get_running_loop().time() - self._last_append < idle:
+                    continue  # audio kept coming through the sink
                 await self._close(CLOSE_IDLE, f"idle for {idle:.0f} s")
                 return
             if message["type"] == "websocket.disconnect":
@@ -352,6 +361,15 @@ class RealtimeConnection(Renderer):
         elif event.config.turn_detection is not None:
             self.manual.clear()  # from now on the VAD takes the audio
         self._post("session.updated", session=self._session_json())
+
+    def _append_sink(self, frame: bytes) -> bool:
+        # Once the session is over, messages go to the reader, which closes.
+        event = None if self.outbox.closed else self.parser.append_fast(frame)
+        if event is None:
+            return False
+        self._last_append = asyncio.get_running_loop().time()
+        self._append(event)
+        return True
 
     def _append(self, event: rt.AudioAppend) -> None:
         assert self.session is not None

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -30,6 +31,7 @@ from gateway.pipeline.session import Session, SessionSettings
 from gateway.protocol import twilio as tw
 from gateway.protocol.v1 import AudioFormat
 from gateway.store.assistants import load_turn_taking
+from gateway.transports.websocket import TEXT_SINK
 
 log = structlog.get_logger("gateway.twilio")
 
@@ -65,6 +67,7 @@ class TwilioCall:
         self._digits = ""
         self._dtmf_task: asyncio.Task[None] | None = None
         self.log = log
+        self._last_media = 0.0  # loop time of the last media taken by the sink
 
     async def run(self) -> None:
         start = await self._await_start()
@@ -98,9 +101,14 @@ class TwilioCall:
         writer = asyncio.create_task(self._writer())
         self.log.info("call_started", stream=start.stream_id, dialect=start.dialect,
                       parameters_dropped=start.dropped)
+        set_sink = self.ws.scope.get("extensions", {}).get(TEXT_SINK)
+        if set_sink is not None:  # media straight from the socket: no task wake-up per frame
+            set_sink(self._media_sink(session))
         try:
             await self._reader(session)
         finally:
+            if set_sink is not None:
+                set_sink(None)
             registry.remove(session.session_id)
             self.outbox.close()
             if self._dtmf_task is not None:
@@ -145,6 +153,8 @@ class TwilioCall:
                 async with asyncio.timeout(idle):
                     text = await self.ws.receive_text()
             except TimeoutError:
+                if asyncio.get_running_loop().time() - self._last_media < idle:
+                    continue  # media kept coming through the sink
                 await self._close(4408, "idle")
                 return
             except (WebSocketDisconnect, RuntimeError, KeyError):
@@ -164,6 +174,20 @@ class TwilioCall:
             if self.outbox.closed:
                 await self._close(1011, "session ended")
                 return
+
+    def _media_sink(self, session: Session) -> Callable[[bytes], bool]:
+        loop = asyncio.get_running_loop()
+
+        def take(frame: bytes) -> bool:
+            # Once the session is over, messages go to the reader, which closes.
+            audio = None if self.outbox.closed else self.call.media_fast(frame)
+            if audio is None:
+                return False
+            self._last_media = loop.time()
+            session.feed_audio(audio.pcm)
+            return True
+
+        return take
 
     def _dtmf(self, session: Session, digit: str) -> None:
         if self._dtmf_task is not None:

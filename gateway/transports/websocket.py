@@ -46,6 +46,12 @@ BINARY_SINK = "gateway.binary_sink"
 # without the ASGI send path; otherwise the app awaits ``websocket.send`` as usual
 # (which waits for the client to read).
 FRAME_WRITER = "gateway.frame_writer"
+# Beside it: ``set_text_sink(callback | None)``. While set, each whole text message that
+# arrives with nothing queued before it goes to ``callback(payload: bytes)`` first (the
+# raw UTF-8); the callback returns True when it took the message, False to have it
+# delivered the ASGI way (checked, decoded) as usual. For audio in JSON (Twilio, Realtime).
+# The bytes are not yet checked as UTF-8: a callback takes only what it has parsed whole.
+TEXT_SINK = "gateway.text_sink"
 START_WAIT_S = 0.5  # how long to wait for an optional ``start`` before the defaults apply
 
 

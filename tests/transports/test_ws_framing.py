@@ -6,11 +6,13 @@ client, however the stream is cut into reads."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import random
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,9 +22,10 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
 
+from gateway.protocol import twilio as tw
 from gateway.protocol import wsframes
 from gateway.server import WebSocketProtocol
-from gateway.transports.websocket import BINARY_SINK
+from gateway.transports.websocket import BINARY_SINK, TEXT_SINK
 
 MAX = 64 * 1024
 HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
@@ -90,13 +93,26 @@ class FakeTransport(asyncio.Transport):
         self.paused = False
 
 
-def make_app(received: list[Any], use_sink: bool) -> Any:
+TextCheck = Callable[[bytes], bool]
+
+
+def make_app(received: list[Any], use_sink: bool, text_check: TextCheck | None = None) -> Any:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert (await receive())["type"] == "websocket.connect"
         await send({"type": "websocket.accept"})
         set_sink = scope["extensions"].get(BINARY_SINK)
         if use_sink and set_sink is not None:
             set_sink(lambda data: received.append(("bytes", data)))
+        set_text_sink = scope["extensions"].get(TEXT_SINK)
+        if text_check is not None and set_text_sink is not None:
+            def take(data: bytes) -> bool:
+                if not text_check(data):
+                    return False
+                received.append(("text", data.decode()))
+                taken.append(data)
+                return True
+
+            set_text_sink(take)
         while True:
             msg = await receive()
             if msg["type"] == "websocket.disconnect":
@@ -115,10 +131,15 @@ async def settle(transport: FakeTransport, proto: Any = None) -> None:
             return  # (a drip-throttle pause only delays reads: feed on)
 
 
+taken: list[bytes] = []  # text messages the last drive's text sink took
+
+
 async def drive(cls: type, chunks: list[bytes], use_sink: bool = True,
-                with_request: bytes = b"") -> tuple[list[Any], bytes]:
+                with_request: bytes = b"", text_check: TextCheck | None = None,
+                ) -> tuple[list[Any], bytes]:
     received: list[Any] = []
-    config = uvicorn.Config(make_app(received, use_sink), ws=cls, ws_max_size=MAX,
+    taken.clear()
+    config = uvicorn.Config(make_app(received, use_sink, text_check), ws=cls, ws_max_size=MAX,
                             ws_ping_interval=None, ws_per_message_deflate=False,
                             log_config=None, lifespan="off")
     config.load()
@@ -183,6 +204,54 @@ async def test_same_messages_as_stock_however_the_stream_is_cut(use_sink: bool) 
             == await drive(WebSocketsSansIOProtocol, [small], use_sink=False))
 
 
+def media_check() -> TextCheck:
+    """The Twilio transport's text sink: takes what its pre-check reads as media."""
+    state = tw.CallState()
+    state.receive('{"event":"start","start":{"streamSid":"MZ1"}}')
+    return lambda data: state.media_fast(data) is not None
+
+
+def media(i: int, rng: random.Random) -> bytes:
+    payload = base64.b64encode(rng.randbytes(160)).decode()
+    return (f'{{"event":"media","sequenceNumber":"{i}","media":{{"track":"inbound",'
+            f'"chunk":"{i}","timestamp":"{20 * i}","payload":"{payload}"}},"streamSid":"MZ1"}}'
+            ).encode()
+
+
+def text_stream() -> bytes:
+    """Media in text frames among everything the stock path must still judge."""
+    rng = random.Random(11)
+    parts = [frame(Opcode.TEXT, media(i, rng)) for i in range(12)]
+    whole = media(99, rng)
+    parts += [
+        frame(Opcode.TEXT, b'{"event":"mark","mark":{"name":"r1:0"}}'),
+        binary(rng.randbytes(640)),
+        frame(Opcode.TEXT, media(12, rng).replace(b'":"', b'": "', 1)),  # spaced: taken
+        frame(Opcode.TEXT, media(13, rng).replace(b"inbound", b"outbound")),  # stock's
+        frame(Opcode.PING, b"are you there"),
+        frame(Opcode.TEXT, whole[:50], fin=False),  # a fragmented media message: stock's
+        frame(Opcode.CONT, whole[50:]),
+        frame(Opcode.TEXT, "{\"event\":\"média\"}".encode()),
+        *[frame(Opcode.TEXT, media(i, rng)) for i in range(14, 20)],
+    ]
+    return b"".join(parts)
+
+
+async def test_text_sink_takes_media_and_leaves_the_rest_however_the_stream_is_cut() -> None:
+    data = text_stream() + frame(Opcode.CLOSE, struct.pack("!H", 1000) + b"bye")
+    expected = await drive(WebSocketsSansIOProtocol, [data], use_sink=False)
+    assert expected[0][-1] == ("disconnect", 1000)
+    for seed in range(25):
+        got = await drive(WebSocketProtocol, cuts(data, seed), text_check=media_check())
+        assert got == expected, seed
+        # At most 12 + spaced + 6; fewer when a message still waited for the app as
+        # media arrived in the same read (order first: that media then queues too).
+        assert 12 <= len(taken) <= 19, seed
+    one_by_one = [data[i : i + 1] for i in range(len(data))]
+    assert await drive(WebSocketProtocol, one_by_one, text_check=media_check()) == expected
+    assert len(taken) == 19
+
+
 @pytest.mark.parametrize("bad", ["too_big", "unmasked", "rsv_bit", "bad_opcode",
                                  "cont_without_start", "binary_inside_fragments",
                                  "bad_utf8", "long_ping"])
@@ -210,7 +279,9 @@ async def test_protocol_errors_close_like_stock(bad: str, caplog: pytest.LogCapt
     caplog.clear()
     for seed in range(10):
         with structlog.testing.capture_logs() as logs:
-            assert await drive(WebSocketProtocol, cuts(data, seed)) == expected, (bad, seed)
+            check = media_check() if seed % 2 else None  # a text sink changes nothing here
+            assert await drive(WebSocketProtocol, cuts(data, seed), text_check=check
+                               ) == expected, (bad, seed)
         # One structured line per connection, with the close code; no traceback (stock
         # logs bad UTF-8 at ERROR with one, per message).
         assert [(e["event"], e["code"]) for e in logs] == [
