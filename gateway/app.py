@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -16,13 +15,15 @@ from fastapi.responses import Response
 
 from gateway import __version__
 from gateway.api import chat, knowledge, oauth, ratelimit
+from gateway.api import sessions as sessions_api
 from gateway.api.auth import Authenticator, load_token_secret
 from gateway.api.errors import install_error_handlers
 from gateway.api.routes import router
+from gateway.cluster.node import Cluster
+from gateway.cluster.sessions import DrainGate, SessionRegistry
 from gateway.config import Config
+from gateway.metrics import Metrics
 from gateway.pipeline.runtime import Runtime
-from gateway.pipeline.session import Session
-from gateway.providers.base import Message
 from gateway.store.assistants import (
     assistant_providers,
     assistant_tools,
@@ -33,6 +34,7 @@ from gateway.store.keys import KeyStore
 from gateway.store.retriever import Retriever
 from gateway.store.semantic import SemanticSearch
 from gateway.store.voice_log import VoiceLog
+from gateway.tracing import Tracing
 from gateway.transports.realtime import realtime_ws
 from gateway.transports.realtime_secrets import beta_sessions, client_secrets
 from gateway.transports.twilio import TWIML_OPENAPI, TWIML_RESPONSES, twilio_ws, twiml_endpoint
@@ -43,66 +45,8 @@ from gateway.web import install_pages
 log = structlog.get_logger("gateway.app")
 
 
-class Drainable(Protocol):
-    session: Session | None
-
-    async def drain(self, deadline: float) -> None: ...
-
-
-class SessionRegistry:
-    """Counts live sessions so the process refuses, rather than drowns in, overload."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
-        self.total = 0
-        self.live: dict[str, Drainable] = {}
-        self.draining = False
-
-    def add(self, session_id: str, conn: Drainable) -> None:
-        self.live[session_id] = conn
-
-    def remove(self, session_id: str) -> None:
-        self.live.pop(session_id, None)
-
-    def history_of(self, session_id: str) -> list[Message]:
-        return list(self.live[session_id].session.history)  # type: ignore[union-attr]
-
-    async def drain(self, timeout: float) -> None:
-        """Shutdown: each session finishes its reply (within ``timeout``), then closes."""
-        self.draining = True
-        if not self.live:
-            return
-        log.info("draining_sessions", count=len(self.live))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        await asyncio.gather(*(conn.drain(deadline) for conn in list(self.live.values())),
-                             return_exceptions=True)
-
-    def admit(self) -> bool:
-        if self.draining or self.active >= self.limit:
-            return False
-        self.active += 1
-        self.total += 1
-        return True
-
-    def release(self) -> None:
-        self.active -= 1
-        if self.active == 0:
-            _trim_heap()
-
-
 # How long a start waits for the knowledge base's vectors before it serves.
 STARTUP_BACKFILL_WAIT_S = 20.0
-
-
-def _trim_heap() -> None:
-    """Give freed memory back to the OS when the last session ends (glibc keeps it
-    otherwise, and RSS would not return to the idle baseline)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastAPI:
@@ -111,8 +55,9 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database.from_config(cfg)
-        await db.migrate()
-        await ensure_default_assistant(db, cfg)
+        async with db.startup_lock():
+            await db.migrate()
+            await ensure_default_assistant(db, cfg)
         keys = KeyStore(db)
         runtime = await asyncio.to_thread(Runtime.load, cfg, overrides=providers)
         semantic = None
@@ -137,13 +82,23 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
         oauth.install(app)  # OAuth access tokens and legacy JWTs as bearer credentials
         app.state.limiter = await ratelimit.Limiter.create(cfg)  # None when disabled
         app.state.runtime = runtime
+        app.state.metrics = Metrics(app.state)
+        runtime.observers.append(app.state.metrics)
+        tracing = Tracing(cfg.telemetry) if cfg.telemetry.traces else None
+        if tracing is not None:
+            runtime.observers.append(tracing)
         app.state.sessions = SessionRegistry(cfg.server.max_sessions)
+        app.state.cluster = Cluster(cfg, app.state.sessions)
+        await app.state.cluster.start()
         app.state.voice_log = VoiceLog(db)
         log.info("gateway_ready", host=cfg.server.host, port=cfg.server.port,
                  providers={s: getattr(runtime, s).name for s in ("vad", "stt", "llm", "tts")})
         try:
             yield
         finally:
+            await app.state.cluster.aclose()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)
             if app.state.limiter is not None:
                 await app.state.limiter.aclose()
             await app.state.voice_log.flush()
@@ -160,6 +115,7 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
                            allow_methods=["*"], allow_headers=["*"],
                            expose_headers=[*ratelimit.HEADER_NAMES, "Retry-After"])
     app.add_middleware(ratelimit.RateLimitHeaders)
+    app.add_middleware(DrainGate)
     install_error_handlers(app)
     # The WebSockets first: routes match in order, and a connection storm should not
     # test forty HTTP routes per handshake first.
@@ -171,6 +127,7 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
     app.include_router(knowledge.router)
     app.include_router(chat.router)
     app.include_router(oauth.router)
+    app.include_router(sessions_api.router)
     for method in ("GET", "POST"):  # one operation id each (OpenAPI wants them unique)
         app.add_api_route("/api/v1/voice/twilio/twiml", twiml_endpoint, methods=[method],
                           tags=["telephony"], summary="TwiML connecting a call to the gateway",

@@ -59,6 +59,13 @@ def _cmd_keys(cfg: Config, args: argparse.Namespace) -> int:
                 print(f"no active key {args.key_id}", file=sys.stderr)
                 return 1
             print(f"revoked {args.key_id}")
+            if cfg.cluster.enabled:  # the nodes end the sessions opened with it
+                from gateway.cluster.bus import publish_once
+                from gateway.cluster.events import KEY_REVOKED, Event
+
+                if not await publish_once(cfg, Event(KEY_REVOKED, args.key_id, "cli")):
+                    print("# Redis unreachable: live sessions opened with it were not "
+                          "told to end", file=sys.stderr)
         return 0
 
     return asyncio.run(_with_db(cfg, job))

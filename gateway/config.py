@@ -328,6 +328,31 @@ class SecretsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Several gateways as one service: PostgreSQL holds the data, Redis the live state
+    (rate limits, the registry of live sessions, events between nodes)."""
+
+    enabled: bool = False
+    # redis:// or rediss:// URL (a password in it: put the URL in the secrets file).
+    redis_url: str = field(default="", repr=False)
+    node_id: str = ""  # empty: <hostname>-<pid>
+    prefix: str = "gateway"  # Redis key and channel namespace (one per deployment)
+    heartbeat_s: float = 2.0  # each node refreshes its registry entry this often
+    node_ttl_s: float = 10.0  # a node silent this long is dead: its entries expire
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    """OpenTelemetry traces: one span per turn, a child span per stage. Off by default."""
+
+    traces: bool = False
+    # OTLP/HTTP traces endpoint; empty: the SDK's own default (OTEL_EXPORTER_OTLP_*).
+    # "console": spans printed as JSON lines (a quick look without a collector).
+    exporter: str = ""
+    service_name: str = "gateway"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = ServerConfig()
     audio: AudioConfig = AudioConfig()
@@ -351,6 +376,8 @@ class Config:
     elevenlabs: ElevenLabsConfig = ElevenLabsConfig()
     hybrid: HybridConfig = HybridConfig()
     secrets: SecretsConfig = SecretsConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
 
     @property
     def data_path(self) -> Path:
@@ -463,7 +490,17 @@ def load_config(
     file_vars = read_secrets_file(secrets_path) if secrets_path else {}
     cfg = _merge(_merge(base, _env_overrides(file_vars)), env_overrides)
     cfg = _well_known_secrets(cfg, {**file_vars, **env})
+    cfg = _cluster_defaults(cfg)
     _validate(cfg)
+    return cfg
+
+
+def _cluster_defaults(cfg: Config) -> Config:
+    """In a cluster the rate limits live in the cluster's Redis unless set otherwise:
+    per-process counters would let each node grant the whole limit again."""
+    c = cfg.cluster
+    if c.enabled and c.redis_url and cfg.ratelimit.storage_url == "memory://":
+        return _merge(cfg, {"ratelimit": {"storage_url": "async+" + c.redis_url}})
     return cfg
 
 
@@ -552,10 +589,30 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("embedder.provider must be minilm or null")
     if cfg.embedder.max_tokens < 8 or cfg.embedder.batch_size < 1 or cfg.embedder.timeout_s <= 0:
         raise ConfigError("embedder: max_tokens >= 8, batch_size >= 1, timeout_s > 0")
+    _validate_cluster(cfg)
     if cfg.server.allow_anonymous.lower() not in (
         "auto", "true", "false", "yes", "no", "1", "0"
     ):
         raise ConfigError("server.allow_anonymous must be auto, true or false")
+
+
+def _validate_cluster(cfg: Config) -> None:
+    """Cluster mode needs what makes nodes interchangeable: one shared database, one
+    Redis, and one token secret (a token minted on one node is redeemed on another)."""
+    c = cfg.cluster
+    if c.heartbeat_s <= 0 or c.node_ttl_s <= 2 * c.heartbeat_s:
+        raise ConfigError("cluster: heartbeat_s > 0 and node_ttl_s > 2 * heartbeat_s")
+    if not c.enabled:
+        return
+    if not c.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("cluster.enabled needs cluster.redis_url (redis://host:6379/0)")
+    if not cfg.auth.token_secret:
+        raise ConfigError("cluster.enabled needs auth.token_secret, the same on every node "
+                          "(GATEWAY_AUTH__TOKEN_SECRET or the secrets file); a secret "
+                          "generated per node would refuse tokens minted on the others")
+    if not cfg.database.url.startswith("postgresql"):
+        raise ConfigError("cluster.enabled needs a shared PostgreSQL database "
+                          "(database.url = \"postgresql+asyncpg://…\")")
 
 
 def _validate_turn(t: TurnConfig) -> None:

@@ -324,13 +324,22 @@ class DrainingServer(uvicorn.Server):
             gc.collect()
             gc.freeze()
 
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.should_exit and sig in (signal.SIGTERM, signal.SIGINT):
+            self.force_exit = True  # a second signal: the drain's deadline is now
+            registry = getattr(self.gateway_app.state, "sessions", None)
+            if registry is not None:
+                registry.stop_now()
+        super().handle_exit(sig, frame)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for server in self.servers:
-            server.close()  # no new connections while draining
         registry = getattr(self.gateway_app.state, "sessions", None)
         if registry is not None:
-            # Replies in flight finish (or are cut and stored as heard) before uvicorn
-            # closes what is left; the lifespan then flushes the voice log.
+            # Still listening: readiness answers 503 and new WebSocket upgrades get a
+            # 503 with Retry-After (``gateway.cluster.sessions.DrainGate``), so a load
+            # balancer moves new calls elsewhere without a refused connection. Live
+            # sessions go on until they end or the deadline (then 1012); the lifespan
+            # then flushes the voice log.
             await registry.drain(self.drain_timeout_s)
         await super().shutdown(sockets)
 
@@ -411,8 +420,9 @@ async def _prepare(cfg: Config) -> None:
 
     db = Database.from_config(cfg)
     try:
-        await db.migrate()
-        await ensure_default_assistant(db, cfg)
+        async with db.startup_lock():
+            await db.migrate()
+            await ensure_default_assistant(db, cfg)
     finally:
         await db.close()
     load_token_secret(cfg)

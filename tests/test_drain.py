@@ -1,10 +1,11 @@
-"""SIGTERM during a spoken reply loses nothing (issue 9).
+"""SIGTERM during a spoken reply loses nothing (issues 9 and 12).
 
 A real gateway process (espeak-ng speech, so the reply lasts seconds in real time) is
 sent SIGTERM while a voice client is hearing a reply. With the default
 ``server.drain_timeout_s`` the reply, longer than the old 5 s deadline, plays to its
-end; with a short one it is cut like a barge-in. Either way the client sees the reply
-end (``stream_end``, then close 1001) and the turn is in the database afterwards.
+end and the session goes on until the caller hangs up; with a short one the reply is
+cut like a barge-in at the deadline and the session closed with 1012 and a retryable
+``UNAVAILABLE`` error. Either way the turn is in the database afterwards.
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ class SpeakingGateway(GatewayProcess):
                 "GATEWAY_SERVER__ALLOW_ANONYMOUS": "auto", **self.extra}
 
 
-async def reply_then_sigterm(gw: SpeakingGateway, after_audio_s: float
+async def reply_then_sigterm(gw: SpeakingGateway, after_audio_s: float, hang_up: bool
                              ) -> tuple[list[dict[str, Any]], float, int | None]:
-    """A text turn; SIGTERM once ``after_audio_s`` of its audio arrived. The events, the
-    audio seconds received and the close code."""
+    """A text turn; SIGTERM once ``after_audio_s`` of its audio arrived; the client hangs
+    up after the reply if ``hang_up``. The events, the audio seconds received and the
+    close code (None: the client closed)."""
     url = f"ws://127.0.0.1:{gw.port}/api/v1/voice/ws"
     events: list[dict[str, Any]] = []
     audio_bytes, rate, signalled = 0, 24000, False
@@ -65,9 +67,11 @@ async def reply_then_sigterm(gw: SpeakingGateway, after_audio_s: float
                     events.append(event)
                     if event["type"] == "session_started":
                         rate = event["output"]["sample_rate"]
+                    if event["type"] == "stream_end" and hang_up:
+                        break  # the caller has heard the answer and hangs up
         except websockets.ConnectionClosed:
             pass
-        code = ws.close_code
+        code = None if hang_up else ws.close_code
     assert signalled, events
     return events, audio_bytes / 2 / rate, code
 
@@ -107,11 +111,11 @@ async def test_sigterm_during_a_reply(speaking_gateway: Any, drain: str) -> None
     extra = {"GATEWAY_SERVER__DRAIN_TIMEOUT_S": "1"} if drain == "short" else {}
     gw = speaking_gateway(**extra)
     started = time.monotonic()
-    events, heard_s, code = await reply_then_sigterm(gw, after_audio_s=0.5)
+    events, heard_s, code = await reply_then_sigterm(gw, after_audio_s=0.5,
+                                                     hang_up=drain == "default")
     # (uvicorn re-raises the signal once it has shut down cleanly)
     assert gw.proc is not None and gw.proc.wait(timeout=40) in (0, -signal.SIGTERM)
     kinds = [e["type"] for e in events]
-    assert code == 1001 and kinds[-1] == "stream_end", kinds
     [done] = [e for e in events if e["type"] == "tts_complete"]
     conversation = events[0]["conversation_id"]
     rows = await stored_turn(gw, conversation)
@@ -121,11 +125,15 @@ async def test_sigterm_during_a_reply(speaking_gateway: Any, drain: str) -> None
     if drain == "default":
         # The whole reply (longer than the old 5 s deadline) was heard, then stored.
         assert done["interrupted"] is False and "interrupted" not in kinds
+        assert kinds[-1] == "stream_end" and "error" not in kinds, kinds
         assert heard_s > 5.0 and time.monotonic() - started > 5.0, (heard_s, reply)
         assert rows[1].content == reply and rows[1].meta["interrupted"] is False
     else:
-        # Cut like a barge-in: interrupted, tts_complete (interrupted), stream_end.
-        assert kinds[-3:] == ["interrupted", "tts_complete", "stream_end"], kinds
+        # At the deadline: cut like a barge-in (interrupted, tts_complete (interrupted),
+        # stream_end), then told to reconnect: a retryable error and close 1012.
+        assert kinds[-4:] == ["interrupted", "tts_complete", "stream_end", "error"], kinds
+        assert events[-1]["code"] == "UNAVAILABLE" and events[-1]["retryable"] is True
+        assert code == 1012
         assert done["interrupted"] is True and 500 <= done["played_ms"] < 4000, done
         assert rows[1].meta["interrupted"] is True
         assert rows[1].content and reply.startswith(rows[1].content[:20])

@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.cluster.events import ASSISTANT_DELETED, KEY_REVOKED
 from gateway.config import Config
 from gateway.pipeline import turn_taking
 from gateway.pipeline.tools import validate_declarations
@@ -380,6 +381,8 @@ async def delete_assistant(request: Request, principal: Caller,
         await s.execute(delete(Assistant).where(Assistant.id == assistant_id))
         await s.commit()
         invalidate_assistant()
+    # Its live sessions end too, on whichever node holds them.
+    await request.app.state.cluster.publish(ASSISTANT_DELETED, assistant_id)
     return {"success": True, "deleted": assistant_id}
 
 
@@ -422,4 +425,6 @@ async def revoke_key(request: Request, principal: Caller,
     require_admin(principal)
     if not await request.app.state.keys.revoke(key_id):
         raise ApiError(404, "NOT_FOUND", f"no active key with id {key_id}")
+    # Sessions opened with it (or with tokens it minted) end on every node.
+    await request.app.state.cluster.publish(KEY_REVOKED, key_id)
     return {"success": True, "revoked": key_id}

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import __version__
@@ -75,25 +76,52 @@ async def health(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-async def metrics(request: Request) -> str:
-    """Prometheus text format: sessions, failovers and exhausted chains per stage."""
+class ReadyResponse(BaseModel):
+    status: str  # ready | draining | full
+    node: str
+    active: int
+    limit: int
+
+
+@router.get("/api/health/ready", response_model=ReadyResponse, tags=["health"],
+            responses={503: {"model": ReadyResponse, "description": "draining or full"}})
+async def ready(request: Request) -> JSONResponse:
+    """Readiness for a load balancer: 503 while this node drains or is at
+    ``server.max_sessions``, so new calls go elsewhere. ``/api/health`` stays liveness.
+    Not rate-limited: probes come every few seconds from every balancer."""
     state = request.app.state
-    lines = [
-        "# TYPE gateway_sessions_active gauge",
-        f"gateway_sessions_active {state.sessions.active}",
-        "# TYPE gateway_sessions_total counter",
-        f"gateway_sessions_total {state.sessions.total}",
-        "# TYPE gateway_failovers_total counter",
-        "# TYPE gateway_provider_chain_exhausted_total counter",
-    ]
-    for stage, detail in state.runtime.provider_details().items():
-        lines.append(f'gateway_failovers_total{{stage="{stage}"}} {detail["failovers"]}')
-        lines.append(f'gateway_provider_chain_exhausted_total{{stage="{stage}"}} '
-                     f'{detail["all_failed"]}')
-    for name, pool in state.runtime.pools.items():
-        lines.append(f'gateway_pool_refused_total{{stage="{name}"}} {pool.refused}')
-    return "\n".join(lines) + "\n"
+    sessions = state.sessions
+    status = "draining" if sessions.draining else "ready" if sessions.ready else "full"
+    body = {"status": status, "node": state.cluster.node_id, "active": sessions.active,
+            "limit": sessions.limit}
+    return JSONResponse(body, status_code=200 if status == "ready" else 503,
+                        headers=None if status == "ready" else {"Retry-After": "1"})
+
+
+class DrainResponse(BaseModel):
+    status: str
+    ended_in_time: bool  # every session ended before the deadline (none was cut)
+
+
+@router.post("/api/health/drain", response_model=DrainResponse, tags=["health"],
+             include_in_schema=False)
+async def drain(request: Request) -> dict[str, Any]:
+    """From the node itself only (a Kubernetes preStop hook): drain as SIGTERM does and
+    answer when the sessions have ended or ``server.drain_timeout_s`` passed; the
+    signal that follows then finds nothing to wait for."""
+    if client_host(request) not in ("127.0.0.1", "::1"):
+        raise ApiError(403, "FORBIDDEN", "drain is only accepted from the node itself")
+    state = request.app.state
+    await state.sessions.drain(state.cfg.server.drain_timeout_s)
+    return {"status": "drained", "ended_in_time": not state.sessions.cut}
+
+
+@router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format (gateway/metrics.py): live sessions per transport, turns,
+    stage latency histograms, failovers, late audio, refused admissions, drain state."""
+    body = generate_latest(request.app.state.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post("/api/get-access-token", response_model=AccessTokenResponse, tags=["auth"],

@@ -208,6 +208,21 @@ class TurnNotStored:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """The service ends the session from outside; the transport closes it next.
+    ``reason``: one of ``ENDINGS`` (each wire says it with its own code and text)."""
+
+    reason: str
+
+
+KEY_REVOKED = "key_revoked"  # the API key it was opened with (or that minted its token)
+ASSISTANT_DELETED = "assistant_deleted"
+ENDED_BY_ADMIN = "ended"  # DELETE /api/v1/sessions/{id}
+RESTARTING = "restarting"  # the drain's deadline: reconnect (retryable)
+ENDINGS = (KEY_REVOKED, ASSISTANT_DELETED, ENDED_BY_ADMIN, RESTARTING)
+
+
+@dataclass(frozen=True, slots=True)
 class Passthrough:
     """A message the transport built itself (``session_started``, ``pong``, a protocol
     error), queued in order with the pipeline's events; the pipeline never reads it."""
@@ -219,5 +234,6 @@ Event = (
     SpeechStarted | SpeechStopped | SpeechIgnored | Transcription | StreamStart | Token
     | AgentResponse | ToolStarted | ToolEnded | TtsStart | Visemes | WordTimings
     | SegmentPlayed | Interrupted | TtsComplete | StreamEnd | Handoff | Metrics
-    | ProviderFailed | SttBehind | SessionCrashed | ReplyCrashed | TurnNotStored | Passthrough
+    | ProviderFailed | SttBehind | SessionCrashed | ReplyCrashed | TurnNotStored | SessionEnded
+    | Passthrough
 )

@@ -38,6 +38,7 @@ from gateway.providers.base import (
 from .breaker import Breaker
 from .failover import Chain, Timeouts
 from .pool import InferencePool, PoolBusy
+from .telemetry import TurnObserver
 from .tools import Toolbox, ToolContext, ToolLoop, ToolRunner
 
 log = structlog.get_logger("gateway.runtime")
@@ -63,6 +64,8 @@ class Runtime:
     # Set by the app once the database is up: async (assistant_id) -> {stage: provider
     # name or None}, the assistant's own STT / LLM / TTS choice (None: the config's).
     assistant_providers: Callable[[str], Awaitable[Mapping[str, str | None]]] | None = None
+    # Told of every finished turn (Prometheus metrics, OpenTelemetry traces).
+    observers: list[TurnObserver] = field(default_factory=list)
     # (stage, provider name, model) -> the chain an assistant naming them gets; None:
     # unusable. (model None: the configured one.)
     _extra: dict[ChainKey, Chain | None] = field(default_factory=dict)

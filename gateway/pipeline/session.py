@@ -52,6 +52,7 @@ from .session_items import (
     UserTurn,
     VadOverrides,
 )
+from .telemetry import TurnTimes
 from .text import FIRST_CLAUSE_CHARS, SentenceSplitter, SpokenSegment, clean, heard_text
 from .tools import Filler, ToolEvent
 from .turn_checks import TurnChecks, turn_settings
@@ -626,6 +627,7 @@ class Session:
 
     def _record_turn(self, r: Response, heard: str, *, interrupted: bool) -> None:
         """Hand the finished turn to the transport's recorder (conversation storage)."""
+        self._observe(r, interrupted)
         if self.on_turn_end is None:
             return
         self.on_turn_end({
@@ -634,6 +636,16 @@ class Session:
             "interrupted": interrupted, "played_ms": round(r.pacer.played_ms(_ms())),
             "latency_ms": self._latencies(r), "sources": r.sources, "tools": r.tools,
         })
+
+    def _observe(self, r: Response, interrupted: bool) -> None:
+        times = TurnTimes(r.turn.turn_id, r.response_id, r.turn.stopped_at, r.turn.final_at,
+                          r.first_token_at, r.first_audio_at, _ms(), interrupted,
+                          r.pacer.underruns)
+        for observer in self.runtime.observers:
+            try:
+                observer.turn(times)
+            except Exception:  # metrics must never cost a turn
+                self.log.exception("turn_observer_failed")
 
     @staticmethod
     def _latencies(r: Response) -> dict[str, float]:

@@ -38,3 +38,15 @@ TURN_NOT_STORED: Final = "this turn could not be saved to the conversation histo
 def provider_message(stage: str) -> str:
     """What a client reads when ``stage``'s providers all failed (never their errors)."""
     return PROVIDER_MESSAGES.get(stage, PROVIDER_MESSAGE)
+
+# Sessions ended from outside (another node, the API, shutdown): docs/protocol.md.
+SESSION_ENDED: Final = "SESSION_ENDED"
+UNAVAILABLE: Final = "UNAVAILABLE"
+# A session ended from outside, by reason (gateway.pipeline.events.ENDINGS): the error
+# it gets (code, message, retryable).
+ENDINGS: Final = {
+    "key_revoked": (UNAUTHORIZED, "the API key of this session was revoked", False),
+    "assistant_deleted": (UNAUTHORIZED, "the assistant of this session was deleted", False),
+    "ended": (SESSION_ENDED, "the session was ended by the service", False),
+    "restarting": (UNAVAILABLE, "the server is restarting; reconnect to continue", True),
+}

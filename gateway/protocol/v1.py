@@ -204,6 +204,12 @@ def error(code: str, message: str, *, retryable: bool = False) -> dict[str, Any]
     return {"type": "error", "code": code, "message": message, "retryable": retryable}
 
 
+def ended(reason: str) -> dict[str, Any]:
+    """The ``error`` a session ended from outside gets (``errors.ENDINGS``)."""
+    code, message, retryable = errors.ENDINGS[reason]
+    return error(code, message, retryable=retryable)
+
+
 def turn_not_stored(turn_id: int) -> dict[str, Any]:
     """``INTERNAL_ERROR`` for a turn the database refused: the session goes on (the
     ``turn_id`` tells a client which turn its history lacks)."""
@@ -288,5 +294,6 @@ _RENDER: Final[dict[type, Any]] = {
     ev.SessionCrashed: lambda e: internal_error(errors.SESSION_ENDS),
     ev.ReplyCrashed: lambda e: internal_error(),
     ev.TurnNotStored: lambda e: turn_not_stored(e.turn_id),
+    ev.SessionEnded: lambda e: ended(e.reason),
     ev.Passthrough: lambda e: e.message,
 }

@@ -65,6 +65,29 @@ def build_messages(request: ChatRequest, n_ctx: int) -> list[dict[str, str]]:
     return out
 
 
+def load_cpu_backends() -> int:
+    """Make sure llama.cpp has a CPU backend; how many backends it has.
+
+    A portable build (the Dockerfile: ``GGML_NATIVE=OFF GGML_BACKEND_DL=ON
+    GGML_CPU_ALL_VARIANTS=ON``) ships one CPU backend per instruction-set level
+    (``libggml-cpu-haswell.so``, ``-skylakex``, ...) as plug-ins, and ggml picks the best
+    one this CPU runs when they are loaded. llama-cpp-python does not load them itself
+    (its issue 2069), so it is done here, from the wheel's own lib folder. A build for
+    the build machine's CPU has its backend linked in: nothing to load.
+    """
+    import ctypes
+
+    import llama_cpp
+
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    ggml = ctypes.CDLL(str(lib / "libggml.so"), mode=ctypes.RTLD_GLOBAL)
+    ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
+    if ggml.ggml_backend_reg_count() == 0:
+        ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+        ggml.ggml_backend_load_all_from_path(str(lib).encode())
+    return int(ggml.ggml_backend_reg_count())
+
+
 class LlamaLLM:
     """A BlockingLLM. One generation at a time: a ``Llama`` object is not thread-safe."""
 
@@ -81,6 +104,7 @@ class LlamaLLM:
         try:
             from llama_cpp import Llama  # heavy: only when this provider is used
 
+            load_cpu_backends()
             self._llm: Any = Llama(
                 model_path=str(model_path),
                 n_ctx=context_tokens,

@@ -14,7 +14,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
 from gateway.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+STARTUP_LOCK = 0x6761746577617900  # "gatewy\0": the advisory lock id of start-up
 
 
 def database_url(cfg: Config) -> str:
@@ -71,6 +72,22 @@ class Database:
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self.sessionmaker() as session:
             yield session
+
+    @asynccontextmanager
+    async def startup_lock(self) -> AsyncIterator[None]:
+        """Held by one starting gateway at a time (PostgreSQL: an advisory lock), so
+        nodes starting together on a fresh database migrate it and create the default
+        assistant once, not racing each other into duplicate-key errors. SQLite: one
+        process owns the file; nothing to hold."""
+        if self.is_sqlite:
+            yield
+            return
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": STARTUP_LOCK})
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": STARTUP_LOCK})
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent)."""

@@ -30,7 +30,6 @@ from gateway.api.ratelimit import Verdict
 from gateway.audio import pcm
 from gateway.config import Config
 from gateway.pipeline import events as ev
-from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import Outbox, OutboxClosed
 from gateway.pipeline.prompt import system_prompt
 from gateway.pipeline.session import Session, SessionSettings, VadOverrides
@@ -86,8 +85,8 @@ async def realtime_ws(websocket: WebSocket) -> None:
         return
     registry = websocket.app.state.sessions
     if not registry.admit():
-        reason = "server shutting down" if registry.draining else "server at session capacity"
-        await _refuse(websocket, creds, 1013, "server_error", "server_busy", reason)
+        await _refuse(websocket, creds, 1013, "server_error", "server_busy",
+                      registry.refusal())
         return
     try:
         await websocket.accept(subprotocol=creds.subprotocol)
@@ -234,7 +233,9 @@ class RealtimeConnection(Renderer):
                 "id": self.conversation_id, "object": "realtime.conversation"})
         session.start()
         registry = self.ws.app.state.sessions
-        registry.add(session.session_id, self)
+        registry.add(session.session_id, self, transport="realtime",
+                     assistant_id=self.grant.assistant_id,
+                     subject=self.grant.principal.subject, key_id=self.grant.key_id)
         self.log.info("realtime_started", key_id=self.grant.key_id, beta=self.events.beta,
                       model=self.parser.config.model)
         writer = asyncio.create_task(self._writer())
@@ -312,10 +313,8 @@ class RealtimeConnection(Renderer):
         except (OutboxClosed, WebSocketDisconnect, RuntimeError):
             return
 
-    async def drain(self, deadline: float) -> None:
-        """Server shutdown: let the current reply finish (or cut it), then close with 1001."""
-        await finish_reply(self.session, self.outbox, deadline)
-        await self._close(1001, "server shutting down")
+    async def close_with(self, code: int, reason: str) -> None:
+        await self._close(code, reason)
 
     async def _close(self, code: int, reason: str) -> None:
         self.log.info("realtime_closing", code=code, reason=reason)

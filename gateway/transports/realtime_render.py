@@ -30,7 +30,8 @@ from gateway.providers.base import Message
 
 MAX_ITEMS = 500  # the oldest items are forgotten beyond this (the history is bounded too)
 MAX_RESPONSES = 32
-Failure = ev.ProviderFailed | ev.SttBehind | ev.SessionCrashed | ev.ReplyCrashed | ev.TurnNotStored
+Failure = (ev.ProviderFailed | ev.SttBehind | ev.SessionCrashed | ev.ReplyCrashed
+           | ev.TurnNotStored | ev.SessionEnded)
 
 
 @dataclass(slots=True)
@@ -332,4 +333,5 @@ _PIPELINE: dict[type, Any] = {
     ev.SessionCrashed: Renderer._error,
     ev.ReplyCrashed: Renderer._error,
     ev.TurnNotStored: Renderer._error,
+    ev.SessionEnded: Renderer._error,
 }

@@ -25,7 +25,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
 from gateway.api.errors import ApiError, ErrorBody
 from gateway.pipeline import events as ev
-from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed, OutItem
 from gateway.pipeline.session import Session, SessionSettings
 from gateway.protocol import twilio as tw
@@ -97,7 +96,9 @@ class TwilioCall:
             on_failure=lambda turn_id: session.emit(ev.TurnNotStored(turn_id)))
         session.start()
         registry = self.ws.app.state.sessions
-        registry.add(session.session_id, self)
+        registry.add(session.session_id, self, transport="twilio",
+                     assistant_id=grant.assistant_id, subject=grant.principal.subject,
+                     key_id=grant.key_id)
         writer = asyncio.create_task(self._writer())
         self.log.info("call_started", stream=start.stream_id, dialect=start.dialect,
                       parameters_dropped=start.dropped)
@@ -243,9 +244,8 @@ class TwilioCall:
             self.log.info("session_error", event=type(item).__name__)
         return self.call.render(item)
 
-    async def drain(self, deadline: float) -> None:
-        await finish_reply(self.session, self.outbox, deadline)
-        await self._close(1001, "server shutting down")
+    async def close_with(self, code: int, reason: str) -> None:
+        await self._close(code, reason)
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):

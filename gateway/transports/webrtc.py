@@ -44,7 +44,6 @@ from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
 from gateway.api.errors import ApiError, ErrorBody
 from gateway.audio import frames, pcm
 from gateway.pipeline import events as ev
-from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.session import VAD_RATE, Session, SessionSettings
 from gateway.protocol import fields, v1
@@ -162,8 +161,7 @@ async def webrtc_offer(request: Request) -> JSONResponse:
                        headers={"Retry-After": "1"})
     registry = state.sessions
     if not registry.admit():
-        reason = "server shutting down" if registry.draining else "server at session capacity"
-        raise ApiError(503, "RATE_LIMITED", reason, headers={"Retry-After": "5"})
+        raise ApiError(503, "RATE_LIMITED", registry.refusal(), headers={"Retry-After": "5"})
     hub.pending += 1
     try:
         grant = await _authenticate(request, body)
@@ -256,7 +254,9 @@ class WebRTCPeer:
         self._closed = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         hub.peers.add(self)
-        app_state.sessions.add(grant.session_id, self)
+        app_state.sessions.add(grant.session_id, self, transport="webrtc",
+                               assistant_id=grant.assistant_id,
+                               subject=grant.principal.subject, key_id=grant.key_id)
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_connection_state)
@@ -441,10 +441,8 @@ class WebRTCPeer:
             self._supervisor = asyncio.create_task(self._teardown(reason))
         await asyncio.shield(self._supervisor)
 
-    async def drain(self, deadline: float) -> None:
-        """Server shutdown: let the current reply finish (or cut it), then close."""
-        await finish_reply(self.session, self.outbox, deadline)
-        await self.close("server shutting down")
+    async def close_with(self, code: int, reason: str) -> None:
+        await self.close(reason)  # a data channel has no close code
 
     async def _teardown(self, reason: str) -> None:
         self.log.info("webrtc_session_closing", reason=reason, connected=self.connected,

@@ -19,7 +19,6 @@ from gateway.api.auth import AuthError, SessionGrant
 from gateway.api.ratelimit import RateLimited
 from gateway.audio import pcm
 from gateway.pipeline import events as ev
-from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
 from gateway.pipeline.prompt import assistant_source
 from gateway.pipeline.session import Session, SessionSettings
@@ -63,8 +62,7 @@ async def voice_ws(websocket: WebSocket) -> None:
     registry = state.sessions
     if not registry.admit():
         await websocket.accept()
-        reason = "server shutting down" if registry.draining else "server at session capacity"
-        await websocket.close(CLOSE_OVERLOADED, reason)
+        await websocket.close(CLOSE_OVERLOADED, registry.refusal())
         return
     try:
         await websocket.accept()
@@ -202,7 +200,9 @@ class VoiceConnection:
         session.emit(self._session_started(session))
         session.start()
         registry = self.ws.app.state.sessions
-        registry.add(session.session_id, self)
+        registry.add(session.session_id, self, transport="ws",
+                     assistant_id=self.grant.assistant_id,
+                     subject=self.grant.principal.subject, key_id=self.grant.key_id)
         self.log.info("session_started", key_id=self.grant.key_id,
                       input=session.settings.input.as_dict())
         writer = asyncio.create_task(self._writer())
@@ -335,10 +335,8 @@ class VoiceConnection:
         event = v1.render(item)
         return None if event is None else v1.encode(event)
 
-    async def drain(self, deadline: float) -> None:
-        """Server shutdown: let the current reply finish (or cut it), then close with 1001."""
-        await finish_reply(self.session, self.outbox, deadline)
-        await self._close(1001, "server shutting down")
+    async def close_with(self, code: int, reason: str) -> None:
+        await self._close(code, reason)
 
     async def _close(self, code: int, reason: str) -> None:
         self.log.info("ws_closing", code=code, reason=reason)

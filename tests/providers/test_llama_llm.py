@@ -11,7 +11,7 @@ import pytest
 
 from gateway.config import Config
 from gateway.providers.base import BlockingLLM, ChatRequest, Message, Passage, ProviderError
-from gateway.providers.llama_llm import LlamaLLM, build_messages, gguf_path
+from gateway.providers.llama_llm import LlamaLLM, build_messages, gguf_path, load_cpu_backends
 
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 needs_llama = pytest.mark.skipif(
@@ -34,6 +34,13 @@ REQUEST = ChatRequest(
 @pytest.fixture(scope="module")
 def llm() -> LlamaLLM:
     return LlamaLLM.from_config(Config())
+
+
+@needs_llama
+def test_a_cpu_backend_is_there() -> None:
+    """Linked in (a build for this CPU) or loaded from the wheel's plug-ins (the image's
+    portable build); the ctypes signatures must match libggml either way."""
+    assert load_cpu_backends() >= 1
 
 
 def test_gguf_located_without_import() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -84,18 +85,25 @@ async def test_idle_client_is_disconnected(gateway_factory) -> None:
     assert client.ws.close_code == 4408
 
 
-async def test_shutdown_lets_the_reply_finish_then_closes_1001(gateway_factory) -> None:
-    gw = gateway_factory()
+async def test_shutdown_lets_the_reply_finish_then_closes_1012(gateway_factory) -> None:
+    """The reply in flight plays to its end; the session goes on until the drain's
+    deadline, then is told to reconnect (a retryable error) and closed with 1012."""
+    gw = gateway_factory(server={"drain_timeout_s": 6.0})
     client = await VoiceClient.connect(gw.ws_url)
     await client.wait_for("session_started")
     await client.send_json({"type": "text", "text": "How is the weather?"})
     await client.wait_for("tts_start", timeout=30)
+    stopped = time.monotonic()
     gw.server.should_exit = True  # what SIGTERM does
+    end = await client.wait_for("stream_end", timeout=15)
+    await asyncio.sleep(0.3)
+    assert not client.closed.is_set()  # not closed when the reply ended
     await asyncio.wait_for(client.closed.wait(), 15)
-    assert client.ws.close_code == 1001
-    complete = client.events("tts_complete")
-    assert complete and complete[0]["interrupted"] is False
-    assert client.events("stream_end")
+    assert client.ws.close_code == 1012 and time.monotonic() - stopped > 5.5
+    [complete] = client.events("tts_complete")
+    assert complete["interrupted"] is False and end["response_id"] == complete["response_id"]
+    error = client.events("error")[-1]
+    assert error["code"] == "UNAVAILABLE" and error["retryable"] is True
 
 
 class CrashOnceLLM(NullLLM):
