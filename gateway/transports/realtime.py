@@ -39,7 +39,7 @@ from gateway.protocol.realtime_events import ResponseInfo, ServerEvents, VadDefa
 from gateway.protocol.v1 import AudioFormat
 from gateway.providers.base import Message, ProviderError
 from gateway.store.assistants import load_turn_taking
-from gateway.transports.websocket import TEXT_SINK
+from gateway.transports.websocket import FRAME_WRITER, TEXT_SINK
 
 from .realtime_render import Renderer
 
@@ -305,9 +305,14 @@ class RealtimeConnection(Renderer):
                 return
 
     async def _writer(self) -> None:
+        ready, write = self.ws.scope.get("extensions", {}).get(FRAME_WRITER, (None, None))
         try:
             while True:
                 item = await self.outbox.get()
+                if ready is not None and ready():  # all that is queued now, one write
+                    write([json.dumps(e) for it in (item, *self.outbox.take_all())
+                           for e in self.render(it)])
+                    continue
                 for event in self.render(item):
                     await self.ws.send_text(json.dumps(event))
         except (OutboxClosed, WebSocketDisconnect, RuntimeError):

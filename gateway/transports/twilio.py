@@ -30,7 +30,7 @@ from gateway.pipeline.session import Session, SessionSettings
 from gateway.protocol import twilio as tw
 from gateway.protocol.v1 import AudioFormat
 from gateway.store.assistants import load_turn_taking
-from gateway.transports.websocket import TEXT_SINK
+from gateway.transports.websocket import FRAME_WRITER, TEXT_SINK
 
 log = structlog.get_logger("gateway.twilio")
 
@@ -210,12 +210,21 @@ class TwilioCall:
             session.user_text(f"The caller pressed the keys {' '.join(digits)}.")
 
     async def _writer(self) -> None:
+        ready, write = self.ws.scope.get("extensions", {}).get(FRAME_WRITER, (None, None))
         try:
             while True:
                 item = await self.outbox.get()
-                frame = self._render(item)
-                if frame is not None:
-                    await self.ws.send_text(frame)
+                if ready is not None and ready():
+                    # All that is queued now in one write, as v1 does; a hand-off ends it.
+                    batch = [item, *self.outbox.take_all()]
+                    cut = next((i for i, b in enumerate(batch) if isinstance(b, ev.Handoff)),
+                               len(batch) - 1)
+                    write([f for b in batch[: cut + 1] if (f := self._render(b)) is not None])
+                    item = batch[cut]
+                else:
+                    frame = self._render(item)
+                    if frame is not None:
+                        await self.ws.send_text(frame)
                 if isinstance(item, ev.Handoff):
                     await self._hang_up(item)
                     return

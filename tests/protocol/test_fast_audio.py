@@ -160,3 +160,26 @@ def test_realtime_mutations_are_taken_identically_or_left_to_the_stock_parser() 
 ])
 def test_realtime_other_shapes_go_to_the_stock_parser(frame: bytes) -> None:
     assert rt.RealtimeParser(rt.RealtimeConfig()).append_fast(frame) is None
+
+
+# --- outbound media from a template -----------------------------------------------------
+
+
+@pytest.mark.parametrize(("start", "key"), [
+    ({"event": "start", "start": {"streamSid": "MZ1", "mediaFormat": {
+        "encoding": "audio/x-alaw", "sampleRate": 8000}}}, "streamSid"),
+    ({"event": "start", "stream_id": "st-1.a:b", "start": {"call_control_id": "cc1",
+      "media_format": {"encoding": "PCMU", "sample_rate": 8000}}}, "stream_id"),
+])
+def test_outbound_media_is_what_json_dumps_writes(start: dict[str, Any], key: str) -> None:
+    from gateway.audio import pcm
+
+    state = tw.CallState()
+    call = state.receive(json.dumps(start))
+    assert isinstance(call, tw.CallStart)
+    encode = pcm.mulaw_encode if call.encoding == "mulaw" else pcm.alaw_encode
+    rng = random.Random(5)
+    for size in (0, 2, 320, 640):
+        audio = rng.randbytes(size)
+        assert state.media(audio) == json.dumps({"event": "media", key: call.stream_id, "media": {
+            "payload": base64.b64encode(encode(audio)).decode()}})
