@@ -326,10 +326,14 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self.should_exit and sig in (signal.SIGTERM, signal.SIGINT):
-            self.force_exit = True  # a second signal: the drain's deadline is now
+            # A second signal: the drain's deadline is now. Not uvicorn's force_exit
+            # (for SIGTERM): that would skip the lifespan's shutdown, and with it the
+            # flush of the turns just cut.
             registry = getattr(self.gateway_app.state, "sessions", None)
             if registry is not None:
-                registry.stop_now()
+                with contextlib.suppress(RuntimeError):  # (no loop: nothing drains)
+                    # From a signal handler: wake the drain on the loop's own terms.
+                    asyncio.get_running_loop().call_soon_threadsafe(registry.stop_now)
         super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

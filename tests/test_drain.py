@@ -43,14 +43,15 @@ class SpeakingGateway(GatewayProcess):
                 "GATEWAY_SERVER__ALLOW_ANONYMOUS": "auto", **self.extra}
 
 
-async def reply_then_sigterm(gw: SpeakingGateway, after_audio_s: float, hang_up: bool
+async def reply_then_sigterm(gw: SpeakingGateway, after_audio_s: float, hang_up: bool,
+                             signals: int = 1
                              ) -> tuple[list[dict[str, Any]], float, int | None]:
-    """A text turn; SIGTERM once ``after_audio_s`` of its audio arrived; the client hangs
-    up after the reply if ``hang_up``. The events, the audio seconds received and the
-    close code (None: the client closed)."""
+    """A text turn; SIGTERM once ``after_audio_s`` of its audio arrived (``signals`` of
+    them, 0.5 s of audio apart); the client hangs up after the reply if ``hang_up``. The
+    events, the audio seconds received and the close code (None: the client closed)."""
     url = f"ws://127.0.0.1:{gw.port}/api/v1/voice/ws"
     events: list[dict[str, Any]] = []
-    audio_bytes, rate, signalled = 0, 24000, False
+    audio_bytes, rate, signalled = 0, 24000, 0
     async with websockets.connect(url, max_size=2**21) as ws:
         await ws.send(json.dumps({"type": "text", "text": QUESTION}))
         try:
@@ -58,10 +59,11 @@ async def reply_then_sigterm(gw: SpeakingGateway, after_audio_s: float, hang_up:
                 async for message in ws:
                     if isinstance(message, bytes):
                         audio_bytes += len(message)
-                        if not signalled and audio_bytes / 2 / rate >= after_audio_s:
+                        due = after_audio_s + 0.5 * signalled
+                        if signalled < signals and audio_bytes / 2 / rate >= due:
                             assert gw.proc is not None
                             gw.proc.send_signal(signal.SIGTERM)
-                            signalled = True
+                            signalled += 1
                         continue
                     event = json.loads(message)
                     events.append(event)
@@ -106,15 +108,20 @@ def speaking_gateway(tmp_path: Path, new_database_url: Any) -> Any:
         gw.stop()
 
 
-@pytest.mark.parametrize("drain", ["default", "short"])
+@pytest.mark.parametrize("drain", ["default", "short", "twice"])
 async def test_sigterm_during_a_reply(speaking_gateway: Any, drain: str) -> None:
+    """default: the reply plays out; short: cut at a 1 s deadline; twice: a second
+    SIGTERM makes the (default, 25 s) deadline now."""
     extra = {"GATEWAY_SERVER__DRAIN_TIMEOUT_S": "1"} if drain == "short" else {}
     gw = speaking_gateway(**extra)
     started = time.monotonic()
     events, heard_s, code = await reply_then_sigterm(gw, after_audio_s=0.5,
-                                                     hang_up=drain == "default")
+                                                     hang_up=drain == "default",
+                                                     signals=2 if drain == "twice" else 1)
     # (uvicorn re-raises the signal once it has shut down cleanly)
     assert gw.proc is not None and gw.proc.wait(timeout=40) in (0, -signal.SIGTERM)
+    if drain == "twice":
+        assert time.monotonic() - started < 15, "the second SIGTERM did not end the drain"
     kinds = [e["type"] for e in events]
     [done] = [e for e in events if e["type"] == "tts_complete"]
     conversation = events[0]["conversation_id"]
