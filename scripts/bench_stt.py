@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--fit", type=float, default=Config().stt.fit_window_s,
                         help="stt.fit_window_s (0: the full 30 s window)")
     parser.add_argument("--prompt-from", type=Path, help="take the kb prompt from this set")
+    parser.add_argument("--beam", type=int, default=Config().stt.beam_size)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/gateway-bench-audio"))
     parser.add_argument("--out", type=Path, help="transcripts as JSON (the last prompt's)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -126,6 +127,7 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     cfg = Config()
     stt = WhisperSTT(resolve_model_dir(args.model, cfg.data_path), workers=1,
+                     beam_size=args.beam,
                      fit_window_s=args.fit)
     voices = Voices()
     items = [(i, k, u, render(voices, u, args.cache)) for i, k, u in utterances(args.set)]
@@ -145,7 +147,7 @@ def main() -> None:
             if args.verbose or wer >= MISHEARD:
                 print(f"  [{mode}] {sid:28} {wer:4.0%} {said!r} -> {str(heard)!r}")
         spoken = [r for r in rows if not r["said"].startswith("<")]
-        print(f"{args.set.name} {args.model} prompt={mode}: mean WER "
+        print(f"{args.set.name} {args.model} beam {args.beam} prompt={mode}: mean WER "
               f"{statistics.mean(r['wer'] for r in spoken):.1%}, misheard (>= 25 %) "
               f"{sum(r['wer'] >= MISHEARD for r in spoken)}/{len(spoken)}, noises with "
               f"words {sum(bool(r['heard']) for r in rows if r['said'].startswith('<'))}, "
