@@ -100,6 +100,7 @@ class Balancer:
 
     nodes: list[Node]
     folder: Path
+    checks: bool = True  # False: no readiness checks, only the retry on a 503 upgrade
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -108,7 +109,8 @@ class Balancer:
         return f"ws://127.0.0.1:{self.port}/api/v1/voice/ws"
 
     def config(self) -> str:
-        servers = "\n".join(f"    server node{i} 127.0.0.1:{n.port} check"
+        check = " check" if self.checks else ""
+        servers = "\n".join(f"    server node{i} 127.0.0.1:{n.port}{check}"
                             for i, n in enumerate(self.nodes))
         return (Path(__file__).parent.parent / "deploy" / "haproxy.cfg").read_text() \
             .replace("bind :8080", f"bind 127.0.0.1:{self.port}") \

@@ -8,6 +8,7 @@ whole module, in order; the drain test ends node A, so it comes last.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -187,46 +188,60 @@ async def test_balancer_spreads_sessions(cluster: Cluster, balancer: Balancer) -
 
 async def test_sigterm_mid_reply(cluster: Cluster, balancer: Balancer, tmp_path: Path) -> None:
     """SIGTERM on A while it speaks: that reply plays to its end; A's readiness and new
-    upgrades say 503; new sessions through the balancer all land on B, none fails; once
-    the caller hangs up, A exits and B keeps serving."""
+    upgrades say 503; new sessions through the balancer all land on B, none fails (also
+    through a balancer without readiness checks, which sends them to A first: A's 503 is
+    retried on B); once the caller hangs up, A exits and B keeps serving."""
     a, b = cluster.nodes
-    talker = await open_session(a.ws, **admin(cluster))
-    await talker.send_json({"type": "text", "text": WEATHER})
-    started = await talker.wait_for("tts_start", timeout=30)
-    while not any(r.audio for r in talker.log):
-        await asyncio.sleep(0.01)
-    assert a.proc is not None
-    a.proc.send_signal(signal.SIGTERM)
-    await asyncio.sleep(0.3)
+    blind = Balancer(cluster.nodes, tmp_path / "blind", checks=False)
+    blind.start()
+    try:
+        talker = await open_session(a.ws, **admin(cluster))
+        await talker.send_json({"type": "text", "text": WEATHER})
+        started = await talker.wait_for("tts_start", timeout=30)
+        while not any(r.audio for r in talker.log):
+            await asyncio.sleep(0.01)
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while (ready := await api(a, "GET", "/api/health/ready", "")).status_code == 200:
+            assert time.monotonic() < deadline, "A never began draining"
+            await asyncio.sleep(0.02)
+        assert ready.status_code == 503 and ready.json()["status"] == "draining"
 
-    ready = await api(a, "GET", "/api/health/ready", "")
-    assert ready.status_code == 503 and ready.json()["status"] == "draining"
-    assert (await api(a, "GET", "/api/health", "")).status_code == 200  # alive
-    with pytest.raises(websockets.InvalidStatus) as refused:
-        await websockets.connect(a.ws, additional_headers=admin(cluster))
-    assert refused.value.response.status_code == 503
-    assert refused.value.response.headers["Retry-After"] == "1"
+        # A balancer that does not know A drains (leastconn: A has none of its connections)
+        # tries A first; A answers the upgrade 503 and the balancer retries it on B.
+        retried = [await open_session(blind.ws, **admin(cluster)) for _ in range(2)]
+        metrics = (await api(a, "GET", "/metrics", "")).text
+        tried_a = re.search(r"^gateway_admissions_refused_total (\S+)$", metrics, re.M)
+        assert tried_a and float(tried_a[1]) >= 1, metrics  # A said 503 at least once
+        assert (await api(a, "GET", "/api/health", "")).status_code == 200  # alive
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(a.ws, additional_headers=admin(cluster))
+        assert refused.value.response.status_code == 503
+        assert refused.value.response.headers["Retry-After"] == "1"
 
-    # Through the balancer, at once: every new session opens, on B.
-    fresh = [await open_session(balancer.ws, **admin(cluster)) for _ in range(4)]
-    ids = {c.events("session_started")[0]["session_id"] for c in fresh}
-    found = await placement(b, cluster.admin_key, ids)
-    assert len(found) == 4 and set(found.values()) == {"node-b"}, found
+        # Through the balancer, at once: every new session opens, on B.
+        fresh = [await open_session(balancer.ws, **admin(cluster)) for _ in range(2)] + retried
+        ids = {c.events("session_started")[0]["session_id"] for c in fresh}
+        found = await placement(b, cluster.admin_key, ids)
+        assert len(found) == 4 and set(found.values()) == {"node-b"}, found
 
-    done = await talker.wait_for("tts_complete", timeout=30,
-                                 response_id=started["response_id"])
-    assert done["interrupted"] is False and "interrupted" not in talker.types()
-    assert not talker.closed.is_set()  # the session goes on until it ends or the deadline
-    await talker.close()
-    assert a.proc.wait(timeout=15) in (0, -signal.SIGTERM)
+        done = await talker.wait_for("tts_complete", timeout=30,
+                                     response_id=started["response_id"])
+        assert done["interrupted"] is False and "interrupted" not in talker.types()
+        assert not talker.closed.is_set()  # the session goes on until it ends or the deadline
+        await talker.close()
+        assert a.proc.wait(timeout=15) in (0, -signal.SIGTERM)
 
-    for c in fresh:  # B serves on
-        await c.send_json({"type": "text", "text": WEATHER})
-    for c in fresh:
-        assert (await c.wait_for("tts_complete", timeout=60))["interrupted"] is False
-        await c.close()
-    gone = (await api(b, "GET", "/api/v1/sessions", cluster.admin_key)).json()
-    assert [n["node"] for n in gone["nodes"]] == ["node-b"]  # A left the directory
+        for c in fresh:  # B serves on
+            await c.send_json({"type": "text", "text": WEATHER})
+        for c in fresh:
+            assert (await c.wait_for("tts_complete", timeout=60))["interrupted"] is False
+            await c.close()
+        gone = (await api(b, "GET", "/api/v1/sessions", cluster.admin_key)).json()
+        assert [n["node"] for n in gone["nodes"]] == ["node-b"]  # A left the directory
+    finally:
+        blind.stop()  # (its tunnels carry two of the sessions)
 
 
 def test_cluster_mode_needs_a_token_secret(tmp_path: Path) -> None:
