@@ -36,8 +36,9 @@ class ServerConfig:
     idle_timeout_s: float = 300.0
     max_message_bytes: int = 1 << 20
     session_close_timeout_s: float = 5.0
-    # Shutdown (SIGTERM): how long live replies may go on; one still going is then cut
-    # like a barge-in (stored as heard). Keep it under the orchestrator's kill timeout.
+    # Shutdown (SIGTERM): how long live sessions may go on (replies finish, callers hang
+    # up); the rest are then cut like a barge-in (stored as heard) and closed with 1012.
+    # Keep it under the orchestrator's kill timeout.
     drain_timeout_s: float = 25.0
     max_sessions: int = 1000  # per worker process
     # Worker processes sharing the port (one event loop each); 1: a single process.

@@ -220,3 +220,22 @@ async def test_bad_dtmf_and_marks_are_errors_not_user_text(event: str,
     assert isinstance(state.receive(json.dumps({"event": event, event: body})), tw.CallError)
     assert state.receive(json.dumps({"event": "dtmf", "dtmf": {"digit": "#"}})) == tw.Dtmf("#")
     assert state.receive(json.dumps({"event": "dtmf", "dtmf": {"digit": 5}})) == tw.Dtmf("5")
+
+
+async def test_shutdown_deadline_clears_the_reply_and_ends_the_call(gateway_factory) -> None:
+    """At the drain's deadline a call still hearing a reply gets ``clear`` (the phone
+    drops the audio it holds), then the stream is closed (1012): the call's TwiML goes on
+    after <Connect> instead of hearing a reply cut off by a dead socket."""
+    gw = gateway_factory(server={"allow_anonymous": "false", "drain_timeout_s": 1.0})
+    token = await twiml_token(gw, await api_key(gw))
+    async with websockets.connect(stream_url(gw)) as ws:
+        call = PhoneCall(ws)
+        await call.start({"token": token})
+        await call.speak(wav("what_is_the_gateway.wav") + silence(700))
+        await call.wait("media")
+        stopped = time.monotonic()
+        gw.server.should_exit = True  # what SIGTERM does
+        await asyncio.wait_for(call.reader, 15)
+        assert ws.close_code == 1012 and time.monotonic() - stopped >= 0.9
+    kinds = [m["event"] for _, m in call.log]
+    assert "clear" in kinds and kinds.index("clear") > kinds.index("media"), kinds
