@@ -46,6 +46,7 @@ _LEADING = re.compile(r"^(?:but|and|also|so|however|then)\b,?\s*", re.IGNORECASE
 class Kind(Enum):
     TIME = "time"  # a clock time (or "closed")
     DATE = "date"  # a day, a month, a year or a time
+    YEAR = "year"  # when something happened: a year or a date, not this week's hours
     PRICE = "price"
     NUMBER = "number"
     PLACE = "place"
@@ -67,6 +68,8 @@ _KIND_CUES: tuple[tuple[Kind, re.Pattern[str]], ...] = (
         r"when does (?:it|the \w+) (?:open|close|shut|start|finish|end))\b")),
     (Kind.NUMBER, re.compile(
         r"\b(how many|how long|how far|how old|how big|what number|(?:tele)?phone number)\b")),
+    (Kind.YEAR, re.compile(r"\b(when (?:was|were|did)|what year|which year|since when|"
+                           r"how long ago)\b")),
     (Kind.DATE, re.compile(r"\b(when|what day|which day|what date|which days)\b")),
     (Kind.PLACE, re.compile(r"\b(where|whereabouts|which floor|what address|your address|"
                             r"located|how do i get)\b")),
@@ -76,7 +79,7 @@ _KIND_CUES: tuple[tuple[Kind, re.Pattern[str]], ...] = (
         r"^(can|may|could|am|is|are|do|does|must|should|will|have|would)\b|"
         r"\b(allowed|permitted|rule|rules|let me|okay to|ok to)\b")),
 )
-STRICT = frozenset((Kind.TIME, Kind.PRICE, Kind.NUMBER, Kind.DATE, Kind.PERSON))
+STRICT = frozenset((Kind.TIME, Kind.PRICE, Kind.NUMBER, Kind.DATE, Kind.YEAR, Kind.PERSON))
 # Words that only say what kind of fact is wanted: they do not name the subject.
 _KIND_WORDS = frozenset(
     "much cost price pay fee charge expensive cheap time late early long many number "
@@ -109,7 +112,11 @@ _PERSON = re.compile(r"\b(?:manager|managers|director|owner|owners|head of|chair
                      r"staff|team|lifeguards?|instructors?|teachers?|coach(?:es)?|"
                      r"librarians?|curators?|receptionists?|volunteers?|(?:Mr|Mrs|Ms|Dr)\.?"
                      r"\s+[A-Z])", re.IGNORECASE)
-_KIND_PATTERN = {Kind.PLACE: _PLACE, Kind.PERSON: _PERSON, Kind.TIME: _TIME,
+_YEAR = re.compile(r"\b(?:1[5-9]|20)\d\d\b|\b(?:january|february|march|april|may|june|july|"
+                   r"august|september|october|november|december) \d{1,2}\b|\b\d{1,2}(?:st|nd|"
+                   r"rd|th)? (?:of )?(?:january|february|march|april|may|june|july|august|"
+                   r"september|october|november|december)\b|\byears? ago\b", re.IGNORECASE)
+_KIND_PATTERN = {Kind.PLACE: _PLACE, Kind.PERSON: _PERSON, Kind.YEAR: _YEAR, Kind.TIME: _TIME,
                  Kind.DATE: _DATE, Kind.PRICE: _PRICE, Kind.NUMBER: _NUMBER, Kind.RULE: _RULE}
 # A follow-up leans on the previous question: "and on Sundays?", "what about children?"
 _YOU = re.compile(r"\b(?:you|your|yours|you're)\b", re.IGNORECASE)

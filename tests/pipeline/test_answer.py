@@ -52,7 +52,7 @@ def test_question_kinds() -> None:
     assert question_kind("Do kids have to pay?") is Kind.PRICE
     assert question_kind("Who is in charge here?") is not Kind.PRICE
     assert question_kind("How many people fit in the hall?") is Kind.NUMBER
-    assert question_kind("When was it founded?") is Kind.DATE
+    assert question_kind("When was it founded?") is Kind.YEAR
     assert question_kind("Where do I park?") is Kind.PLACE
     assert question_kind("Can I bring my dog?") is Kind.RULE
     assert question_kind("Tell me about the café") is Kind.OTHER
@@ -192,3 +192,14 @@ def test_a_question_about_the_place_itself_needs_only_the_right_kind() -> None:
     history = [Message("user", "Do you sell tickets?")]
     assert query_text(history, "Where exactly are you?") == "Where exactly are you?"
     assert query_text(history, "How much?") == "Do you sell tickets? How much?"
+
+
+def test_when_was_needs_a_year_or_a_date_not_opening_times() -> None:
+    assert question_kind("When was the museum founded?") is Kind.YEAR
+    assert question_kind("When do the tours start?") is Kind.DATE
+    tours = [Passage("Tours", "Guided tours start at 11:30 am every day.", "kb/t.md")]
+    units = split_units(tours)
+    assert choose("When was the museum founded?", units, [0.5]).abstained
+    history = [Passage("History", "The museum opened in 1923 in the old customs house.",
+                       "kb/h.md")]
+    assert "1923" in choose("When was the museum founded?", split_units(history), [0.5]).text
