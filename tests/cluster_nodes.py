@@ -95,8 +95,10 @@ def start_cluster(tmp: Path, n: int = 2, **extra: str) -> Iterator[Cluster]:
 
 @dataclass
 class Balancer:
-    """HAProxy on 127.0.0.1 in front of the nodes: readiness checks every 200 ms, and an
-    upgrade a draining node answers 503 retried on another node."""
+    """HAProxy on 127.0.0.1 in front of the nodes: deploy/haproxy.cfg with readiness
+    checks every 300 ms (a node is down after 3 failed ones: one slow answer on a loaded
+    machine must not take it out), and an upgrade a draining node answers 503 retried on
+    another node."""
 
     nodes: list[Node]
     folder: Path
@@ -116,7 +118,7 @@ class Balancer:
             .replace("bind :8080", f"bind 127.0.0.1:{self.port}") \
             .replace("    server-template gateway 2 gateway:8080 check resolvers dns "
                      "init-addr none\n", servers + "\n") \
-            .replace("inter 2s", "inter 200ms")
+            .replace("inter 2s fall 2 rise 2", "inter 300ms fall 3 rise 1")
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
