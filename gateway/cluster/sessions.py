@@ -13,7 +13,7 @@ import ctypes
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
@@ -45,7 +45,6 @@ class Connection(Protocol):
 class Live:
     conn: Connection
     info: SessionInfo
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class SessionRegistry:
@@ -97,9 +96,7 @@ class SessionRegistry:
         self._changed()
 
     def remove(self, session_id: str) -> None:
-        entry = self.live.pop(session_id, None)
-        if entry is not None:
-            entry.ended.set()
+        if self.live.pop(session_id, None) is not None:
             self._changed()
 
     def _changed(self) -> None:
@@ -129,31 +126,25 @@ class SessionRegistry:
 
     async def drain(self, timeout: float) -> None:
         """Shutdown: no new sessions; live ones go on (replies finish, callers hang up)
-        until ``timeout``; the rest are then closed with 1012 and a retryable error."""
+        until ``timeout`` or ``stop_now``; the rest are then closed with 1012 and a
+        retryable error. Sessions still being set up when it began are waited for too."""
         self.draining = True
         self._changed()
-        if not self.live:
+        if not self.active:
             return
         log.info("draining_sessions", count=len(self.live), timeout_s=timeout)
-        await asyncio.gather(*(self._drain_one(e, timeout) for e in list(self.live.values())),
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.active and loop.time() < deadline and not self._now.is_set():
+            await asyncio.sleep(POLL_S)  # (a shutdown's poll: no per-session waiters)
+        rest = list(self.live.values())
+        self.cut += len(rest)
+        await asyncio.gather(*(end(e.conn, CLOSE_RESTART, ev.RESTARTING) for e in rest),
                              return_exceptions=True)
 
     def stop_now(self) -> None:
         """A second SIGTERM: the drain's deadline is now."""
         self._now.set()
-
-    async def _drain_one(self, entry: Live, timeout: float) -> None:
-        waits = [asyncio.ensure_future(entry.ended.wait()),
-                 asyncio.ensure_future(self._now.wait())]
-        try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-        if entry.ended.is_set():
-            return
-        self.cut += 1
-        await end(entry.conn, CLOSE_RESTART, ev.RESTARTING)
 
 
 async def end(conn: Connection, code: int, reason: str) -> None:
