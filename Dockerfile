@@ -33,6 +33,7 @@ WORKDIR /app
 # Code, virtualenv and models stay root-owned: the gateway user can read, not change them.
 COPY --from=build /app /app
 ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
     GATEWAY_SERVER__HOST=0.0.0.0 \
     GATEWAY_SERVER__DATA_DIR=/data \

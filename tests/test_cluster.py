@@ -121,6 +121,17 @@ async def test_key_revoked_on_a_ends_its_sessions_on_b(cluster: Cluster) -> None
     await bystander.close()
 
 
+async def test_key_revoked_from_the_cli_ends_its_sessions(cluster: Cluster) -> None:
+    """`gateway keys revoke` is no node: with the cluster's config it publishes too."""
+    a, b = cluster.nodes
+    key, key_id = await new_key(cluster, "revoked-by-cli")
+    client = await open_session(b.ws, **{"x-api-key": key})
+    out = await asyncio.to_thread(a.cli, "keys", "revoke", key_id)
+    assert f"revoked {key_id}" in out
+    _, code = await closed(client, since=time.monotonic())
+    assert code == 4401 and client.events("error")[-1]["code"] == "UNAUTHORIZED"
+
+
 async def test_sessions_listed_and_ended_through_the_other_node(cluster: Cluster) -> None:
     a, b = cluster.nodes
     client = await open_session(b.ws, **admin(cluster))
