@@ -59,6 +59,7 @@ class ConversationSummary(BaseModel):
     message_count: int
     user_id: str | None = None
     source: str
+    transport: str | None = None  # ws (v1), twilio, realtime, webrtc; None: not recorded
 
 
 class ConversationList(BaseModel):
@@ -86,7 +87,7 @@ async def list_conversations(
 def summary(c: Conversation, count: int) -> dict[str, Any]:
     return {"id": c.id, "title": c.title, "created_at": store.iso(c.created_at),
             "updated_at": store.iso(c.updated_at), "message_count": count,
-            "user_id": c.user_id, "source": c.source}
+            "user_id": c.user_id, "source": c.source, "transport": c.transport}
 
 
 class MessageOut(BaseModel):

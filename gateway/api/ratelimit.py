@@ -208,12 +208,6 @@ class Limiter:
                            headers=verdict.headers())
         setattr(request.state, STATE_KEY, verdict)
 
-    async def check_session(self, principal: Principal) -> None:
-        """A voice session being opened (group ``voice``); raises ``RateLimited``."""
-        verdict = await self.evaluate(principal.subject, "voice", principal.tier)
-        if verdict is not None and not verdict.allowed:
-            raise RateLimited(verdict)
-
 
 async def enforce(request: Request, principal: Principal | None, group: str) -> None:
     """Apply the app's limiter, if rate limiting is enabled."""

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .visemes import VisemeCue, WordTiming
+from gateway.providers.visemes import VisemeCue, WordTiming
 
 # --- the user's turn --------------------------------------------------------------------
 

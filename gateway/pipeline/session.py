@@ -31,10 +31,11 @@ from typing import Any
 import structlog
 
 from gateway.audio import pcm
+from gateway.providers import visemes
 from gateway.providers.base import ChatRequest, Message, ProviderError
 
 from . import events as ev
-from . import interruptions, visemes
+from . import interruptions
 from .answer import query_text
 from .interruptions import InterruptionSettings, Overlap
 from .outbox import AudioOut, Outbox

@@ -15,18 +15,20 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import jsonschema
 from jsonschema.exceptions import SchemaError, best_match
 
-from gateway.config import ToolsConfig
 from gateway.errors import GatewayError
 from gateway.providers.base import Passage, ToolSpec
 
 from .events import END_CALL, TRANSFER, Handoff
+
+if TYPE_CHECKING:  # annotations only: config.py reads BUILTINS to check tools.enabled
+    from gateway.config import ToolsConfig
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the OpenAI API accepts
 MAX_TIMEOUT_S = 60.0

@@ -39,7 +39,7 @@ from websockets.asyncio.client import ClientConnection
 
 from gateway.audio import pcm
 from gateway.config import Config
-from gateway.pipeline.visemes import alignment_phonemes
+from gateway.providers.visemes import alignment_phonemes
 from gateway.redact import Redactor
 
 from .base import PhonemeTiming, ProviderError, Speech

@@ -119,17 +119,6 @@ def own_turn_taking(a: Assistant | None, cfg: Config, log: Any) -> dict[str, Any
     return out
 
 
-async def load_turn_taking(db: Database, assistant_id: str, cfg: Config,
-                            log: Any) -> dict[str, Any]:
-    """``own_turn_taking`` of an assistant read now; {} (the config's) if it cannot be."""
-    try:
-        assistant = await get_assistant(db, assistant_id)
-    except Exception as exc:  # the database is away: a session still starts
-        log.warning("assistant_not_loaded", error=type(exc).__name__)
-        return {}
-    return own_turn_taking(assistant, cfg, log)
-
-
 async def ensure_default_assistant(db: Database, cfg: Config) -> Assistant:
     """Create the default assistant on first start, with the configured knowledge folder."""
     async with db.session() as s:

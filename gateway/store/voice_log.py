@@ -55,12 +55,15 @@ class VoiceLog:
         self.stored = 0
 
     def recorder(self, *, conversation_id: str, assistant_id: str, session_id: str,
-                 user_id: str | None, source: str, on_failure: OnFailure | None = None
-                 ) -> Callable[[dict[str, Any]], None]:
+                 user_id: str | None, source: str, transport: str,
+                 on_failure: OnFailure | None = None) -> Callable[[dict[str, Any]], None]:
         """A per-session callback for ``Session.on_turn_end``. ``on_failure(turn_id)`` is
-        called (on the event loop) for each of this session's turns that was not stored."""
+        called (on the event loop) for each of this session's turns that was not stored.
+        ``transport``: the wire the session came over (``ws``, ``twilio``, ``realtime``,
+        ``webrtc``: the metrics' names)."""
         where = {"conversation_id": conversation_id, "assistant_id": assistant_id,
-                 "session_id": session_id, "user_id": user_id, "source": source}
+                 "session_id": session_id, "user_id": user_id, "source": source,
+                 "transport": transport}
 
         def record(turn: dict[str, Any]) -> None:
             if self._writer is None or self._writer.done():
@@ -212,5 +215,6 @@ def _conversation_row(where: dict[str, Any], turn: dict[str, Any], stamp: float
     return {"id": where["conversation_id"], "assistant_id": where["assistant_id"],
             "user_id": where["user_id"], "session_id": where["session_id"],
             "title": title_of(turn["user_text"]), "source": where["source"],
+            "transport": where["transport"],
             "template_name": None, "template_variables": {}, "metadata": {},
             "created_at": stamp, "updated_at": stamp}

@@ -26,19 +26,20 @@ import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.api.auth import AuthError, SessionGrant
-from gateway.api.ratelimit import Verdict
 from gateway.audio import pcm
+from gateway.audio.pcm import AudioFormat
 from gateway.config import Config
 from gateway.pipeline import events as ev
-from gateway.pipeline.outbox import Outbox, OutboxClosed
-from gateway.pipeline.prompt import system_prompt
-from gateway.pipeline.session import Session, SessionSettings, VadOverrides
+from gateway.pipeline.outbox import OutboxClosed
+from gateway.pipeline.prompt import assistant_source, system_prompt
+from gateway.pipeline.session import Session
+from gateway.pipeline.session_items import SessionSettings, VadOverrides
 from gateway.protocol import errors
 from gateway.protocol import realtime as rt
 from gateway.protocol.realtime_events import ResponseInfo, ServerEvents, VadDefaults
-from gateway.protocol.v1 import AudioFormat
 from gateway.providers.base import Message, ProviderError
-from gateway.store.assistants import load_turn_taking
+from gateway.session_host import SessionHost
+from gateway.store.models import Assistant
 from gateway.transports.websocket import FRAME_WRITER, TEXT_SINK
 
 from .realtime_render import Renderer
@@ -80,20 +81,23 @@ async def realtime_ws(websocket: WebSocket) -> None:
     grant = await _authenticate(websocket, creds)
     if grant is None:
         return
-    verdict = await _rate_limit(websocket, creds, grant)
-    if verdict is False:
-        return
-    registry = websocket.app.state.sessions
-    if not registry.admit():
-        await _refuse(websocket, creds, 1013, "server_error", "server_busy",
-                      registry.refusal())
-        return
+    host = SessionHost(websocket.app.state, "realtime")
     try:
+        refusal = await host.admit(grant)
+        if refusal is not None:
+            if refusal.reason == "rate_limited":
+                await _refuse(websocket, creds, CLOSE_RATE_LIMITED, "rate_limit_error",
+                              "rate_limit_exceeded",
+                              f"rate limit exceeded; retry in {refusal.retry_after} s")
+            else:
+                await _refuse(websocket, creds, 1013, "server_error", "server_busy",
+                              refusal.message)
+            return
+        await host.resolve()
         await websocket.accept(subprotocol=creds.subprotocol)
-        await RealtimeConnection(websocket, grant, creds.beta,
-                                 verdict if isinstance(verdict, Verdict) else None).run()
+        await RealtimeConnection(websocket, host, creds.beta).run()
     finally:
-        registry.release()
+        await host.close()
 
 
 async def _refuse(websocket: WebSocket, creds: Credentials, close: int, kind: str, code: str,
@@ -128,30 +132,16 @@ async def _authenticate(websocket: WebSocket, creds: Credentials) -> SessionGran
         return None
 
 
-async def _rate_limit(websocket: WebSocket, creds: Credentials,
-                      grant: SessionGrant) -> Verdict | bool:
-    """Sessions opened per caller (group ``voice``); the verdict feeds rate_limits.updated."""
-    limiter = getattr(websocket.app.state, "limiter", None)
-    if limiter is None:
-        return True
-    p = grant.principal
-    verdict: Verdict | None = await limiter.evaluate(p.subject, "voice", p.tier)
-    if verdict is None:
-        return True
-    if not verdict.allowed:
-        await _refuse(websocket, creds, CLOSE_RATE_LIMITED, "rate_limit_error",
-                      "rate_limit_exceeded",
-                      f"rate limit exceeded; retry in {verdict.retry_after()} s")
-        return False
-    return verdict
-
-
-def initial_config(cfg: Config, claims: dict[str, Any], model: str | None) -> rt.RealtimeConfig:
-    """A new session's configuration: the gateway's prompt and voice, the client's model."""
-    prompt = system_prompt(cfg.llm.system_prompt, cfg.llm.assistant_name)
+def initial_config(cfg: Config, claims: dict[str, Any], model: str | None,
+                   assistant: Assistant | None = None) -> rt.RealtimeConfig:
+    """A new session's configuration: the token's or the assistant's prompt and voice (else
+    the gateway's), the client's model."""
+    prompt = system_prompt(cfg.llm.system_prompt, cfg.llm.assistant_name,
+                           assistant=assistant_source(assistant))
     return rt.RealtimeConfig(model=model or "gpt-realtime",
                              instructions=claims.get("systemPrompt") or prompt,
-                             voice=claims.get("voiceId") or cfg.tts.voice)
+                             voice=claims.get("voiceId") or (assistant.voice if assistant else None)
+                             or cfg.tts.voice)
 
 
 def vad_defaults(cfg: Config) -> VadDefaults:
@@ -159,18 +149,18 @@ def vad_defaults(cfg: Config) -> VadDefaults:
 
 
 class RealtimeConnection(Renderer):
-    def __init__(self, websocket: WebSocket, grant: SessionGrant, beta: bool,
-                 verdict: Verdict | None) -> None:
-        state = websocket.app.state
+    def __init__(self, websocket: WebSocket, host: SessionHost, beta: bool) -> None:
         self.ws = websocket
-        self.grant = grant
-        self.cfg = state.cfg
-        self.runtime = state.runtime
+        self.host = host
+        self.grant = host.grant
+        self.cfg = host.cfg
+        self.runtime = host.state.runtime
         self.events = ServerEvents(beta=beta, vad=vad_defaults(self.cfg))
         self.parser = rt.RealtimeParser(self._initial_config())
-        self.outbox = Outbox(self.cfg.queues.outbox)
+        self.outbox = host.outbox
         self.session: Session | None = None
-        self.conversation_id = "conv_" + grant.session_id[5:]
+        self.conversation_id = host.fresh_conversation
+        verdict = host.verdict
         self.rate_limits = [] if verdict is None else [{
             "name": "requests", "limit": verdict.limit, "remaining": verdict.remaining,
             "reset_seconds": round(max(0.0, verdict.reset - time.time()), 3)}]
@@ -182,12 +172,12 @@ class RealtimeConnection(Renderer):
         self._stt_chain: asyncio.Task[None] | None = None
         self._creating: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.log = log.bind(session_id=grant.session_id)
-        self.own: dict[str, Any] = {}  # the assistant's turn taking (SessionSettings fields)
+        self.log = host.log
         self._init_conversation()
 
     def _initial_config(self) -> rt.RealtimeConfig:
-        config = initial_config(self.cfg, self.grant.claims, self.ws.query_params.get("model"))
+        config = initial_config(self.cfg, self.grant.claims, self.ws.query_params.get("model"),
+                                self.host.assistant)
         secret_session = self.grant.claims.get("realtime")  # from the client secret
         if isinstance(secret_session, dict):
             with contextlib.suppress(rt.Invalid):
@@ -202,17 +192,14 @@ class RealtimeConnection(Renderer):
             vad = VadOverrides(td.silence_duration_ms, td.prefix_padding_ms, td.threshold)
         modalities = self.override_modalities or c.output_modalities
         voices = getattr(self.runtime.tts, "voices", ())
-        return SessionSettings(
-            input=AudioFormat("pcm_s16le", PIPELINE_RATE),
-            output=AudioFormat("pcm_s16le", c.codec("output")[1]),
-            language=self.cfg.stt.language,
-            voice=c.voice if c.voice in voices else None,  # OpenAI's names: the default voice
+        return self.host.settings(
+            AudioFormat("pcm_s16le", PIPELINE_RATE),
+            AudioFormat("pcm_s16le", c.codec("output")[1]),
+            voice=c.voice if c.voice in voices else None,  # OpenAI's names: the assistant's
             system_prompt=self.override_instructions or c.instructions or None,
-            assistant_id=self.grant.assistant_id, vad=vad,
-            auto_respond=td.create_response if td else False,
+            vad=vad, auto_respond=td.create_response if td else False,
             barge_in=td.interrupt_response if td else True,
             speak="audio" in modalities,
-            **self.own,
         )
 
     def after_response(self) -> None:
@@ -222,22 +209,15 @@ class RealtimeConnection(Renderer):
     # --- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.own = await load_turn_taking(self.ws.app.state.db, self.grant.assistant_id,
-                                          self.cfg, self.log)
-        session = Session(self.runtime, self._settings(), self.outbox,
-                          session_id=self.grant.session_id, conversation_id=self.conversation_id)
-        self.session = session
+        host = self.host
+        self.session = host.open(self._settings(), self.conversation_id)
+        host.close_wire = self._close
         self._post("session.created", session=self._session_json())
         if self.events.beta:
             self._post("conversation.created", conversation={
                 "id": self.conversation_id, "object": "realtime.conversation"})
-        session.start()
-        registry = self.ws.app.state.sessions
-        registry.add(session.session_id, self, transport="realtime",
-                     assistant_id=self.grant.assistant_id,
-                     subject=self.grant.principal.subject, key_id=self.grant.key_id)
-        self.log.info("realtime_started", key_id=self.grant.key_id, beta=self.events.beta,
-                      model=self.parser.config.model)
+        host.start()
+        self.log.info("realtime_started", beta=self.events.beta, model=self.parser.config.model)
         writer = asyncio.create_task(self._writer())
         set_sink = self.ws.scope.get("extensions", {}).get(TEXT_SINK)
         if set_sink is not None:  # appends straight from the socket: no wake-up per frame
@@ -247,15 +227,12 @@ class RealtimeConnection(Renderer):
         finally:
             if set_sink is not None:
                 set_sink(None)
-            registry.remove(session.session_id)
-            self.outbox.close()
             for task in self._tasks:
                 task.cancel()
-            await session.close()
+            await host.close()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
-            self.log.info("realtime_closed", turns=session.turns_completed)
 
     def _session_json(self) -> dict[str, Any]:
         return self.events.session_json(self.parser.config, self.grant.session_id, None)
@@ -317,9 +294,6 @@ class RealtimeConnection(Renderer):
                     await self.ws.send_text(json.dumps(event))
         except (OutboxClosed, WebSocketDisconnect, RuntimeError):
             return
-
-    async def close_with(self, code: int, reason: str) -> None:
-        await self._close(code, reason)
 
     async def _close(self, code: int, reason: str) -> None:
         self.log.info("realtime_closing", code=code, reason=reason)
@@ -419,7 +393,8 @@ class RealtimeConnection(Renderer):
 
         async def job() -> None:
             try:
-                text = await self.runtime.transcribe(pcm16k, self.cfg.stt.language,
+                language = self.session.settings.language if self.session else None
+                text = await self.runtime.transcribe(pcm16k, language,
                                                      assistant_id=self.grant.assistant_id)
             except ProviderError as exc:
                 text = ""

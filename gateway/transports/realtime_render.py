@@ -21,7 +21,8 @@ from gateway.audio import pcm
 from gateway.config import Config
 from gateway.pipeline import events as ev
 from gateway.pipeline.outbox import AudioOut, OutItem
-from gateway.pipeline.session import Response, Session
+from gateway.pipeline.session import Session
+from gateway.pipeline.session_items import Response
 from gateway.pipeline.text import heard_text
 from gateway.protocol import v1
 from gateway.protocol.realtime import Item, RealtimeParser, new_id

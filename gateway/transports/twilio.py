@@ -25,11 +25,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
 from gateway.api.errors import ApiError, ErrorBody
 from gateway.pipeline import events as ev
-from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed, OutItem
-from gateway.pipeline.session import Session, SessionSettings
+from gateway.pipeline.outbox import AudioOut, OutboxClosed, OutItem
+from gateway.pipeline.session import Session
 from gateway.protocol import twilio as tw
 from gateway.protocol.v1 import AudioFormat
-from gateway.store.assistants import load_turn_taking
+from gateway.session_host import SessionHost
 from gateway.transports.websocket import FRAME_WRITER, TEXT_SINK
 
 log = structlog.get_logger("gateway.twilio")
@@ -41,15 +41,8 @@ HANGUP_MARK_WAIT_S = 5.0  # end_call / transfer: how long the last words may tak
 
 
 async def twilio_ws(websocket: WebSocket) -> None:
-    registry = websocket.app.state.sessions
     await websocket.accept()
-    if not registry.admit():
-        await websocket.close(1013, "server busy")
-        return
-    try:
-        await TwilioCall(websocket).run()
-    finally:
-        registry.release()
+    await TwilioCall(websocket).run()
 
 
 class TwilioCall:
@@ -57,7 +50,6 @@ class TwilioCall:
         self.ws = websocket
         self.cfg = websocket.app.state.cfg
         self.call = tw.CallState()
-        self.outbox = Outbox(self.cfg.queues.outbox)
         self.session: Session | None = None
         # The last marks echoed (a hang-up waits for its own, sent just before): bounded,
         # whatever a client sends.
@@ -75,30 +67,26 @@ class TwilioCall:
         grant = await self._authenticate(start)
         if grant is None:
             return
-        self.log = log.bind(session_id=grant.session_id, call=start.call_id)
+        host = SessionHost(self.ws.app.state, "twilio")
+        try:
+            refusal = await host.admit(grant)
+            if refusal is not None:
+                await self._close(4429 if refusal.reason == "rate_limited" else 1013,
+                                  refusal.message[:120])
+                return
+            await self._call(host, start)
+        finally:
+            await host.close()
+
+    async def _call(self, host: SessionHost, start: tw.CallStart) -> None:
+        self.log = host.log.bind(call=start.call_id)
+        self.outbox = host.outbox
+        await host.resolve()
         pcm8k = AudioFormat("pcm_s16le", 8000)
-        own = await load_turn_taking(self.ws.app.state.db, grant.assistant_id, self.cfg,
-                                     self.log)
-        session = Session(
-            self.ws.app.state.runtime,
-            SessionSettings(input=pcm8k, output=pcm8k, language=self.cfg.stt.language,
-                            voice=start.custom.get("voice") or grant.claims.get("voiceId"),
-                            assistant_id=grant.assistant_id, telephony=True,
-                            **own),
-            self.outbox, session_id=grant.session_id,
-            conversation_id="conv_" + grant.session_id[5:],
-        )
-        self.session = session
-        session.on_turn_end = self.ws.app.state.voice_log.recorder(
-            conversation_id=session.conversation_id, assistant_id=grant.assistant_id,
-            session_id=session.session_id, source="telephony",
-            user_id=grant.principal.owner(grant.assistant_id).user_id,
-            on_failure=lambda turn_id: session.emit(ev.TurnNotStored(turn_id)))
-        session.start()
-        registry = self.ws.app.state.sessions
-        registry.add(session.session_id, self, transport="twilio",
-                     assistant_id=grant.assistant_id, subject=grant.principal.subject,
-                     key_id=grant.key_id)
+        session = self.session = host.open(host.settings(
+            pcm8k, pcm8k, voice=start.custom.get("voice"), telephony=True))
+        host.close_wire = self._close
+        host.start()
         writer = asyncio.create_task(self._writer())
         self.log.info("call_started", stream=start.stream_id, dialect=start.dialect,
                       parameters_dropped=start.dropped)
@@ -110,11 +98,9 @@ class TwilioCall:
         finally:
             if set_sink is not None:
                 set_sink(None)
-            registry.remove(session.session_id)
-            self.outbox.close()
             if self._dtmf_task is not None:
                 self._dtmf_task.cancel()
-            await session.close()
+            await host.close()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
@@ -252,9 +238,6 @@ class TwilioCall:
                       | ev.ReplyCrashed | ev.TurnNotStored):
             self.log.info("session_error", event=type(item).__name__)
         return self.call.render(item)
-
-    async def close_with(self, code: int, reason: str) -> None:
-        await self._close(code, reason)
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):

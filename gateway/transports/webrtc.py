@@ -44,12 +44,13 @@ from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
 from gateway.api.errors import ApiError, ErrorBody
 from gateway.audio import frames, pcm
 from gateway.pipeline import events as ev
-from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
-from gateway.pipeline.session import VAD_RATE, Session, SessionSettings
+from gateway.pipeline.outbox import AudioOut, OutboxClosed
+from gateway.pipeline.session import VAD_RATE
+from gateway.pipeline.session_items import SessionSettings
 from gateway.protocol import fields, v1
 from gateway.protocol import webrtc as channel_wire
 from gateway.protocol.webrtc import OPUS
-from gateway.store.assistants import load_turn_taking
+from gateway.session_host import SessionHost
 from gateway.transports.webrtc_ice import allowed_hosts, ice_servers
 
 log = structlog.get_logger("gateway.webrtc")
@@ -159,17 +160,22 @@ async def webrtc_offer(request: Request) -> JSONResponse:
     if hub.pending >= state.cfg.webrtc.max_pending_offers:
         raise ApiError(503, "RATE_LIMITED", "too many WebRTC connections being set up",
                        headers={"Retry-After": "1"})
-    registry = state.sessions
-    if not registry.admit():
-        raise ApiError(503, "RATE_LIMITED", registry.refusal(), headers={"Retry-After": "5"})
+    host = SessionHost(state, "webrtc")
+    refusal = host.reserve()
+    if refusal is not None:
+        raise ApiError(503, "RATE_LIMITED", refusal.message, headers={"Retry-After": "5"})
     hub.pending += 1
     try:
         grant = await _authenticate(request, body)
-        own = await load_turn_taking(state.db, grant.assistant_id, state.cfg, log)
-        peer = WebRTCPeer(state, grant, hub, own)  # owns the reservation from here on
+        refusal = await host.admit(grant)
+        if refusal is not None:
+            raise ApiError(429, refusal.code, refusal.message,
+                           headers={"Retry-After": str(refusal.retry_after)})
+        await host.resolve()
+        peer = WebRTCPeer(host, hub)  # owns the reservation from here on
     except BaseException:
         hub.pending -= 1
-        registry.release()
+        await host.close()
         raise
     try:
         answer = await peer.answer(RTCSessionDescription(sdp=body["sdp"], type="offer"))
@@ -228,22 +234,19 @@ async def _authenticate(request: Request, body: dict[str, Any]) -> SessionGrant:
 
 
 class WebRTCPeer:
-    def __init__(self, app_state: Any, grant: SessionGrant, hub: WebRTCHub,
-                 own: dict[str, Any] | None = None) -> None:
-        self.app_state = app_state
-        self.cfg = app_state.cfg
-        self.grant = grant
+    def __init__(self, host: SessionHost, hub: WebRTCHub) -> None:
+        self.host = host
+        self.cfg = host.cfg
+        self.grant = host.grant
         self.hub = hub
-        self.own = own or {}  # the assistant's turn taking (SessionSettings fields)
-        self.log = log.bind(session_id=grant.session_id)
+        self.log = host.log
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers(self.cfg.webrtc)))
-        self.outbox = Outbox(self.cfg.queues.outbox)
+        self.outbox = host.outbox
         self.track = ReplyTrack(self.cfg.webrtc.output_sample_rate)
         self.proto = v1.ProtocolState(input=v1.AudioFormat("pcm_s16le", VAD_RATE),
                                       max_chunk_ms=self.cfg.audio.max_chunk_ms)
-        self.session = Session(app_state.runtime, self._settings(None), self.outbox,
-                               session_id=grant.session_id,
-                               conversation_id="conv_" + grant.session_id[5:])
+        self.session = host.open(self._settings(None))
+        host.close_wire = self._close_wire
         self.channel: RTCDataChannel | None = None
         self._backlog: deque[str] = deque(maxlen=EVENT_BACKLOG)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -254,23 +257,17 @@ class WebRTCPeer:
         self._closed = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         hub.peers.add(self)
-        app_state.sessions.add(grant.session_id, self, transport="webrtc",
-                               assistant_id=grant.assistant_id,
-                               subject=grant.principal.subject, key_id=grant.key_id)
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_connection_state)
 
     def _settings(self, start: v1.Start | None) -> SessionSettings:
-        claims = self.grant.claims
-        return SessionSettings(
-            input=v1.AudioFormat("pcm_s16le", VAD_RATE),
-            output=v1.AudioFormat("pcm_s16le", self.cfg.webrtc.output_sample_rate),
-            language=(start.language if start else None) or self.cfg.stt.language,
-            voice=(start.voice if start else None) or claims.get("voiceId"),
-            system_prompt=(start.system_prompt if start else None) or claims.get("systemPrompt"),
-            assistant_id=self.grant.assistant_id, **self.own,
-        )
+        pcm_in = v1.AudioFormat("pcm_s16le", VAD_RATE)
+        pcm_out = v1.AudioFormat("pcm_s16le", self.cfg.webrtc.output_sample_rate)
+        if start is None:
+            return self.host.settings(pcm_in, pcm_out)
+        return self.host.settings(pcm_in, pcm_out, language=start.language, voice=start.voice,
+                                  system_prompt=start.system_prompt)
 
     async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         wcfg = self.cfg.webrtc
@@ -294,7 +291,7 @@ class WebRTCPeer:
         return local
 
     def start(self) -> None:
-        self.session.start()
+        self.host.start()
         self._spawn(self._pump())
         self._supervisor = asyncio.create_task(self._supervise())
         self.log.info("webrtc_session_started", key_id=self.grant.key_id,
@@ -441,16 +438,14 @@ class WebRTCPeer:
             self._supervisor = asyncio.create_task(self._teardown(reason))
         await asyncio.shield(self._supervisor)
 
-    async def close_with(self, code: int, reason: str) -> None:
-        await self.close(reason)  # a data channel has no close code
+    async def _close_wire(self, _code: int, reason: str) -> None:
+        await self.close(reason)  # the host's drain, once the reply is over
 
     async def _teardown(self, reason: str) -> None:
         self.log.info("webrtc_session_closing", reason=reason, connected=self.connected,
                       audio_frames=self.track.audio_frames)
-        self.app_state.sessions.remove(self.grant.session_id)
-        self.outbox.close()
         self.track.stop()
-        await self.session.close()
+        await self.host.close()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.cfg.server.session_close_timeout_s):
                 await self.pc.close()
@@ -461,5 +456,3 @@ class WebRTCPeer:
             self.hub.pending -= 1
             self.connected = True  # counted once
         self.hub.peers.discard(self)
-        self.app_state.sessions.release()
-        self.log.info("webrtc_session_closed", turns=self.session.turns_completed)

@@ -16,17 +16,13 @@ import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.api.auth import AuthError, SessionGrant
-from gateway.api.ratelimit import RateLimited
 from gateway.audio import pcm
 from gateway.pipeline import events as ev
-from gateway.pipeline.outbox import AudioOut, Outbox, OutboxClosed
-from gateway.pipeline.prompt import assistant_source
-from gateway.pipeline.session import Session, SessionSettings
+from gateway.pipeline.outbox import AudioOut, OutboxClosed
+from gateway.pipeline.session import Session
+from gateway.pipeline.session_items import SessionSettings
 from gateway.protocol import v1
-from gateway.providers.base import Message
-from gateway.store.assistants import get_assistant, own_turn_taking
-from gateway.store.conversations import Owner
-from gateway.store.models import Assistant
+from gateway.session_host import Refusal, SessionHost
 
 log = structlog.get_logger("gateway.ws")
 
@@ -55,20 +51,19 @@ START_WAIT_S = 0.5  # how long to wait for an optional ``start`` before the defa
 
 
 async def voice_ws(websocket: WebSocket) -> None:
-    state = websocket.app.state
     grant = await _authenticate(websocket)
-    if grant is None or not await _within_limits(websocket, grant):
+    if grant is None:
         return
-    registry = state.sessions
-    if not registry.admit():
-        await websocket.accept()
-        await websocket.close(CLOSE_OVERLOADED, registry.refusal())
-        return
+    host = SessionHost(websocket.app.state, "ws")
     try:
+        refusal = await host.admit(grant)
+        if refusal is not None:
+            await _refuse(websocket, refusal)
+            return
         await websocket.accept()
-        await VoiceConnection(websocket, grant).run()
+        await VoiceConnection(websocket, host).run()
     finally:
-        registry.release()
+        await host.close()
 
 
 async def _authenticate(websocket: WebSocket) -> SessionGrant | None:
@@ -91,40 +86,32 @@ async def _authenticate(websocket: WebSocket) -> SessionGrant | None:
         return None
 
 
-async def _within_limits(websocket: WebSocket, grant: SessionGrant) -> bool:
-    """Sessions opened per caller (group ``voice``); over it: an error event, then 4429."""
-    limiter = getattr(websocket.app.state, "limiter", None)
-    if limiter is None:
-        return True
-    try:
-        await limiter.check_session(grant.principal)
-        return True
-    except RateLimited as exc:
-        await websocket.accept()
-        event = v1.error(exc.verdict.code, exc.message(), retryable=True)
-        event["retry_after"] = exc.verdict.retry_after()
-        with contextlib.suppress(Exception):
+async def _refuse(websocket: WebSocket, refusal: Refusal) -> None:
+    """Over the caller's limit: an error event, then 4429; at capacity or shutting down: 1013."""
+    await websocket.accept()
+    with contextlib.suppress(Exception):
+        if refusal.reason == "rate_limited":
+            event = v1.error(refusal.code, refusal.message, retryable=True)
+            event["retry_after"] = refusal.retry_after
             await websocket.send_text(v1.encode(event))
             await websocket.close(CLOSE_RATE_LIMITED, "rate limited")
-        log.info("ws_rate_limited", subject_kind=grant.principal.kind)
-        return False
+        else:
+            await websocket.close(CLOSE_OVERLOADED, refusal.message)
+    log.info("ws_refused", reason=refusal.reason)
 
 
 class VoiceConnection:
-    def __init__(self, websocket: WebSocket, grant: SessionGrant) -> None:
-        app_state = websocket.app.state
+    def __init__(self, websocket: WebSocket, host: SessionHost) -> None:
         self.ws = websocket
-        self.grant = grant
-        self.cfg = app_state.cfg
-        self.runtime = app_state.runtime
+        self.host = host
+        self.cfg = host.cfg
         self.proto = v1.ProtocolState(
             input=v1.AudioFormat(self.cfg.audio.input_encoding, self.cfg.audio.input_sample_rate),
             max_chunk_ms=self.cfg.audio.max_chunk_ms,
         )
-        self.outbox = Outbox(self.cfg.queues.outbox)
-        self.log = log.bind(session_id=grant.session_id)
+        self.outbox = host.outbox
+        self.log = host.log
         self.session: Session | None = None
-        self.assistant: Assistant | None = None
         self._loop = asyncio.get_running_loop()
         self._last_rx = self._loop.time()
 
@@ -133,50 +120,11 @@ class VoiceConnection:
         out_rate = (start.output_sample_rate if start else None) or (
             8000 if fmt.encoding == "mulaw" else self.cfg.audio.output_sample_rate
         )
-        claims = self.grant.claims
-        a = self.assistant  # the assistant's own settings, under the client's choices
-        return SessionSettings(
-            input=fmt,
-            output=v1.AudioFormat(fmt.encoding, out_rate),
-            language=(start.language if start else None) or (a.language if a else None)
-            or self.cfg.stt.language,
-            voice=(start.voice if start else None) or claims.get("voiceId")
-            or (a.voice if a else None),
-            system_prompt=(start.system_prompt if start else None) or claims.get("systemPrompt"),
-            prompt=assistant_source(a),
-            assistant_id=self.grant.assistant_id,
-            **own_turn_taking(a, self.cfg, self.log),
-        )
-
-    async def _conversation(self, start: v1.Start | None) -> tuple[str, list[Message]]:
-        """The conversation the session continues: the one ``start`` names with its recent
-        history if this caller may resume it (``Principal.owner``), else a new one —
-        another assistant's or user's, an unknown id, or one that cannot be checked now
-        alike. ``session_started`` tells the client which."""
-        fresh = "conv_" + self.grant.session_id[5:]
-        requested = start.conversation_id if start else None
-        if not requested:
-            return fresh, []
-        history = None
-        try:
-            async with asyncio.timeout(2.0):
-                history = await self.ws.app.state.voice_log.history(
-                    self._owner(), requested, 2 * self.cfg.llm.history_turns)
-        except Exception as exc:  # a new conversation then; never a failed session
-            self.log.warning("history_not_loaded", error=type(exc).__name__)
-        if history is None:
-            self.log.info("conversation_not_resumed")
-            return fresh, []
-        return requested, history
-
-    def _owner(self) -> Owner:
-        return self.grant.principal.owner(self.grant.assistant_id)
-
-    def _record_turns(self, session: Session) -> None:
-        session.on_turn_end = self.ws.app.state.voice_log.recorder(
-            conversation_id=session.conversation_id, assistant_id=self.grant.assistant_id,
-            session_id=session.session_id, user_id=self._owner().user_id, source="voice",
-            on_failure=lambda turn_id: session.emit(ev.TurnNotStored(turn_id)))
+        if start is None:
+            return self.host.settings(fmt, v1.AudioFormat(fmt.encoding, out_rate))
+        return self.host.settings(fmt, v1.AudioFormat(fmt.encoding, out_rate),
+                                  language=start.language, voice=start.voice,
+                                  system_prompt=start.system_prompt)
 
     def _session_started(self, session: Session) -> ev.Passthrough:
         return ev.Passthrough({
@@ -187,24 +135,16 @@ class VoiceConnection:
         })
 
     async def run(self) -> None:
-        self.assistant = await get_assistant(self.ws.app.state.db, self.grant.assistant_id)
+        host = self.host
+        await host.resolve()
         first = await self._receive(timeout=START_WAIT_S)
         event = self._parse(first) if first is not None else None
         start = event if isinstance(event, v1.Start) else None
-        conv, history = await self._conversation(start)
-        session = Session(self.runtime, self._settings(start), self.outbox,
-                          session_id=self.grant.session_id, conversation_id=conv,
-                          history=history)
-        self.session = session
-        self._record_turns(session)
+        conv, history = await host.conversation(start.conversation_id if start else None)
+        session = self.session = host.open(self._settings(start), conv, history)
+        host.close_wire = self._close
         session.emit(self._session_started(session))
-        session.start()
-        registry = self.ws.app.state.sessions
-        registry.add(session.session_id, self, transport="ws",
-                     assistant_id=self.grant.assistant_id,
-                     subject=self.grant.principal.subject, key_id=self.grant.key_id)
-        self.log.info("session_started", key_id=self.grant.key_id,
-                      input=session.settings.input.as_dict())
+        host.start()
         writer = asyncio.create_task(self._writer())
         try:
             if event is not None and start is None:
@@ -212,13 +152,10 @@ class VoiceConnection:
             if first is None or first.get("type") != "websocket.disconnect":
                 await self._reader()
         finally:
-            registry.remove(session.session_id)
-            self.outbox.close()
-            await session.close()
+            await host.close()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
-            self.log.info("session_closed", turns=session.turns_completed)
 
     async def _receive(self, timeout: float) -> dict[str, Any] | None:
         try:
@@ -334,9 +271,6 @@ class VoiceConnection:
             return pcm.mulaw_encode(item.pcm) if mulaw else item.pcm
         event = v1.render(item)
         return None if event is None else v1.encode(event)
-
-    async def close_with(self, code: int, reason: str) -> None:
-        await self._close(code, reason)
 
     async def _close(self, code: int, reason: str) -> None:
         self.log.info("ws_closing", code=code, reason=reason)

@@ -14,8 +14,8 @@ from pathlib import Path
 import soundfile as sf
 
 from gateway.audio.pcm import resample
-from gateway.pipeline.visemes import word_timings
 from gateway.providers.piper_tts import PiperTTS
+from gateway.providers.visemes import word_timings
 
 RATE = 16000
 LEAD_MS, TAIL_MS = 300, 700

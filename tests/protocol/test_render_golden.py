@@ -7,8 +7,8 @@ sentence and a hand-off; each list below is the exact text that goes on that wir
 from __future__ import annotations
 
 from gateway.pipeline import events as ev
-from gateway.pipeline.visemes import VisemeCue, WordTiming
 from gateway.protocol import twilio, v1, webrtc
+from gateway.providers.visemes import VisemeCue, WordTiming
 
 RID = "resp_0123456789abcdef"
 

@@ -18,8 +18,7 @@ from fake_speech import speech
 
 from gateway.audio import pcm
 from gateway.config import Config
-from gateway.pipeline import visemes
-from gateway.providers import registry
+from gateway.providers import registry, visemes
 from gateway.providers.base import ProviderError
 from gateway.providers.elevenlabs_tts import ElevenLabsTTS, pick_format, text_pieces
 

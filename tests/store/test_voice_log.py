@@ -24,7 +24,7 @@ def turn(n: int, user: str, heard: str = "") -> dict[str, Any]:
 
 def recorder(log: VoiceLog, conv: str) -> Any:
     return log.recorder(conversation_id=conv, assistant_id="default", session_id="sess_1",
-                        user_id=None, source="voice")
+                        user_id=None, source="voice", transport="ws")
 
 
 async def messages(db: Database, conv: str) -> list[tuple[int, str, str]]:
@@ -82,7 +82,7 @@ async def test_hostile_rows_beside_normal_ones_lose_no_normal_turn(db: Database)
 
     def rec(conv: str, session: str) -> Any:
         return log.recorder(conversation_id=conv, assistant_id="default", session_id=session,
-                            user_id=None, source="voice",
+                            user_id=None, source="voice", transport="ws",
                             on_failure=lambda turn_id: failed.append((session, turn_id)))
 
     normal = [rec(conv, f"sess_n{i}") for i, conv in enumerate(NORMAL)]
@@ -133,7 +133,8 @@ async def test_a_failure_to_tell_a_session_does_not_stop_the_writer(db: Database
         raise RuntimeError("session gone")
 
     log.recorder(conversation_id="conv_x", assistant_id="default", session_id="sess_x",
-                 user_id=None, source="voice", on_failure=closed_session)(turn(1, "\udfff"))
+                 user_id=None, source="voice", transport="ws",
+                 on_failure=closed_session)(turn(1, "\udfff"))
     recorder(log, "conv_y")(turn(1, "Still stored"))
     await log.flush()
     assert await messages(db, "conv_y") == [(1, "user", "Still stored")]

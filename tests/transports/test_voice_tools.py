@@ -47,10 +47,10 @@ def hooks() -> Iterator[WebhookServer]:
         yield server
 
 
-def tool_gateway(gateway_factory: Any, server: LocalOpenAIServer, **sections: Any) -> Any:
+def tool_gateway(gateway_factory: Any, upstream: LocalOpenAIServer, **sections: Any) -> Any:
     """A gateway whose LLM is OpenAILLM on the local server, in its tool-calling mood."""
     return gateway_factory(
-        llm={"provider": "openai", "base_url": server.base_url, "api_key": server.api_key,
+        llm={"provider": "openai", "base_url": upstream.base_url, "api_key": upstream.api_key,
              "model": "tools", "first_token_timeout_s": 10, "total_timeout_s": 30},
         knowledge={"top_k": 1}, **sections)
 

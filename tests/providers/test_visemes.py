@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.pipeline import visemes as vz
+from gateway.providers import visemes as vz
 from gateway.providers.base import PhonemeTiming
 
 
