@@ -70,6 +70,7 @@ class SessionHost:
         self.session: Session | None = None
         self.verdict: Verdict | None = None  # the rate limiter's, for wires that show it
         self.close_wire: Callable[[int, str], Awaitable[None]] | None = None
+        self.wire: Any = None  # the transport's connection object (logs, tests)
         self._reserved = False
         self._closed = False
 

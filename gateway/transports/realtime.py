@@ -211,7 +211,7 @@ class RealtimeConnection(Renderer):
     async def run(self) -> None:
         host = self.host
         self.session = host.open(self._settings(), self.conversation_id)
-        host.close_wire = self._close
+        host.close_wire, host.wire = self._close, self
         self._post("session.created", session=self._session_json())
         if self.events.beta:
             self._post("conversation.created", conversation={

@@ -85,7 +85,7 @@ class TwilioCall:
         pcm8k = AudioFormat("pcm_s16le", 8000)
         session = self.session = host.open(host.settings(
             pcm8k, pcm8k, voice=start.custom.get("voice"), telephony=True))
-        host.close_wire = self._close
+        host.close_wire, host.wire = self._close, self
         host.start()
         writer = asyncio.create_task(self._writer())
         self.log.info("call_started", stream=start.stream_id, dialect=start.dialect,

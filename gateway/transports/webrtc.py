@@ -246,7 +246,7 @@ class WebRTCPeer:
         self.proto = v1.ProtocolState(input=v1.AudioFormat("pcm_s16le", VAD_RATE),
                                       max_chunk_ms=self.cfg.audio.max_chunk_ms)
         self.session = host.open(self._settings(None))
-        host.close_wire = self._close_wire
+        host.close_wire, host.wire = self._close_wire, self
         self.channel: RTCDataChannel | None = None
         self._backlog: deque[str] = deque(maxlen=EVENT_BACKLOG)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -445,7 +445,6 @@ class WebRTCPeer:
         self.log.info("webrtc_session_closing", reason=reason, connected=self.connected,
                       audio_frames=self.track.audio_frames)
         self.track.stop()
-        await self.host.close()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.cfg.server.session_close_timeout_s):
                 await self.pc.close()
@@ -456,3 +455,5 @@ class WebRTCPeer:
             self.hub.pending -= 1
             self.connected = True  # counted once
         self.hub.peers.discard(self)
+        # Last: leaving the session registry means this peer is entirely gone.
+        await self.host.close()

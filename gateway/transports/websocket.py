@@ -142,7 +142,7 @@ class VoiceConnection:
         start = event if isinstance(event, v1.Start) else None
         conv, history = await host.conversation(start.conversation_id if start else None)
         session = self.session = host.open(self._settings(start), conv, history)
-        host.close_wire = self._close
+        host.close_wire, host.wire = self._close, self
         session.emit(self._session_started(session))
         host.start()
         writer = asyncio.create_task(self._writer())
