@@ -149,8 +149,8 @@ async def hostile_call(gw: Any) -> str:
             while not (msg := json.loads(await ws.recv()))["event"] == "mark" or not msg[
                     "mark"]["name"].endswith(":end"):
                 pass
-        call = next(h.wire for h in gw.app.state.sessions.live.values()
-                    if isinstance(h.wire, TwilioCall))
+        call = next(e.conn.wire for e in gw.app.state.sessions.live.values()
+                    if isinstance(e.conn.wire, TwilioCall))
         assert len(call.marks_played) <= MARKS_KEPT and call.marks_count >= 500
     return "The caller pressed the keys 7."
 

@@ -131,7 +131,7 @@ async def twilio_turn(gw: Any, key: str) -> str:
         while not any(m["mark"]["name"].endswith(":end") for m in call.events("mark")):
             assert time.monotonic() < deadline, "the reply did not end"
             await asyncio.sleep(0.05)
-        session = next(iter(gw.app.state.sessions.live.values())).session
+        session = next(iter(gw.app.state.sessions.live.values())).conn.session
         reply = session.history[-1].content  # a phone shows no text: the words it played
         await call.send("stop", stop={"accountSid": "AC1", "callSid": "CA1"})
     return str(reply)
