@@ -55,8 +55,11 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         sessions = getattr(self.state, "sessions", None)
         runtime = getattr(self.state, "runtime", None)
+        cluster = getattr(self.state, "cluster", None)
         if sessions is not None:
             yield from _sessions(sessions)
+        if cluster is not None:
+            yield from _cluster(cluster)
         if runtime is not None:
             yield from _runtime(runtime)
 
@@ -77,6 +80,18 @@ def _sessions(sessions: Any) -> Iterator[Metric]:
                               "or draining", value=sessions.refused)
     yield GaugeMetricFamily("gateway_draining", "1 while the node drains (SIGTERM)",
                             value=1 if sessions.draining else 0)
+
+
+def _cluster(cluster: Any) -> Iterator[Metric]:
+    """The service as this node last read it from the directory (per heartbeat)."""
+    peers = cluster.peers()
+    live = GaugeMetricFamily("gateway_cluster_sessions_live", "Live sessions on each live "
+                             "node of the cluster", labels=["node"])
+    for node, state in sorted(peers.items()):
+        live.add_metric([node], state.get("live", 0))
+    yield live
+    yield GaugeMetricFamily("gateway_cluster_nodes", "Live nodes (heartbeat within "
+                            "cluster.node_ttl_s)", value=len(peers))
 
 
 def _runtime(runtime: Any) -> Iterator[Metric]:

@@ -193,6 +193,17 @@ async def test_balancer_spreads_sessions(cluster: Cluster, balancer: Balancer) -
     found = await placement(cluster.nodes[0], cluster.admin_key, ours)
     per_node = {n: list(found.values()).count(n) for n in set(found.values())}
     assert per_node == {"node-a": 3, "node-b": 3}, per_node
+    # Each node's /metrics shows the whole service as of its last heartbeat (0.5 s here).
+    deadline = time.monotonic() + 3
+    while True:
+        text = (await api(cluster.nodes[0], "GET", "/metrics", "")).text
+        seen = dict(re.findall(r'^gateway_cluster_sessions_live\{node="([^"]+)"\} (\S+)$',
+                               text, re.M))
+        if seen == {"node-a": "3.0", "node-b": "3.0"} or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert seen == {"node-a": "3.0", "node-b": "3.0"}, text
+    assert "gateway_cluster_nodes 2.0" in text
     for c in clients:
         await c.close()
 

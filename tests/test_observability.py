@@ -46,6 +46,7 @@ async def test_metrics_count_sessions_turns_and_stage_latency(gateway_factory) -
     assert sample(text, "gateway_admissions_refused_total") == 1
     assert sample(text, "gateway_sessions_total") == 1
     assert sample(text, "gateway_draining") == 0
+    assert sample(text, "gateway_cluster_nodes") == 1  # one node: itself
     assert sample(text, "gateway_failovers_total", stage="llm") == 0
     sample(text, "gateway_late_audio_chunks_total")  # exported (0 unless the loop stalled)
     for stage in ("stt_final", "first_token", "first_audio"):

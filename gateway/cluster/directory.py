@@ -46,6 +46,10 @@ class Directory:
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.writes = 0
+        # Every live node's state (its ``_node`` field: live sessions, limit, draining),
+        # read once per heartbeat for /metrics; empty until the first read.
+        self.peers: dict[str, dict[str, Any]] = {}
+        self._next_read = 0.0
 
     @property
     def nodes_key(self) -> str:
@@ -68,6 +72,9 @@ class Directory:
                     await asyncio.sleep(DEBOUNCE_S)
             self._dirty.clear()
             await self.write()
+            if time.monotonic() >= self._next_read:  # not on every change: per heartbeat
+                self._next_read = time.monotonic() + self.heartbeat_s
+                await self.read_peers()
 
     async def write(self) -> bool:
         sessions, state = self.snapshot()
@@ -90,6 +97,23 @@ class Directory:
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("cluster_directory_write_failed", error=type(exc).__name__)
             return False
+
+    async def read_peers(self) -> None:
+        """Refresh ``peers``: one small field per live node, not their sessions."""
+        cutoff = time.time() - self.ttl_s
+        try:
+            async with asyncio.timeout(OP_TIMEOUT_S):
+                ids = [_text(n) for n in
+                       await self.redis.zrangebyscore(self.nodes_key, cutoff, "+inf")]
+                pipe = self.redis.pipeline(transaction=False)
+                for node in ids:
+                    pipe.hget(self.node_key(node), NODE_FIELD)
+                rows = await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("cluster_directory_read_failed", error=type(exc).__name__)
+            return
+        self.peers = {node: json.loads(row) for node, row in zip(ids, rows, strict=True)
+                      if row}
 
     async def nodes(self) -> dict[str, dict[str, Any]]:
         """Live nodes: id → their state and sessions (``sessions``: list of dicts)."""

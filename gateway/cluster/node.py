@@ -86,7 +86,15 @@ class Cluster:
 
     def _snapshot(self) -> tuple[list[SessionInfo], dict[str, Any]]:
         s = self.sessions
-        return s.infos(), {"active": s.active, "limit": s.limit, "draining": s.draining}
+        return s.infos(), {"live": len(s.live), "active": s.active, "limit": s.limit,
+                           "draining": s.draining}
+
+    def peers(self) -> dict[str, dict[str, Any]]:
+        """Every live node's state as of the last heartbeat (this one's alone when not in
+        cluster mode): for /metrics, never a network call."""
+        if self.directory is not None:
+            return self.directory.peers
+        return {self.node_id: self._snapshot()[1]}
 
     async def nodes(self) -> dict[str, dict[str, Any]]:
         """Every live node's state and sessions (this one's only, in single-node mode)."""
