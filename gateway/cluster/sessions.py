@@ -23,7 +23,7 @@ from gateway.pipeline.drain import finish_reply
 from gateway.pipeline.outbox import Outbox
 from gateway.pipeline.session import Session
 
-from .events import Event, SessionInfo
+from .events import Event, SessionInfo, key_of
 
 log = structlog.get_logger("gateway.sessions")
 
@@ -88,8 +88,6 @@ class SessionRegistry:
 
     def add(self, session_id: str, conn: Connection, *, transport: str, assistant_id: str,
             subject: str = "", key_id: str | None = None) -> None:
-        from .events import key_of
-
         info = SessionInfo(session_id, transport, assistant_id, key_of(subject, key_id),
                            time.time())
         self.live[session_id] = Live(conn, info)
