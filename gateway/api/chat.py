@@ -299,7 +299,7 @@ async def chat_voice(
                     session_id=sessionId, owner=principal.owner(assistant_id, user_id),
                     system_prompt=system_prompt, source="voice",
                     user_meta={"audio_s": round(seconds, 2), "language": language})
-    turn = await engine.prepare(inp)
+    turn = await engine.prepare(inp, speech=True)
     rate = sample_rate or request.app.state.cfg.audio.output_sample_rate
     reply = VoiceReply(engine, turn, VoiceOptions(voice, rate, language))
     return sse(reply.events(transcript))

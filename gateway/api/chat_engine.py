@@ -15,7 +15,7 @@ import contextlib
 import io
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +26,13 @@ from fastapi import Request
 
 from gateway.audio import pcm
 from gateway.config import Config
-from gateway.pipeline.answer import query_text
+from gateway.errors import failure
 from gateway.pipeline.prompt import assistant_source, system_prompt
+from gateway.pipeline.reply import Failed, Reply, ReplyItem, ReplyRequest, SpokenSentence, Token
 from gateway.pipeline.runtime import Runtime
-from gateway.pipeline.text import SentenceSplitter
-from gateway.pipeline.tools import Filler, ToolEvent, sse_payload
+from gateway.pipeline.tools import ToolEvent, sse_payload
 from gateway.protocol import errors
-from gateway.providers.base import ChatRequest, Message, Passage, ProviderError
+from gateway.providers.base import Message
 from gateway.store import conversations as store
 from gateway.store.db import Database
 from gateway.store.models import Assistant, new_id
@@ -129,31 +129,22 @@ class Turn:
     session_id: str
     user_message_id: str
     message_id: str
-    request: ChatRequest
-    passages: list[Passage]
+    reply: Reply
     model: str
     started: float = field(default_factory=time.perf_counter)
-    first_token_ms: float | None = None
-    text: str = ""
-    tool_decls: list[Any] = field(default_factory=list)  # the assistant's declared tools
-    tools: list[dict[str, Any]] = field(default_factory=list)  # the calls made
+
+    @property
+    def text(self) -> str:
+        return self.reply.text
+
+    @property
+    def first_token_ms(self) -> float | None:
+        at = self.reply.first_token_at
+        return None if at is None else round((at - self.started) * 1000.0, 1)
 
 
 def owner_of(inp: ChatInput) -> store.Owner:
     return inp.owner if inp.owner is not None else store.Owner(inp.assistant_id)
-
-
-def sources_of(passages: Sequence[Passage]) -> list[dict[str, Any]]:
-    """One source per document (best passage first), shaped as the seeds show."""
-    seen: dict[str, dict[str, Any]] = {}
-    for p in passages:
-        key = p.document_id or p.source
-        if key in seen:
-            continue
-        url = p.source if p.source.startswith(("http://", "https://")) else None
-        seen[key] = {"title": p.document_title or p.title, "url": url,
-                     "document_id": p.document_id or None, "relevance": round(p.score, 4)}
-    return list(seen.values())
 
 
 def _ms_since(t0: float) -> float:
@@ -170,11 +161,11 @@ class ChatEngine:
     def history_limit(self) -> int:
         return max(0, 2 * self.cfg.llm.history_turns)
 
-    async def prepare(self, inp: ChatInput) -> Turn:
-        """Resolve the conversation, its history, the passages and the prompt. A named
-        conversation (``conversation_id``, else ``sessionId``) the caller may not use —
-        another assistant's or user's, or unknown — is not continued: the turn starts a
-        new one (its id is in the answer). Writes nothing."""
+    async def prepare(self, inp: ChatInput, *, speech: bool = False) -> Turn:
+        """Resolve the conversation, its history and the prompt. A named conversation
+        (``conversation_id``, else ``sessionId``) the caller may not use — another
+        assistant's or user's, or unknown — is not continued: the turn starts a new one
+        (its id is in the answer). Writes nothing."""
         owner = owner_of(inp)
         session_id = inp.session_id
         async with self.db.session() as s:
@@ -190,52 +181,28 @@ class ChatEngine:
         if not history and self.history_limit:
             history = list(inp.history[-self.history_limit:])
         history = [Message(m.role, m.content[:MAX_CONTENT_CHARS]) for m in history]
-        passages = await self.runtime.retrieve(inp.assistant_id,
-                                               query_text(history, inp.message))
-        prompt = system_prompt(self.cfg.llm.system_prompt, self.cfg.llm.assistant_name,
-                               requested=inp.system_prompt,
-                               assistant=assistant_source(assistant), conversation=conv)
         llm = self.cfg.llm
+        prompt = system_prompt(llm.system_prompt, llm.assistant_name, requested=inp.system_prompt,
+                               assistant=assistant_source(assistant), conversation=conv)
         session_id = (conv.session_id if conv and conv.session_id else None) \
             or session_id or "sess_" + uuid.uuid4().hex[:20]
-        request = ChatRequest(
-            messages=[Message("system", prompt), *history, Message("user", inp.message)],
-            passages=passages, max_tokens=llm.max_tokens, temperature=llm.temperature,
-            session_id=session_id)
+        request = ReplyRequest(inp.assistant_id, prompt, history, inp.message,
+                               conversation_id=session_id, session_id=session_id,
+                               tools=list(assistant.tools or []) if assistant else [],
+                               speech=speech)
         return Turn(inp, conv.id if conv else new_id("conv"), session_id, new_id("msg"),
-                    new_id("msg"), request, passages, self.runtime.llm.name,
-                    tool_decls=list(assistant.tools or []) if assistant else [])
-
-    async def items(self, turn: Turn) -> AsyncIterator[str | ToolEvent | Filler]:
-        """The reply's tokens (``turn.text`` accumulates them) with the tool events of
-        the calls the model makes. ProviderError on failure."""
-        llm = await self.runtime.tool_loop(turn.request, turn.inp.assistant_id,
-                                           session_id=turn.session_id, declared=turn.tool_decls)
-        turn.tools = llm.records
-        async with contextlib.aclosing(llm.run()) as items:
-            async for item in items:
-                if isinstance(item, str):
-                    if turn.first_token_ms is None:
-                        turn.first_token_ms = _ms_since(turn.started)
-                    turn.text += item
-                yield item
-
-    async def tokens(self, turn: Turn) -> AsyncIterator[str]:
-        """The reply, token by token. ProviderError on failure."""
-        async for item in self.items(turn):
-            if isinstance(item, str):
-                yield item
+                    new_id("msg"), Reply(self.runtime, request), self.runtime.llm.name)
 
     async def complete(self, turn: Turn) -> dict[str, Any]:
         """Store the exchange (committed: the client may now rely on it); the result."""
         inp = turn.inp
         reply = turn.text.strip()
         user_meta = {"source": inp.source, **inp.user_meta}
-        reply_meta = {"model": turn.model, "sources": sources_of(turn.passages),
+        reply_meta = {"model": turn.model, "sources": turn.reply.sources,
                       "latency_ms": {"first_token": turn.first_token_ms,
                                      "total": _ms_since(turn.started)}}
-        if turn.tools:
-            reply_meta["tools"] = turn.tools
+        if turn.reply.tools:
+            reply_meta["tools"] = turn.reply.tools
         async with self.db.session() as s:
             conv = await store.create_or_continue(
                 s, owner_of(inp), turn.conversation_id, session_id=turn.session_id,
@@ -250,18 +217,17 @@ class ChatEngine:
     def result(self, turn: Turn) -> dict[str, Any]:
         """The union of both seed answers (SmarterAvatar and the Chat SDK Platform)."""
         reply = turn.text.strip()
-        return {"response": reply, "message": reply, "sources": sources_of(turn.passages),
+        return {"response": reply, "message": reply, "sources": turn.reply.sources,
                 "sessionId": turn.session_id, "conversation_id": turn.conversation_id,
                 "message_id": turn.message_id, "user_message_id": turn.user_message_id}
 
     async def run(self, inp: ChatInput) -> dict[str, Any]:
         """A whole non-streaming turn; a failed LLM is a 502 ``PROVIDER_ERROR``."""
         turn = await self.prepare(inp)
-        try:
-            async for _ in self.tokens(turn):
-                pass
-        except ProviderError as exc:
-            raise provider_failure("llm", exc) from None
+        async with contextlib.aclosing(turn.reply.items()) as items:
+            async for item in items:
+                if isinstance(item, Failed):
+                    raise provider_failure("llm", item.error)
         return await self.complete(turn)
 
     def start_event(self, turn: Turn) -> dict[str, Any]:
@@ -269,39 +235,52 @@ class ChatEngine:
                 "message_id": turn.message_id, "user_message_id": turn.user_message_id,
                 "assistant_id": turn.inp.assistant_id, "model": turn.model}
 
+    def end_event(self, turn: Turn, failed: bool) -> dict[str, Any]:
+        return {"conversation_id": turn.conversation_id, "message_id": turn.message_id,
+                "finish_reason": "error" if failed else "stop"}
+
     async def events(self, turn: Turn) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """SSE events of a text turn: stream_start, token…, agent_response (or error),
         stream_end."""
         yield "stream_start", self.start_event(turn)
-        reason = "stop"
+        failed = False
         try:
-            async for item in self.items(turn):
-                if isinstance(item, str):
-                    yield "token", {"text": item}
-                elif isinstance(item, ToolEvent):  # a filler is for speech only
-                    yield item.type, sse_payload(item)
-            yield "agent_response", await self.complete(turn)
-        except ProviderError as exc:
-            reason = "error"
-            yield "error", provider_error("llm", exc)
+            async with contextlib.aclosing(turn.reply.items()) as items:
+                async for item in items:
+                    if isinstance(item, Failed):
+                        failed = True
+                        yield "error", sse_error(item.error, "llm")
+                        break
+                    event = text_event(item)
+                    if event is not None:
+                        yield event
+            if not failed:
+                yield "agent_response", await self.complete(turn)
         except Exception as exc:  # never a broken stream without its stream_end
-            reason = "error"
-            yield "error", internal_error(exc)
-        yield "stream_end", {"conversation_id": turn.conversation_id,
-                             "message_id": turn.message_id, "finish_reason": reason}
+            failed = True
+            yield "error", sse_error(exc)
+        yield "stream_end", self.end_event(turn, failed)
 
 
-def provider_error(stage: str, exc: ProviderError) -> dict[str, Any]:
-    """The SSE ``error`` of a failed stage: its fixed message; the provider's to the log."""
-    log.warning("provider_error", stage=stage, error=str(exc))
-    return {"error": {"code": errors.PROVIDER_ERROR, "message": errors.provider_message(stage)},
-            "retryable": exc.retryable}
+def text_event(item: ReplyItem) -> tuple[str, dict[str, Any]] | None:
+    """A reply item as the chat SSE stream sends it (a filler and sentences are for
+    speech only)."""
+    if isinstance(item, Token):
+        return "token", {"text": item.text}
+    if isinstance(item, ToolEvent):
+        return item.type, sse_payload(item)
+    return None
 
 
-def internal_error(exc: Exception) -> dict[str, Any]:
-    log.error("chat_stream_failed", exc_info=exc)
-    return {"error": {"code": errors.INTERNAL_ERROR, "message": errors.INTERNAL_MESSAGE},
-            "retryable": True}
+def sse_error(exc: BaseException, stage: str | None = None) -> dict[str, Any]:
+    """The SSE ``error`` event of a failure: its code and fixed message; the exception's
+    own text goes to the log only."""
+    f = failure(exc, stage)
+    if f.code == errors.INTERNAL_ERROR:
+        log.error("chat_stream_failed", exc_info=exc)
+    else:
+        log.warning("chat_stream_error", stage=stage, code=f.code, error=str(exc))
+    return {"error": {"code": f.code, "message": f.message}, "retryable": f.retryable}
 
 
 # --- voice: the same turn, with the reply spoken sentence by sentence ---------------
@@ -318,8 +297,9 @@ class VoiceOptions:
 
 
 class VoiceReply:
-    """Runs the LLM and the TTS side by side: each sentence is synthesised as soon as
-    the tokens complete it, and its audio goes out in order, in chunks of ≤ 0.5 s."""
+    """Runs the reply and the TTS side by side: each sentence the reply engine hands
+    out is synthesised at once, and its audio goes out in order, in chunks of ≤ 0.5 s.
+    (The turn must be prepared with ``speech=True``.)"""
 
     def __init__(self, engine: ChatEngine, turn: Turn, opts: VoiceOptions) -> None:
         self.engine = engine
@@ -346,33 +326,26 @@ class VoiceReply:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        yield "stream_end", {"conversation_id": self.turn.conversation_id,
-                             "message_id": self.turn.message_id,
-                             "finish_reason": "error" if self.failed else "stop"}
+        yield "stream_end", self.engine.end_event(self.turn, self.failed)
 
     async def _llm(self) -> None:
         engine, turn = self.engine, self.turn
-        splitter = SentenceSplitter()
         try:
             await self.out.put(("stream_start", engine.start_event(turn)))
-            async for item in engine.items(turn):
-                if isinstance(item, ToolEvent):
-                    await self.out.put((item.type, sse_payload(item)))
-                    continue
-                if isinstance(item, Filler):
-                    continue
-                await self.out.put(("token", {"text": item}))
-                for sentence in splitter.push(item):
-                    self.sentences.put_nowait(sentence)
-            for sentence in splitter.flush():
-                self.sentences.put_nowait(sentence)
-            await self.out.put(("agent_response", await engine.complete(turn)))
-        except ProviderError as exc:
-            self.failed = True
-            await self.out.put(("error", provider_error("llm", exc)))
+            async with contextlib.aclosing(turn.reply.items()) as items:
+                async for item in items:
+                    if isinstance(item, SpokenSentence):
+                        self.sentences.put_nowait(item.text)
+                    elif isinstance(item, Failed):
+                        self.failed = True
+                        await self.out.put(("error", sse_error(item.error, "llm")))
+                    elif (event := text_event(item)) is not None:
+                        await self.out.put(event)
+            if not self.failed:
+                await self.out.put(("agent_response", await engine.complete(turn)))
         except Exception as exc:  # e.g. the database: the stream still ends cleanly
             self.failed = True
-            await self.out.put(("error", internal_error(exc)))
+            await self.out.put(("error", sse_error(exc)))
         finally:
             self.sentences.put_nowait(None)
         # Not reached when cancelled (the reader has gone): nothing waits for it then.
@@ -393,12 +366,9 @@ class VoiceReply:
                     seq += 1
                     total_ms += event["duration_ms"]
                 index += 1
-        except ProviderError as exc:
+        except Exception as exc:  # a provider's failure or a bug: reported, then the end
             self.failed = True
-            await self.out.put(("error", provider_error("tts", exc)))
-        except Exception as exc:
-            self.failed = True
-            await self.out.put(("error", internal_error(exc)))
+            await self.out.put(("error", sse_error(exc, "tts")))
         if index:
             await self.out.put(("tts_complete", {"duration_ms": round(total_ms, 1),
                                                  "chunks": seq, "sentences": index}))

@@ -13,7 +13,7 @@ however large the documents are. ``GET /api/v1/documents/{id}`` returns the full
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
 from typing import Annotated, Any
 
 import structlog
@@ -23,7 +23,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.pipeline.prompt import assistant_source, system_prompt
-from gateway.providers.base import ChatRequest, Message, Passage, ProviderError
+from gateway.pipeline.reply import Failed, Reply, ReplyRequest
+from gateway.providers.base import ProviderError
 from gateway.store.assistants import get_assistant
 from gateway.store.documents import add_document, replace_chunks
 from gateway.store.models import Chunk, Document
@@ -202,18 +203,6 @@ def _max_bytes(request: Request) -> int:
     return int(request.app.state.cfg.knowledge.max_document_bytes)
 
 
-def _sources(passages: Sequence[Passage]) -> list[dict[str, Any]]:
-    """One source per document, at its best passage's relevance, best first."""
-    best: dict[str, dict[str, Any]] = {}
-    for p in passages:
-        doc_id = p.document_id or p.source
-        found = best.get(doc_id)
-        if found is None or p.score > found["relevance"]:
-            best[doc_id] = {"documentId": doc_id, "title": p.document_title or p.title,
-                            "relevance": round(p.score, 4)}
-    return sorted(best.values(), key=lambda s: -s["relevance"])
-
-
 # --- documents -------------------------------------------------------------------------
 
 IMPORT_INDEX_BUDGET_S = 20.0  # an import waits this long for its vectors; the rest follow
@@ -360,24 +349,20 @@ async def query(request: Request, principal: QueryCaller,
     require_credential(principal)
     assistant_id = await checked_assistant(request, principal, body.chatModelId)
     state = request.app.state
-    passages = await state.runtime.retrieve(assistant_id, body.query)
+    llm = state.cfg.llm
     assistant = await get_assistant(state.db, assistant_id)
-    chat = ChatRequest(
-        messages=[Message("system", system_prompt(state.cfg.llm.system_prompt,
-                                                  state.cfg.llm.assistant_name,
-                                                  assistant=assistant_source(assistant))),
-                  Message("user", body.query)],
-        passages=passages,
-        max_tokens=body.options.maxTokens or state.cfg.llm.max_tokens,
-        temperature=(state.cfg.llm.temperature if body.options.temperature is None
-                     else body.options.temperature),
-    )
-    try:
-        chain = await state.runtime.chain("llm", assistant_id)
-        answer = "".join([token async for token in state.runtime.reply_tokens(chat, chain)])
-    except ProviderError as exc:
-        raise provider_failure("llm", exc) from None
-    return {"success": True, "response": answer.strip(), "sources": _sources(passages)}
+    reply = Reply(state.runtime, ReplyRequest(
+        assistant_id, system_prompt(llm.system_prompt, llm.assistant_name,
+                                    assistant=assistant_source(assistant)),
+        (), body.query, tools=list(assistant.tools or []) if assistant else [],
+        max_tokens=body.options.maxTokens, temperature=body.options.temperature))
+    async with contextlib.aclosing(reply.items()) as items:
+        async for item in items:
+            if isinstance(item, Failed):
+                raise provider_failure("llm", item.error)
+    sources = [{"documentId": s["document_id"], "title": s["title"],
+                "relevance": s["relevance"]} for s in reply.sources]
+    return {"success": True, "response": reply.text.strip(), "sources": sources}
 
 
 router.include_router(kb)

@@ -66,8 +66,13 @@ class Token:
 
 @dataclass(frozen=True, slots=True)
 class Source:
+    """A knowledge-base document a reply drew on (``reply.sources_of``: the one shape of
+    every path, HTTP chat included)."""
+
     title: str
-    source: str
+    url: str | None
+    document_id: str | None
+    relevance: float
 
 
 @dataclass(frozen=True, slots=True)

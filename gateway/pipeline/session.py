@@ -32,16 +32,16 @@ import structlog
 
 from gateway.audio import pcm
 from gateway.providers import visemes
-from gateway.providers.base import ChatRequest, Message, ProviderError
+from gateway.providers.base import Message, ProviderError
 
 from . import events as ev
 from . import interruptions
-from .answer import query_text
 from .interruptions import InterruptionSettings, Overlap
 from .outbox import AudioOut, Outbox
 from .overlap import OverlapChecks
 from .pacing import Pacer
 from .prompt import system_prompt
+from .reply import Filler, Reply, ReplyItem, ReplyRequest, SpokenSentence, Token, ToolEvent
 from .runtime import Runtime
 from .session_items import (
     EndOfReply,
@@ -54,8 +54,7 @@ from .session_items import (
     VadOverrides,
 )
 from .telemetry import TurnTimes
-from .text import FIRST_CLAUSE_CHARS, SentenceSplitter, SpokenSegment, clean, heard_text
-from .tools import Filler, ToolEvent
+from .text import SpokenSegment, clean, heard_text
 from .turn_checks import TurnChecks, turn_settings
 from .turns import (
     BargeIn,
@@ -465,60 +464,38 @@ class Session:
         r = Response(response_id, turn, Pacer(cfg.audio.pacing_lead_ms))
         self.response = r
         self.emit(ev.StreamStart(turn.turn_id, response_id))
-        # A bare follow-up ("and on Sundays?") is searched with the question before it.
-        passages = await self.runtime.retrieve(self.settings.assistant_id,
-                                               query_text(self.history, turn.text))
-        request = ChatRequest(
-            messages=[Message("system", self._system_prompt()),
-                      *self.history[-2 * cfg.llm.history_turns:], Message("user", turn.text)],
-            passages=passages, max_tokens=cfg.llm.max_tokens, temperature=cfg.llm.temperature,
-            session_id=self.conversation_id,
-        )
+        reply = Reply(self.runtime, ReplyRequest(
+            self.settings.assistant_id, self._system_prompt(), tuple(self.history), turn.text,
+            conversation_id=self.conversation_id, session_id=self.session_id,
+            telephony=self.settings.telephony, speech=True))
+        r.sources, r.tools = reply.sources, reply.tools  # filled in as the reply runs
         self.history.append(Message("user", turn.text))
-        splitter = SentenceSplitter(first_clause_chars=FIRST_CLAUSE_CHARS)  # speech sooner
-        llm = await self.runtime.tool_loop(request, self.settings.assistant_id,
-                                           session_id=self.session_id,
-                                           telephony=self.settings.telephony)
-        r.tools = llm.records
-        try:
-            async with contextlib.aclosing(llm.run()) as items:
-                async for item in items:
-                    if r.cancelled:
-                        return
-                    if isinstance(item, str):
-                        await self._token(r, item, splitter)
-                    else:
-                        await self._tool_item(r, item, splitter)
-        except ProviderError as exc:
-            self._provider_error("llm", exc)
-        for sentence in splitter.flush():
-            await self.tts_q.put(Sentence(turn.turn_id, response_id, sentence))
-        r.sources = [{"title": p.title, "source": p.source} for p in passages]
+        async with contextlib.aclosing(reply.items()) as items:
+            async for item in items:
+                if r.cancelled:
+                    return
+                await self._reply_item(r, item)
+        r.sources, r.tools = reply.sources, reply.tools
         if r.text:
-            self.emit(ev.AgentResponse(turn.turn_id, response_id, r.text.strip(), tuple(
-                ev.Source(p.title, p.source) for p in passages)))
+            self.emit(ev.AgentResponse(turn.turn_id, response_id, r.text.strip(),
+                                       tuple(ev.Source(**src) for src in r.sources)))
         await self.tts_q.put(EndOfReply(turn.turn_id, response_id))
 
-    async def _token(self, r: Response, token: str, splitter: SentenceSplitter) -> None:
-        if r.first_token_at is None:
-            r.first_token_at = _ms()
-        token = clean(token)  # an upstream's NUL or lone surrogate: mended here
-        r.text += token
-        self.emit(ev.Token(r.turn.turn_id, r.response_id, token))
-        for sentence in splitter.push(token):
-            await self.tts_q.put(Sentence(r.turn.turn_id, r.response_id, sentence))
-
-    async def _tool_item(self, r: Response, item: ToolEvent | Filler,
-                         splitter: SentenceSplitter) -> None:
-        if isinstance(item, Filler):  # a slow tool: said like any other reply text
-            await self._token(r, item.text + " ", splitter)
-            return
-        if item.type == "tool_start":  # what the model said before its call goes out now
-            for sentence in splitter.flush():
-                await self.tts_q.put(Sentence(r.turn.turn_id, r.response_id, sentence))
-        self.emit(_tool_event(r, item))
-        if item.signal is not None:
-            r.signals.append(dataclasses.replace(item.signal, response_id=r.response_id))
+    async def _reply_item(self, r: Response, item: ReplyItem) -> None:
+        if isinstance(item, SpokenSentence):
+            await self.tts_q.put(Sentence(r.turn.turn_id, r.response_id, item.text))
+        elif isinstance(item, Token | Filler):  # a filler (slow tool) is said like the text
+            if r.first_token_at is None:
+                r.first_token_at = _ms()
+            text = item.text if isinstance(item, Token) else item.text + " "
+            r.text += text
+            self.emit(ev.Token(r.turn.turn_id, r.response_id, text))
+        elif isinstance(item, ToolEvent):
+            self.emit(_tool_event(r, item))
+            if item.signal is not None:
+                r.signals.append(dataclasses.replace(item.signal, response_id=r.response_id))
+        else:
+            self._provider_error("llm", item.error)
 
     def _system_prompt(self) -> str:
         llm = self.cfg.llm

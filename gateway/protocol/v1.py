@@ -271,7 +271,8 @@ _RENDER: Final[dict[type, Any]] = {
     ev.Token: lambda e: {"type": "token", "text": e.text, "response_id": e.response_id},
     ev.AgentResponse: lambda e: {"type": "agent_response", "text": e.text,
                                  "response_id": e.response_id, "sources": [
-                                     {"title": s.title, "source": s.source}
+                                     {"title": s.title, "url": s.url,
+                                      "document_id": s.document_id, "relevance": s.relevance}
                                      for s in e.sources]},
     ev.ToolStarted: _tool_started,
     ev.ToolEnded: _tool_ended,

@@ -23,7 +23,7 @@ TURN: list[ev.Event] = [
     ev.ToolEnded(1, RID, "call_1", "end_call", "the call ends after this reply", 0.4, True),
     ev.Token(1, RID, " is a voice server."),
     ev.AgentResponse(1, RID, "The gateway is a voice server.",
-                     (ev.Source("About", "about.md"),)),
+                     (ev.Source("About", None, "doc_1", 0.81),)),
     ev.TtsStart(RID, "pcm_s16le", 24000),
     ev.Visemes(RID, (VisemeCue(0, "sil"), VisemeCue(80, "DD"))),
     ev.WordTimings(RID, (WordTiming("The", 0, 120),)),
@@ -48,7 +48,7 @@ V1 = [
     '"ok":true}',
     '{"type":"token","text":" is a voice server.","response_id":"resp_0123456789abcdef"}',
     '{"type":"agent_response","text":"The gateway is a voice server.",'
-    '"response_id":"resp_0123456789abcdef","sources":[{"title":"About","source":"about.md"}]}',
+    '"response_id":"resp_0123456789abcdef","sources":[{"title":"About","url":null,"document_id":"doc_1","relevance":0.81}]}',
     '{"type":"tts_start","response_id":"resp_0123456789abcdef","encoding":"pcm_s16le",'
     '"sample_rate":24000}',
     '{"type":"viseme","response_id":"resp_0123456789abcdef",'

@@ -1,0 +1,150 @@
+"""The one reply engine: a user turn in, the assistant's reply out as typed items.
+
+Every path that answers a user uses it: voice sessions of every transport (through
+``Session``), ``/api/chat`` (JSON and SSE), ``/api/chat/voice`` and
+``/api/v1/chat/query``. One turn: retrieve knowledge-base passages (a bare follow-up
+is searched with the question before it), build the LLM request (system prompt, the
+recent history, the turn), run the LLM with the assistant's tools (``ToolLoop``), and
+stream what it says as items:
+
+- ``Token``: the next piece of the reply text (an upstream's NUL or lone surrogate
+  mended);
+- ``ToolEvent`` / ``Filler``: a tool call starting or ending; words to say while a slow
+  tool runs (spoken, not part of the answer's text);
+- ``SpokenSentence`` (``speech=True``): a sentence (the first one cut at its first
+  clause) ready for speech synthesis, as soon as the tokens complete it;
+- ``Failed``: the LLM failed (a ``ProviderError``); what was said is flushed after it.
+
+``Reply.sources`` (one shape everywhere) and ``Reply.tools`` (the calls made) fill in
+as the reply runs. A bug (any other exception) propagates: the caller's boundary
+reports it as ``INTERNAL_ERROR``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import ProviderError
+from gateway.providers.base import ChatRequest, Message, Passage
+
+from .answer import query_text
+from .runtime import Runtime
+from .text import FIRST_CLAUSE_CHARS, SentenceSplitter, clean
+from .tools import Filler, ToolEvent
+
+__all__ = ["Failed", "Filler", "Reply", "ReplyItem", "ReplyRequest", "SpokenSentence", "Token",
+           "ToolEvent", "sources_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRequest:
+    assistant_id: str
+    system_prompt: str  # built by ``prompt.system_prompt``
+    history: Sequence[Message]  # oldest first; the last ``llm.history_turns`` turns are used
+    text: str  # the user's turn
+    conversation_id: str = ""  # the LLM request's session (a provider may keep state by it)
+    session_id: str = ""  # the tools' session
+    telephony: bool = False  # a phone call: end_call / transfer_call are offered
+    tools: list[Any] | None = None  # the assistant's declared tools, if the caller has them
+    speech: bool = False  # split the reply into sentences for speech synthesis
+    max_tokens: int | None = None  # None: the configured
+    temperature: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpokenSentence:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: ProviderError
+
+
+ReplyItem = Token | ToolEvent | Filler | SpokenSentence | Failed
+
+
+def sources_of(passages: Sequence[Passage]) -> list[dict[str, Any]]:
+    """A reply's sources: one per document, in retrieval order (best first), at its
+    best passage's relevance."""
+    seen: dict[str, dict[str, Any]] = {}
+    for p in passages:
+        key = p.document_id or p.source
+        found = seen.get(key)
+        if found is not None:
+            found["relevance"] = max(found["relevance"], round(p.score, 4))
+            continue
+        url = p.source if p.source.startswith(("http://", "https://")) else None
+        seen[key] = {"title": p.document_title or p.title, "url": url,
+                     "document_id": p.document_id or None, "relevance": round(p.score, 4)}
+    return list(seen.values())
+
+
+@dataclass
+class Reply:
+    """One reply being produced. ``items()`` runs it (once)."""
+
+    runtime: Runtime
+    request: ReplyRequest
+    text: str = ""  # the answer so far (tokens only)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[dict[str, Any]] = field(default_factory=list)  # the calls made (stored)
+    first_token_at: float | None = None  # time.perf_counter() of the first token
+
+    async def items(self) -> AsyncGenerator[ReplyItem, None]:
+        rq, cfg = self.request, self.runtime.cfg.llm
+        passages = await self.runtime.retrieve(rq.assistant_id, query_text(rq.history, rq.text))
+        self.sources = sources_of(passages)
+        history = list(rq.history[-2 * cfg.history_turns:]) if cfg.history_turns > 0 else []
+        chat = ChatRequest(
+            messages=[Message("system", rq.system_prompt), *history, Message("user", rq.text)],
+            passages=passages,
+            max_tokens=rq.max_tokens or cfg.max_tokens,
+            temperature=cfg.temperature if rq.temperature is None else rq.temperature,
+            session_id=rq.conversation_id)
+        llm = await self.runtime.tool_loop(chat, rq.assistant_id, session_id=rq.session_id,
+                                           telephony=rq.telephony, declared=rq.tools)
+        self.tools = llm.records
+        # A first sentence is cut at its first clause: speech starts sooner.
+        splitter = SentenceSplitter(first_clause_chars=FIRST_CLAUSE_CHARS) if rq.speech else None
+        try:
+            async with contextlib.aclosing(llm.run()) as stream:
+                async for item in stream:
+                    for out in self._item(item, splitter):
+                        yield out
+        except ProviderError as exc:
+            yield Failed(exc)
+        for sentence in splitter.flush() if splitter else ():
+            yield SpokenSentence(sentence)
+
+    def _item(self, item: str | ToolEvent | Filler,
+              splitter: SentenceSplitter | None) -> list[ReplyItem]:
+        out: list[ReplyItem] = []
+        spoken = ""
+        if isinstance(item, str):
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            token = clean(item)
+            self.text += token
+            out.append(Token(token))
+            spoken = token
+        elif isinstance(item, Filler):
+            out.append(item)
+            spoken = item.text + " "
+        else:
+            if item.type == "tool_start" and splitter is not None:
+                # What the model said before its call is spoken now.
+                out.extend(SpokenSentence(s) for s in splitter.flush())
+            out.append(item)
+        if splitter is not None and spoken:
+            out.extend(SpokenSentence(s) for s in splitter.push(spoken))
+        return out

@@ -1,0 +1,140 @@
+"""The one reply engine: its items (tokens, speech sentences, failures), its sources, and
+the same answer through every path (``/api/chat``, ``/api/chat/voice``, a voice session)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import Config
+from gateway.errors import ProviderError
+from gateway.pipeline.reply import (
+    Failed,
+    Reply,
+    ReplyRequest,
+    SpokenSentence,
+    Token,
+    sources_of,
+)
+from gateway.pipeline.runtime import Runtime
+from gateway.providers.base import ChatRequest, Message, Passage
+from gateway.providers.null import NullSTT, NullTTS, NullVAD
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+from chat_helpers import client, post_sse, wav_bytes
+from voice_client import VoiceClient
+
+
+class ScriptedLLM:
+    """Says its tokens, then fails if asked to; records the requests it got."""
+
+    name = "scripted"
+    inline = True
+
+    def __init__(self, tokens: list[str], fail: bool = False) -> None:
+        self.tokens = tokens
+        self.fail = fail
+        self.requests: list[ChatRequest] = []
+
+    def generate(self, request: ChatRequest) -> Iterator[str]:
+        self.requests.append(request)
+        yield from self.tokens
+        if self.fail:
+            raise ProviderError("upstream said 500")
+
+
+def runtime(model: ScriptedLLM, **sections: dict[str, Any]) -> Runtime:
+    cfg = Config().replace(turn={"detector": "silence"}, embedder={"provider": "null"},
+                           **sections)
+    return Runtime.load(cfg, overrides={"llm": model, "stt": NullSTT(), "tts": NullTTS(),
+                                        "vad": NullVAD.from_config(cfg), "embedder": None})
+
+
+async def collect(reply: Reply) -> list[Any]:
+    async with contextlib.aclosing(reply.items()) as items:
+        return [item async for item in items]
+
+
+LONG = ["On Sundays the pool opens late, ", "at ten in the morning", ". Bring a towel. ",
+        "Lockers take coins."]
+
+
+async def test_tokens_and_speech_sentences_with_the_first_clause_cut() -> None:
+    llm = ScriptedLLM(LONG)
+    rt = runtime(llm)
+    history = [Message("user", "Hi"), Message("assistant", "Hello!")]
+    reply = Reply(rt, ReplyRequest("default", "Be brief.", history, "When does it open?",
+                                   conversation_id="conv_1", speech=True))
+    items = await collect(reply)
+    assert [i.text for i in items if isinstance(i, Token)] == LONG
+    assert reply.text == "".join(LONG)
+    assert [i.text for i in items if isinstance(i, SpokenSentence)] == [
+        "On Sundays the pool opens late,", "at ten in the morning.", "Bring a towel.",
+        "Lockers take coins."]
+    request = llm.requests[0]
+    assert [m.role for m in request.messages] == ["system", "user", "assistant", "user"]
+    assert request.messages[0].content == "Be brief."
+    assert request.session_id == "conv_1"
+    assert reply.first_token_at is not None and reply.sources == [] and reply.tools == []
+    rt.close()
+
+
+async def test_text_only_has_no_sentences_and_history_is_bounded() -> None:
+    llm = ScriptedLLM(["Fine."])
+    rt = runtime(llm, llm={"history_turns": 1})
+    history = [Message("user", f"q{i}") if i % 2 == 0 else Message("assistant", f"a{i}")
+               for i in range(6)]
+    items = await collect(Reply(rt, ReplyRequest("default", "P", history, "now?")))
+    assert items == [Token("Fine.")]
+    assert [m.content for m in llm.requests[0].messages] == ["P", "q4", "a5", "now?"]
+    rt.close()
+
+
+async def test_a_failed_llm_is_an_item_and_what_was_said_is_still_spoken() -> None:
+    rt = runtime(ScriptedLLM(["Half a sent"], fail=True))
+    items = await collect(Reply(rt, ReplyRequest("default", "P", (), "q", speech=True)))
+    assert items[:2] == [Token("Half a sent"), Token(" ")]  # the failover's word gap
+    assert isinstance(items[2], Failed) and isinstance(items[2].error, ProviderError)
+    assert items[3:] == [SpokenSentence("Half a sent")]
+    rt.close()
+
+
+def test_one_source_per_document_at_its_best_relevance_in_retrieval_order() -> None:
+    p = [Passage("Hours", "t", "doc_b", score=0.5, document_id="doc_b", document_title="B"),
+         Passage("Prices", "t", "https://x.example/a", score=0.4, document_id="doc_a",
+                 document_title="A"),
+         Passage("More hours", "t", "doc_b", score=0.7, document_id="doc_b",
+                 document_title="B")]
+    assert sources_of(p) == [
+        {"title": "B", "url": None, "document_id": "doc_b", "relevance": 0.7},
+        {"title": "A", "url": "https://x.example/a", "document_id": "doc_a", "relevance": 0.4}]
+
+
+@pytest.mark.slow
+async def test_the_same_question_gets_the_same_answer_on_every_path(gateway) -> None:
+    async with client(gateway) as http:
+        resp, voice = await post_sse(
+            http, "/api/chat/voice", data={"sample_rate": "16000"},
+            files={"audio": ("q.wav", wav_bytes("what_is_the_gateway.wav"), "audio/wav")})
+        assert resp.status_code == 200, resp.text
+        question = dict(voice)["transcription"]["text"]
+        by_voice = dict(voice)["agent_response"]
+        by_chat = (await http.post("/api/chat", json={"message": question})).json()
+        _, sse = await post_sse(http, "/api/chat", json={"message": question, "stream": True})
+        by_sse = dict(sse)["agent_response"]
+    session = await VoiceClient.connect(gateway.ws_url)
+    await session.wait_for("session_started")
+    await session.send_json({"type": "text", "text": question})
+    by_session = await session.wait_for("agent_response", timeout=30)
+    await session.close()
+    assert by_chat["response"] and by_chat["sources"], by_chat
+    assert by_chat["sources"][0].keys() == {"title", "url", "document_id", "relevance"}
+    for other in (by_voice, by_sse):
+        assert (other["response"], other["sources"]) == (by_chat["response"], by_chat["sources"])
+    assert (by_session["text"], by_session["sources"]) == (by_chat["response"],
+                                                         by_chat["sources"])
