@@ -162,7 +162,7 @@ def gateway_factory(
     def make(providers: dict[str, Any] | None = None, **sections: dict[str, Any]) -> RunningGateway:
         # A short drain: stopping a gateway waits for live sessions up to the deadline.
         server = {"port": free_port(), "data_dir": str(tmp_path / f"data{len(running)}"),
-                  "log_level": "warning", "drain_timeout_s": 2.0, **sections.pop("server", {})}
+                  "log_level": "warning", "drain_timeout_s": 0.5, **sections.pop("server", {})}
         base: dict[str, dict[str, Any]] = {"llm": {"provider": "extractive"},
                                            "knowledge": {"path": str(DATA / "knowledge")}}
         if TEST_DB == "postgres" and "database" not in sections:
