@@ -18,6 +18,7 @@ CHOICES: dict[str, dict[str, str | None]] = {
     "fixed": {"llm": "null"},
     "broken": {"llm": "hybrid"},  # no hybrid.url configured: it cannot load
     "plain": {"llm": None, "stt": None, "tts": None},
+    "grounded": {"llm": "grounded"},
 }
 
 
@@ -76,6 +77,20 @@ async def test_retrieval_follows_the_assistants_llm(runtime: Runtime) -> None:
     runtime.retriever = Retriever()
     assert await runtime.retrieve("plain", "q") == ["passage"]  # extractive reads passages
     assert await runtime.retrieve("fixed", "q") == []  # the null LLM does not
+
+
+async def test_an_engine_may_read_more_passages_than_top_k(runtime: Runtime) -> None:
+    asked: list[int] = []
+
+    class Retriever:
+        async def search(self, assistant_id: str, question: str, k: int) -> list[object]:
+            asked.append(k)
+            return []
+
+    runtime.retriever = Retriever()
+    await runtime.retrieve("plain", "q")  # extractive: the configured top_k
+    await runtime.retrieve("grounded", "q")  # grounded speaks one sentence of 5 passages
+    assert asked == [runtime.cfg.knowledge.top_k, max(runtime.cfg.knowledge.top_k, 5)] == [3, 5]
 
 
 @pytest.fixture
