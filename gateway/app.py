@@ -14,11 +14,20 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 
 from gateway import __version__
+from gateway.access.auth import Authenticator, load_token_secret
 from gateway.api import chat, knowledge, oauth, ratelimit
 from gateway.api import sessions as sessions_api
-from gateway.api.auth import Authenticator, load_token_secret
 from gateway.api.errors import install_error_handlers
+from gateway.api.realtime_secrets import beta_sessions, client_secrets
 from gateway.api.routes import router
+from gateway.api.voice_routes import (
+    OFFER_OPENAPI,
+    OFFER_RESPONSES,
+    TWIML_OPENAPI,
+    TWIML_RESPONSES,
+    twiml_endpoint,
+    webrtc_offer,
+)
 from gateway.cluster.node import Cluster
 from gateway.cluster.sessions import DrainGate, SessionRegistry
 from gateway.config import Config
@@ -36,9 +45,7 @@ from gateway.store.semantic import SemanticSearch
 from gateway.store.voice_log import VoiceLog
 from gateway.tracing import Tracing
 from gateway.transports.realtime import realtime_ws
-from gateway.transports.realtime_secrets import beta_sessions, client_secrets
-from gateway.transports.twilio import TWIML_OPENAPI, TWIML_RESPONSES, twilio_ws, twiml_endpoint
-from gateway.transports.webrtc import OFFER_OPENAPI, OFFER_RESPONSES, webrtc_offer
+from gateway.transports.twilio import twilio_ws
 from gateway.transports.websocket import voice_ws
 from gateway.web import install_pages
 

@@ -418,7 +418,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 async def _prepare(cfg: Config) -> None:
     """Migrations, the default assistant and the token secret: once, before forking."""
-    from gateway.api.auth import load_token_secret
+    from gateway.access.auth import load_token_secret
     from gateway.store.assistants import ensure_default_assistant
     from gateway.store.db import Database
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from gateway.api.auth import SessionGrant
+from gateway.access.auth import SessionGrant
 from gateway.api.ratelimit import RateLimited, Verdict
 from gateway.audio.pcm import AudioFormat
 from gateway.pipeline import events as ev

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway import errors
-from gateway.api.auth import AuthError as ApiAuthError
+from gateway.access.auth import AuthError as ApiAuthError
 from gateway.api.errors import ApiError
 from gateway.api.ratelimit import RateLimited
 from gateway.config import ConfigError

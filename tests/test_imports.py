@@ -16,6 +16,7 @@ FORBIDDEN = [
     ("pipeline", "gateway.protocol"),  # the pipeline speaks typed events, no wire format
     ("pipeline", "gateway.transports"),
     ("pipeline", "gateway.api"),
+    ("transports", "gateway.api"),  # HTTP routes live in api/; auth is gateway.access
     ("providers", "gateway.pipeline.visemes"),  # lip-sync data is the TTS's (providers/)
     ("protocol", "gateway.transports"),
     ("protocol", "gateway.api"),

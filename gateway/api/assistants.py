@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.access.auth import Principal
 from gateway.cluster.events import ASSISTANT_DELETED, KEY_REVOKED
 from gateway.config import Config
 from gateway.pipeline import turn_taking
@@ -25,7 +26,6 @@ from gateway.store.assistants import DEFAULT_ASSISTANT, invalidate_assistant
 from gateway.store.documents import add_document
 from gateway.store.models import ApiKey, Assistant, Chunk, Document, new_id
 
-from .auth import Principal
 from .deps import assistant_of
 from .envelope import EnvelopeRoute
 from .errors import ERROR_RESPONSES, ApiError

@@ -22,11 +22,11 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Message as AsgiMessage
 
+from gateway.access.auth import Principal
 from gateway.providers.base import Message, ProviderError, Transcript, confidence_of
 from gateway.store.assistants import get_assistant
 
 from . import conversations, platform_api
-from .auth import Principal
 from .chat_engine import (
     MAX_CONTENT_CHARS,
     MAX_UPLOAD_BYTES,

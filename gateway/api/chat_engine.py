@@ -24,6 +24,7 @@ import soundfile as sf
 import structlog
 from fastapi import Request
 
+from gateway.access.auth import AuthError, Principal
 from gateway.audio import pcm
 from gateway.config import Config
 from gateway.errors import failure
@@ -37,7 +38,6 @@ from gateway.store import conversations as store
 from gateway.store.db import Database
 from gateway.store.models import Assistant, new_id
 
-from .auth import AuthError, Principal
 from .deps import checked_assistant, requested_assistant
 from .errors import ApiError, client_host, provider_failure
 

@@ -15,11 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field, field_validator
 
+from gateway.access.auth import Principal
 from gateway.pipeline.prompt import TEMPLATE_BY_NAME
 from gateway.store import conversations as store
 from gateway.store.models import Conversation, new_id
 
-from .auth import Principal
 from .chat_engine import MAX_CONTENT_CHARS, caller_owner
 from .deps import authed
 from .errors import ERROR_RESPONSES, ApiError

@@ -12,7 +12,8 @@ from typing import Any
 
 from fastapi import Request
 
-from .auth import AuthError, Principal
+from gateway.access.auth import AuthError, Principal
+
 from .errors import ApiError, client_host
 
 

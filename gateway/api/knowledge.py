@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.access.auth import Principal
 from gateway.pipeline.prompt import assistant_source, system_prompt
 from gateway.pipeline.reply import Failed, Reply, ReplyRequest
 from gateway.providers.base import ProviderError
@@ -31,7 +32,6 @@ from gateway.store.models import Chunk, Document
 from gateway.store.semantic import hybrid_chunks
 
 from . import assistants
-from .auth import Principal
 from .deps import assistant_of, checked_assistant
 from .envelope import EnvelopeRoute
 from .errors import ERROR_RESPONSES, ApiError, provider_failure

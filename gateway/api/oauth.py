@@ -36,12 +36,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from gateway.access.auth import AuthError, Principal
 from gateway.errors import ClientError
 from gateway.store.assistants import get_assistant
 from gateway.store.models import Assistant
 from gateway.store.users import authenticate, consume_code, get_client, get_code, save_code
 
-from .auth import AuthError, Principal
 from .errors import ERROR_RESPONSES, ApiError, ErrorBody, client_host
 from .oauth_server import (
     ACCESS_AUDIENCE,

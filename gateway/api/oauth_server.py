@@ -34,10 +34,9 @@ from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7636.challenge import compare_s256_code_challenge
 
+from gateway.access.auth import ISSUER, Principal
 from gateway.store.models import OAuthClient, OAuthCode
 from gateway.store.users import NewCode, code_hash
-
-from .auth import ISSUER, Principal
 
 ACCESS_AUDIENCE = "gateway-oauth"
 LEGACY_AUDIENCE = "gateway-chatbot"

@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from gateway.access.auth import Principal
 from gateway.config import Config
 from gateway.pipeline.prompt import TEMPLATE_BY_NAME, TEMPLATES, Template
 from gateway.store.models import Assistant
 
-from .auth import Principal
 from .deps import authed
 from .errors import ERROR_RESPONSES, ApiError
 

@@ -39,10 +39,10 @@ from limits.storage import storage_from_string
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.access.auth import Principal
 from gateway.config import Config, RateLimitConfig
 from gateway.errors import LimitError
 
-from .auth import Principal
 from .errors import ApiError, client_host
 
 log = structlog.get_logger("gateway.ratelimit")

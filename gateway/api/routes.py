@@ -11,8 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import __version__
+from gateway.access.auth import AuthError
 
-from .auth import AuthError
 from .errors import ERROR_RESPONSES, ApiError, client_host
 from .ratelimit import enforce, per_ip
 from .v1base import CleanStr

@@ -13,9 +13,9 @@ from typing import Annotated, Any
 from fastapi import Depends
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from gateway.access.auth import Principal
 from gateway.protocol import fields
 
-from .auth import Principal
 from .deps import authed
 from .errors import ApiError
 

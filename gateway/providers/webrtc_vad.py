@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import webrtcvad
@@ -38,9 +39,10 @@ class WebRTCVADStream:
         self._samples = self._frame_bytes // 2
         # Looked up once: this runs ~50 times a second per session.
         inner = getattr(self._vad, "_vad", None)
-        self._process = (functools.partial(_webrtcvad.process, inner, SAMPLE_RATE)
-                         if _webrtcvad is not None and inner is not None
-                         else lambda frame, _n: self._vad.is_speech(frame, SAMPLE_RATE))
+        self._process: Callable[[bytes, int], bool] = (
+            functools.partial(_webrtcvad.process, inner, SAMPLE_RATE)
+            if _webrtcvad is not None and inner is not None
+            else lambda frame, _n: self._vad.is_speech(frame, SAMPLE_RATE))
         self._min_rms = 32768.0 * 10 ** (min_dbfs / 20)
         self._min_energy = self._samples * self._min_rms**2  # sum of squares at min_dbfs
 

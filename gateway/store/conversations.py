@@ -44,7 +44,7 @@ class Owner:
     as theirs). ``user_id`` None: every conversation of the assistant when ``tenant`` (the
     assistant's own API key, which names no user), otherwise none at all (anonymous
     callers, tokens minted for no user: they only ever start new conversations).
-    Built from the caller by ``gateway.api.auth.Principal.owner``.
+    Built from the caller by ``gateway.access.auth.Principal.owner``.
     """
 
     assistant_id: str

@@ -52,7 +52,7 @@ def pg_tsquery(question: str) -> str:
 async def search_chunks(
     session: AsyncSession, assistant_id: str, question: str, limit: int = 5
 ) -> list[ChunkHit]:
-    if session.bind.dialect.name == "sqlite":
+    if session.get_bind().dialect.name == "sqlite":
         return await _sqlite_chunks(session, assistant_id, question, limit)
     return await _pg_chunks(session, assistant_id, question, limit)
 
@@ -141,7 +141,7 @@ async def search_messages(
     session: AsyncSession, question: str, *, user_id: str | None,
     conversation_id: str | None, limit: int, assistant_id: str | None = None,
 ) -> list[MessageHit]:
-    sqlite = session.bind.dialect.name == "sqlite"
+    sqlite = session.get_bind().dialect.name == "sqlite"
     query = fts_query(question) if sqlite else pg_tsquery(question)
     if not query:
         return []

@@ -23,10 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -115,8 +115,8 @@ class VoiceLog:
         # A handful of statements per batch, not a few ORM round trips per turn: at
         # hundreds of sessions the ORM path cost ~4 ms of event-loop CPU per turn.
         stamp = now()
-        convs = Conversation.__table__
-        msgs = ChatMessage.__table__
+        convs = cast(Table, Conversation.__table__)
+        msgs = cast(Table, ChatMessage.__table__)
         ids = list(dict.fromkeys(where["conversation_id"] for where, _, _ in batch))
         async with self.db.session() as s:
             known = await s.execute(

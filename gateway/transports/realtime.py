@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway.api.auth import AuthError, SessionGrant
+from gateway.access.auth import AuthError, SessionGrant
 from gateway.audio import pcm
 from gateway.audio.pcm import AudioFormat
 from gateway.config import Config

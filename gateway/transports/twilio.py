@@ -11,19 +11,14 @@ typed user turn after a short pause or ``#``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import structlog
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
-from gateway.api.errors import ApiError, ErrorBody
+from gateway.access.auth import AuthError, SessionGrant
 from gateway.pipeline import events as ev
 from gateway.pipeline.outbox import AudioOut, OutboxClosed, OutItem
 from gateway.pipeline.session import Session
@@ -242,47 +237,3 @@ class TwilioCall:
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             await self.ws.close(code, reason)
-
-
-TWIML_OPENAPI: dict[str, Any] = {"parameters": [
-    {"name": "assistant_id", "in": "query", "required": False, "schema": {"type": "string"},
-     "description": "the assistant answering the call (default: the key's)"}]}
-TWIML_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "TwiML", "content": {"application/xml": {"schema": {"type": "string"}}}},
-    **{status: {"model": ErrorBody, "description": desc} for status, desc in (
-        (401, "UNAUTHORIZED"), (403, "FORBIDDEN"), (404, "INVALID_MODEL_ID"))},
-}
-
-
-async def twiml_endpoint(request: Request) -> Response:
-    """TwiML for an incoming call: ``<Connect><Stream>`` to this gateway, carrying a fresh
-    single-use session token (so the media stream needs no other credential).
-
-    Authenticated with an API key: a Bearer/x-api-key header, or HTTP basic auth with the
-    key as the password (what a Twilio webhook URL can carry).
-    """
-    auth = request.app.state.auth
-    presented = bearer_or_header(request.headers) or _basic_password(request)
-    requested = request.query_params.get("assistant_id")
-    try:
-        principal = auth.key_principal(await auth.api_key(presented))
-        assistant_id = principal.assistant_for(requested)
-        await auth.check_assistant(assistant_id)
-    except AuthError as exc:
-        raise ApiError(exc.status, exc.code, str(exc)) from None
-    minted = auth.mint(principal, assistant_id, None, {})
-    scheme = "wss" if request.url.scheme in ("https", "wss") else "ws"
-    url = f"{scheme}://{request.url.netloc}/api/v1/voice/twilio"
-    body = tw.twiml(url, {"token": minted["token"], "assistant_id": assistant_id})
-    return Response(body, media_type="application/xml")
-
-
-def _basic_password(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if not header.lower().startswith("basic "):
-        return None
-    try:
-        decoded = base64.b64decode(header[6:], validate=True).decode()
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return decoded.partition(":")[2] or None

@@ -1,4 +1,5 @@
-"""WebRTC transport (aiortc): ``POST /api/v1/voice/webrtc/offer``.
+"""WebRTC transport (aiortc); the offer arrives at ``POST /api/v1/voice/webrtc/offer``
+(``gateway.api.voice_routes``).
 
 The client posts an SDP offer (an audio track, and a data channel it creates, e.g.
 ``"events"``); the gateway answers, and one peer connection is one voice session:
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any
@@ -37,17 +37,14 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 
-from gateway.api.auth import AuthError, SessionGrant, bearer_or_header
-from gateway.api.errors import ApiError, ErrorBody
 from gateway.audio import frames, pcm
+from gateway.errors import ClientError, GatewayError
 from gateway.pipeline import events as ev
 from gateway.pipeline.outbox import AudioOut, OutboxClosed
 from gateway.pipeline.session import VAD_RATE
 from gateway.pipeline.session_items import SessionSettings
-from gateway.protocol import fields, v1
+from gateway.protocol import v1
 from gateway.protocol import webrtc as channel_wire
 from gateway.protocol.webrtc import OPUS
 from gateway.session_host import SessionHost
@@ -56,7 +53,6 @@ from gateway.transports.webrtc_ice import allowed_hosts, ice_servers
 log = structlog.get_logger("gateway.webrtc")
 
 FRAME_MS = 20
-MAX_OFFER_BYTES = 64 * 1024
 TRACK_MAX_MS = 2000  # reply audio the track holds; the session runs ≤200 ms ahead anyway
 RESYNC_S = 0.2  # a recv() later than this behind schedule restarts the clock (no burst)
 EVENT_BACKLOG = 256  # events kept until the client's data channel opens
@@ -120,114 +116,11 @@ class WebRTCHub:
         self.pending = 0
 
 
-def _hub(app: Any) -> WebRTCHub:
+def hub_of(app: Any) -> WebRTCHub:
     hub: WebRTCHub | None = getattr(app.state, "webrtc", None)
     if hub is None:
         hub = app.state.webrtc = WebRTCHub()
     return hub
-
-
-# --- the endpoint ------------------------------------------------------------------------
-
-# Its OpenAPI declaration (the route reads the raw body itself, to bound it first).
-OFFER_OPENAPI: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {
-        "type": "object", "required": ["sdp", "type"],
-        "properties": {"sdp": {"type": "string", "pattern": "^v=0"},
-                       "type": {"type": "string", "enum": ["offer"]},
-                       "token": {"type": "string"}, "assistant_id": {"type": "string"}},
-    }}}}}
-_ANSWER = {"type": "object", "required": ["sdp", "type", "session_id"],
-           "properties": {k: {"type": "string"} for k in ("sdp", "type", "session_id")}}
-OFFER_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "the SDP answer",
-          "content": {"application/json": {"schema": _ANSWER}}},
-    **{status: {"model": ErrorBody, "description": desc} for status, desc in (
-        (400, "INVALID_REQUEST"), (401, "UNAUTHORIZED"), (403, "FORBIDDEN"),
-        (404, "INVALID_MODEL_ID"), (413, "INVALID_REQUEST: offer too large"),
-        (429, "RATE_LIMITED"), (503, "RATE_LIMITED: at capacity, or shutting down"))},
-}
-
-
-async def webrtc_offer(request: Request) -> JSONResponse:
-    """Answer an SDP offer: ``{"sdp","type":"offer","token"?}`` → ``{"sdp","type":"answer",
-    "session_id"}``. Auth as for the WebSocket: a session token (body, ``?token=`` or
-    Bearer), an API key, or anonymous where allowed."""
-    body = await _read_offer(request)
-    state = request.app.state
-    hub = _hub(request.app)
-    # Room is reserved before auth, so a single-use token is not spent on a refusal.
-    if hub.pending >= state.cfg.webrtc.max_pending_offers:
-        raise ApiError(503, "RATE_LIMITED", "too many WebRTC connections being set up",
-                       headers={"Retry-After": "1"})
-    host = SessionHost(state, "webrtc")
-    refusal = host.reserve()
-    if refusal is not None:
-        raise ApiError(503, "RATE_LIMITED", refusal.message, headers={"Retry-After": "5"})
-    hub.pending += 1
-    try:
-        grant = await _authenticate(request, body)
-        refusal = await host.admit(grant)
-        if refusal is not None:
-            raise ApiError(429, refusal.code, refusal.message,
-                           headers={"Retry-After": str(refusal.retry_after)})
-        await host.resolve()
-        peer = WebRTCPeer(host, hub)  # owns the reservation from here on
-    except BaseException:
-        hub.pending -= 1
-        await host.close()
-        raise
-    try:
-        answer = await peer.answer(RTCSessionDescription(sdp=body["sdp"], type="offer"))
-    except BaseException:
-        await peer.close("offer failed")
-        raise
-    peer.start()
-    return JSONResponse({"sdp": answer.sdp, "type": answer.type, "session_id": grant.session_id})
-
-
-async def _read_offer(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_OFFER_BYTES:
-        raise ApiError(413, "INVALID_REQUEST", f"offer larger than {MAX_OFFER_BYTES} bytes")
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, "INVALID_REQUEST", "body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "INVALID_REQUEST", "body must be a JSON object")
-    if body.get("type") != "offer":
-        raise ApiError(400, "INVALID_REQUEST", 'type must be "offer"')
-    sdp = body.get("sdp")
-    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
-        raise ApiError(400, "INVALID_REQUEST", "sdp must be an SDP offer")
-    try:  # the same field rules as every other transport (gateway/protocol/fields.py)
-        fields.text(sdp, "sdp", MAX_OFFER_BYTES)
-        fields.optional(fields.token, body.get("token"), "token")
-        fields.optional(fields.ident, body.get("assistant_id"), "assistant_id")
-    except fields.FieldError as exc:
-        raise ApiError(400, "INVALID_REQUEST", str(exc)) from None
-    return body
-
-
-async def _authenticate(request: Request, body: dict[str, Any]) -> SessionGrant:
-    auth = request.app.state.auth
-    token = body.get("token") or request.query_params.get("token")
-    requested = (body.get("assistant_id") or request.query_params.get("assistant_id")
-                 or request.headers.get("x-chat-model-id"))
-    client = request.client.host if request.client else "unknown"
-    bearer = bearer_or_header(request.headers)
-    try:
-        if not token and bearer and not bearer.startswith("gw_") and bearer.count(".") == 2:
-            # A session token as Bearer; if it is not one, other bearer kinds get their turn.
-            with contextlib.suppress(AuthError):
-                grant: SessionGrant = await auth.redeem(bearer)
-                return grant
-        grant = await auth.websocket_grant(token, request.headers, client, requested)
-        return grant
-    except AuthError as exc:
-        log.info("webrtc_auth_refused", reason=str(exc))
-        raise ApiError(exc.status, exc.code, str(exc)) from None
 
 
 # --- one peer connection = one session ---------------------------------------------------
@@ -277,15 +170,15 @@ class WebRTCPeer:
                 await self.pc.setRemoteDescription(offer)
             except Exception as exc:  # aiortc's parser raises assorted errors on bad SDP
                 self.log.info("webrtc_bad_offer", error=repr(exc))
-                raise ApiError(400, "INVALID_REQUEST", "bad SDP offer") from None
+                raise ClientError("bad SDP offer") from None
             if not any(t.kind == "audio" for t in self.pc.getTransceivers()):
-                raise ApiError(400, "INVALID_REQUEST", "the offer has no audio track")
+                raise ClientError("the offer has no audio track")
             self.pc.addTrack(self.track)
             try:
                 async with asyncio.timeout(wcfg.ice_gathering_timeout_s):
                     await self.pc.setLocalDescription(await self.pc.createAnswer())
             except TimeoutError:
-                raise ApiError(500, "INTERNAL_ERROR", "ICE gathering timed out") from None
+                raise GatewayError("ICE gathering timed out") from None
         local = self.pc.localDescription
         assert local is not None
         return local

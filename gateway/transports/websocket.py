@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway.api.auth import AuthError, SessionGrant
+from gateway.access.auth import AuthError, SessionGrant
 from gateway.audio import pcm
 from gateway.pipeline import events as ev
 from gateway.pipeline.outbox import AudioOut, OutboxClosed
@@ -157,15 +158,15 @@ class VoiceConnection:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
 
-    async def _receive(self, timeout: float) -> dict[str, Any] | None:
+    async def _receive(self, timeout: float) -> MutableMapping[str, Any] | None:
         try:
             async with asyncio.timeout(timeout):
-                message: dict[str, Any] = await self.ws.receive()
+                message: MutableMapping[str, Any] = await self.ws.receive()
                 return message
         except TimeoutError:
             return None
 
-    def _parse(self, message: dict[str, Any]) -> v1.ClientEvent | None:
+    def _parse(self, message: MutableMapping[str, Any]) -> v1.ClientEvent | None:
         if message["type"] != "websocket.receive":
             return None
         data = message.get("bytes")
@@ -192,7 +193,7 @@ class VoiceConnection:
             set_sink(self._on_binary)
         try:
             while True:
-                message: dict[str, Any] = await self.ws.receive()
+                message: MutableMapping[str, Any] = await self.ws.receive()
                 self._last_rx = loop.time()
                 if message["type"] == "websocket.disconnect":
                     return

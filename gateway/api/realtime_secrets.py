@@ -20,13 +20,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.api.auth import AuthError, Principal
+from gateway.access.auth import AuthError, Principal
 from gateway.api.errors import ApiError, client_host
 from gateway.api.ratelimit import enforce
 from gateway.protocol import realtime as rt
 from gateway.protocol.realtime_events import ServerEvents
-
-from .realtime import initial_config, vad_defaults
+from gateway.transports.realtime import initial_config, vad_defaults
 
 MAX_BODY = 64 * 1024
 
