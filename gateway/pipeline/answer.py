@@ -49,6 +49,7 @@ class Kind(Enum):
     YEAR = "year"  # when something happened: a year or a date, not this week's hours
     PRICE = "price"
     NUMBER = "number"
+    PHONE = "phone"  # a telephone number
     PLACE = "place"
     PERSON = "person"  # who runs, owns, leads...: a sentence naming a role or a person
     RULE = "rule"  # a yes/no question: a rule sentence
@@ -66,8 +67,11 @@ _KIND_CUES: tuple[tuple[Kind, re.Pattern[str]], ...] = (
         r"\b(what time|how late|how early|until when|till when|until what time|"
         r"opening hours|opening times|when do you (?:open|close|shut)|"
         r"when does (?:it|the \w+) (?:open|close|shut|start|finish|end))\b")),
+    (Kind.PHONE, re.compile(
+        r"\b(?:(?:tele)?phone|mobile|contact) number\b|\bnumber (?:can|could|should|do|"
+        r"shall) (?:i|we) (?:ring|call|phone|dial)\b|\b(?:ring|call|phone) (?:you|the \w+)\b")),
     (Kind.NUMBER, re.compile(
-        r"\b(how many|how long|how far|how old|how big|what number|(?:tele)?phone number)\b")),
+        r"\b(how many|how long|how far|how old|how big|what number)\b")),
     (Kind.YEAR, re.compile(r"\b(when (?:was|were|did)|what year|which year|since when|"
                            r"how long ago)\b")),
     (Kind.DATE, re.compile(r"\b(when|what day|which day|what date|which days)\b")),
@@ -79,11 +83,13 @@ _KIND_CUES: tuple[tuple[Kind, re.Pattern[str]], ...] = (
         r"^(can|may|could|am|is|are|do|does|must|should|will|have|would)\b|"
         r"\b(allowed|permitted|rule|rules|let me|okay to|ok to)\b")),
 )
-STRICT = frozenset((Kind.TIME, Kind.PRICE, Kind.NUMBER, Kind.DATE, Kind.YEAR, Kind.PERSON))
+STRICT = frozenset((Kind.TIME, Kind.PRICE, Kind.NUMBER, Kind.PHONE, Kind.DATE, Kind.YEAR,
+                    Kind.PERSON))
 # Words that only say what kind of fact is wanted: they do not name the subject.
 _KIND_WORDS = frozenset(
     "much cost price pay fee charge expensive cheap time late early long many number "
-    "old far big open close shut start finish end allowed permitted rule".split())
+    "old far big open close shut start finish end allowed permitted rule phone telephone "
+    "ring call dial mobile contact".split())
 _NUMBER_WORDS = (r"one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|"
                  r"twenty|thirty|forty|fifty|sixty|hundred|half|quarter")
 _CLOCK = (r"\b\d{1,2}(?::\d{2})?\s*(?:am|pm|a\.m\.|p\.m\.)|\b\d{1,2}[:.]\d{2}\b|"
@@ -116,8 +122,10 @@ _YEAR = re.compile(r"\b(?:1[5-9]|20)\d\d\b|\b(?:january|february|march|april|may
                    r"august|september|october|november|december) \d{1,2}\b|\b\d{1,2}(?:st|nd|"
                    r"rd|th)? (?:of )?(?:january|february|march|april|may|june|july|august|"
                    r"september|october|november|december)\b|\byears? ago\b", re.IGNORECASE)
-_KIND_PATTERN = {Kind.PLACE: _PLACE, Kind.PERSON: _PERSON, Kind.YEAR: _YEAR, Kind.TIME: _TIME,
-                 Kind.DATE: _DATE, Kind.PRICE: _PRICE, Kind.NUMBER: _NUMBER, Kind.RULE: _RULE}
+_PHONE = re.compile(r"(?:\+|\b)\d{3,5}[ -]?\d{3}[ -]?\d{3,4}\b")
+_KIND_PATTERN = {Kind.PLACE: _PLACE, Kind.PHONE: _PHONE, Kind.PERSON: _PERSON, Kind.YEAR: _YEAR,
+                 Kind.TIME: _TIME, Kind.DATE: _DATE, Kind.PRICE: _PRICE, Kind.NUMBER: _NUMBER,
+                 Kind.RULE: _RULE}
 # A follow-up leans on the previous question: "and on Sundays?", "what about children?"
 _YOU = re.compile(r"\b(?:you|your|yours|you're)\b", re.IGNORECASE)
 _FOLLOW_UP = re.compile(r"^\s*(?:and|what about|how about|and what about|and how about|"
@@ -210,6 +218,11 @@ def content_words(text: str) -> set[str]:
     return {stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
 
 
+# As ``content_words`` spells them ("price" -> "pric", "allowed" -> "allow"): compared
+# unstemmed, most of them never matched.
+_KIND_STEMS = frozenset(stem(w) for w in _KIND_WORDS)
+
+
 def query_text(messages: Sequence[Message], question: str) -> str:
     """What to search and select with: the question, led by the previous user turn when
     the question is a bare follow-up ("and on Sundays?") that cannot stand alone."""
@@ -258,7 +271,7 @@ def score_units(question: str, units: Sequence[Unit], similarities: Sequence[flo
     kind = question_kind(question)
     pattern = _KIND_PATTERN.get(kind)
     have = [content_words(f"{u.heading} {u.text}") for u in units]
-    idf = _idf(content_words(question) - _KIND_WORDS, have)
+    idf = _idf(content_words(question) - _KIND_STEMS, have)
     total = sum(idf.values())
     scored = []
     for unit, words, sim in zip(units, have, similarities, strict=True):
@@ -303,7 +316,7 @@ def choose(question: str, units: Sequence[Unit], similarities: Sequence[float],
     # a unit whose similarity alone is low.
     # So does the right kind of fact for a question with no subject of its own ("where
     # exactly are you?", "what time do you open?"): it asks about the place itself.
-    subjectless = best.kind_match and not content_words(question) - _KIND_WORDS
+    subjectless = best.kind_match and not content_words(question) - _KIND_STEMS
     named = ((best.lexical >= 0.99 or subjectless)
              and best.similarity >= weights.min_similarity / 2)
     if not named and (best.score < weights.floor

@@ -187,7 +187,7 @@ def test_a_question_about_the_place_itself_needs_only_the_right_kind() -> None:
     answer = choose("Where exactly are you?", units, sims)
     assert "Mill Lane" in answer.text
     assert question_kind("Whereabouts is the library?") is Kind.PLACE
-    assert question_kind("What's your telephone number?") is Kind.NUMBER
+    assert question_kind("What's your telephone number?") is Kind.PHONE
     # Not a follow-up: it asks about "you"; "how much?" alone leans on the last question.
     history = [Message("user", "Do you sell tickets?")]
     assert query_text(history, "Where exactly are you?") == "Where exactly are you?"
@@ -203,3 +203,26 @@ def test_when_was_needs_a_year_or_a_date_not_opening_times() -> None:
     history = [Passage("History", "The museum opened in 1923 in the old customs house.",
                        "kb/h.md")]
     assert "1923" in choose("When was the museum founded?", split_units(history), [0.5]).text
+
+
+def test_phone_questions_need_a_phone_number() -> None:
+    for q in ("What's your telephone number?", "What number can I ring you on?",
+              "Wait, what's your phone number?", "Can I call you?"):
+        assert question_kind(q) is Kind.PHONE, q
+    contact = [Passage("Contact", "The phone line is staffed during opening hours. You can "
+                       "call the library on 01632 448210.", "kb/c.md"),
+               Passage("Bus", "The number 7 bus stops in front of the building.", "kb/b.md")]
+    units = split_units(contact)
+    # The staffed-line sentence is the more similar; only one holds a number to ring, and
+    # the question names nothing but the kind of fact ("telephone", "number").
+    sims = _sims(units, {"staffed": 0.4, "01632": 0.23, "bus": 0.26})
+    assert "448210" in choose("What's your telephone number?", units, sims).text
+
+
+def test_kind_words_are_compared_stemmed() -> None:
+    # "price" and "allowed" say what kind of fact is wanted; stemmed ("pric", "allow")
+    # they were never taken out of the question's subject words.
+    assert content_words("What's the price?") == {stem("price")}
+    units = split_units([PRICES])
+    assert choose("What's the price?", units, _sims(units, {"Special": 0.25})).text.startswith(
+        "Special exhibitions cost 12 pounds")
