@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import io
 import time
 import uuid
@@ -28,6 +29,7 @@ from gateway.access.auth import AuthError, Principal
 from gateway.audio import pcm
 from gateway.config import Config
 from gateway.errors import failure
+from gateway.pipeline.history import History
 from gateway.pipeline.prompt import assistant_source, system_prompt
 from gateway.pipeline.reply import Failed, Reply, ReplyItem, ReplyRequest, SpokenSentence, Token
 from gateway.pipeline.runtime import Runtime
@@ -180,7 +182,8 @@ class ChatEngine:
                        if conv is not None and self.history_limit else [])
         if not history and self.history_limit:
             history = list(inp.history[-self.history_limit:])
-        history = [Message(m.role, m.content[:MAX_CONTENT_CHARS]) for m in history]
+        history = History(dataclasses.replace(m, content=m.content[:MAX_CONTENT_CHARS])
+                          for m in history)
         llm = self.cfg.llm
         prompt = system_prompt(llm.system_prompt, llm.assistant_name, requested=inp.system_prompt,
                                assistant=assistant_source(assistant), conversation=conv)

@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -36,6 +36,7 @@ from gateway.providers.base import Message, ProviderError
 
 from . import events as ev
 from . import interruptions
+from .history import History
 from .interruptions import InterruptionSettings, Overlap
 from .outbox import AudioOut, Outbox
 from .overlap import OverlapChecks
@@ -81,7 +82,7 @@ class Session:
         *,
         session_id: str,
         conversation_id: str,
-        history: list[Message] | None = None,
+        history: Sequence[Message] | None = None,
     ) -> None:
         cfg = runtime.cfg
         self.runtime = runtime
@@ -90,7 +91,7 @@ class Session:
         self.conversation_id = conversation_id
         self.outbox = outbox
         self.log = structlog.get_logger("gateway.session").bind(session_id=session_id)
-        self.history: list[Message] = list(history or [])
+        self.history = History(history or ())
         self.settings = settings
         self.turn_checks = TurnChecks(runtime, self._verdict, self.log)
         self.overlaps = OverlapChecks(self._decode_overlap, self._overlap, self.log)

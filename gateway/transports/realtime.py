@@ -460,12 +460,11 @@ class RealtimeConnection(Renderer):
             self.session.interrupt()
         index = self.message_index(item)
         heard = self.heard(item, event.audio_end_ms) or ""
-        history = self.session.history
         if index is not None:
-            if heard:
-                history[index] = self.links[item.id] = Message("assistant", heard)
+            kept = self.session.history.truncate(index, heard)
+            if kept is not None:
+                self.links[item.id] = kept
             else:
-                del history[index]
                 self.links.pop(item.id, None)
         item.text = heard
         self.log.info("truncated", item_id=item.id, audio_end_ms=event.audio_end_ms,
@@ -482,7 +481,7 @@ class RealtimeConnection(Renderer):
             return
         index = self.message_index(item) if item.type == "message" else None
         if index is not None:
-            del self.session.history[index]
+            self.session.history.delete(index)
         del self.items[item.id]
         self.links.pop(item.id, None)
         self._post("conversation.item.deleted", item_id=item.id)
@@ -535,11 +534,7 @@ class RealtimeConnection(Renderer):
     def _unanswered(self) -> str:
         """The user messages after the last reply, taken out: they become the next turn."""
         assert self.session is not None
-        history = self.session.history
-        parts: list[str] = []
-        while history and history[-1].role == "user":
-            parts.append(history.pop().content)
-        return "\n".join(reversed(parts))
+        return "\n".join(m.content for m in self.session.history.take_unanswered())
 
     def _empty_response(self, event: rt.ResponseCreate) -> None:
         """Nothing to answer: a response with no output, completed at once."""
