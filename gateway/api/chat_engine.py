@@ -178,12 +178,12 @@ class ChatEngine:
                 found, session_id = await store.by_client_session(s, owner, inp.session_id)
                 conv = conv if inp.conversation_id else found
             assistant = await s.get(Assistant, inp.assistant_id)
-            history = (await store.recent_messages(s, conv.id, self.history_limit)
-                       if conv is not None and self.history_limit else [])
-        if not history and self.history_limit:
-            history = list(inp.history[-self.history_limit:])
+            stored = (await store.recent_messages(s, conv.id, self.history_limit)
+                      if conv is not None and self.history_limit else [])
+        if not stored and self.history_limit:
+            stored = list(inp.history[-self.history_limit:])
         history = History(dataclasses.replace(m, content=m.content[:MAX_CONTENT_CHARS])
-                          for m in history)
+                          for m in stored)
         llm = self.cfg.llm
         prompt = system_prompt(llm.system_prompt, llm.assistant_name, requested=inp.system_prompt,
                                assistant=assistant_source(assistant), conversation=conv)
