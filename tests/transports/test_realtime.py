@@ -434,3 +434,38 @@ async def test_session_rate_limit(gateway_factory) -> None:
         await asyncio.wait_for(rec.closed.wait(), 5)
     assert refused.error.type == "rate_limit_error"
     assert refused.error.code == "rate_limit_exceeded"
+
+
+async def test_appends_on_the_fast_path_keep_the_idle_timer_alive(gateway_factory,
+                                                                  monkeypatch) -> None:
+    """Appends the text sink takes never wake the reader: the idle timer counts them all
+    the same, and closes the session once they stop."""
+    from gateway.protocol import realtime as rt
+
+    taken: list[bool] = []
+    fast = rt.RealtimeParser.append_fast
+
+    def counting(self: rt.RealtimeParser, frame: bytes) -> rt.AudioAppend | None:
+        event = fast(self, frame)
+        taken.append(event is not None)
+        return event
+
+    monkeypatch.setattr(rt.RealtimeParser, "append_fast", counting)
+    gw = gateway_factory(server={"idle_timeout_s": 1.0})
+    key = await api_key(gw)
+    url = f"ws://127.0.0.1:{gw.cfg.server.port}/v1/realtime?model=gpt-realtime"
+    append = json.dumps({"type": "input_audio_buffer.append",
+                         "audio": base64.b64encode(bytes(960)).decode()})  # 20 ms, 24 kHz
+    async with websockets.connect(url, additional_headers={
+            "Authorization": f"Bearer {key}"}) as ws:
+        assert json.loads(await ws.recv())["type"] == "session.created"
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end:
+            await ws.send(append)
+            await asyncio.sleep(0.02)
+        assert ws.close_code is None  # 2.5 s of appends through the sink: not idle
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+    assert ws.close_code == 4408
+    assert len(taken) > 50 and all(taken)

@@ -239,3 +239,34 @@ async def test_shutdown_deadline_clears_the_reply_and_ends_the_call(gateway_fact
         assert ws.close_code == 1012 and time.monotonic() - stopped >= 0.9
     kinds = [m["event"] for _, m in call.log]
     assert "clear" in kinds and kinds.index("clear") > kinds.index("media"), kinds
+
+
+async def test_media_on_the_fast_path_keeps_the_idle_timer_alive(gateway_factory,
+                                                                 monkeypatch) -> None:
+    """Media the text sink takes never wakes the reader: the call's idle timer counts it
+    all the same, and closes the call (4408) once the media stops."""
+    taken: list[int] = []
+    fast = tw.CallState.media_fast
+
+    def counting(self: tw.CallState, frame: bytes) -> tw.CallAudio | None:
+        audio = fast(self, frame)
+        taken.append(audio is not None)
+        return audio
+
+    monkeypatch.setattr(tw.CallState, "media_fast", counting)
+    gw = gateway_factory(server={"idle_timeout_s": 1.0})
+    async with websockets.connect(stream_url(gw)) as ws:
+        call = PhoneCall(ws)
+        await call.start({})
+        payload = base64.b64encode(b"\xff" * FRAME_8K).decode()  # μ-law silence
+        end, i = time.monotonic() + 2.5, 0
+        while time.monotonic() < end:  # as Twilio writes it: compact, this order
+            i += 1
+            await ws.send(json.dumps({"event": "media", "sequenceNumber": str(i), "media": {
+                "track": "inbound", "chunk": str(i), "timestamp": str(20 * i),
+                "payload": payload}, "streamSid": call.sid}, separators=(",", ":")))
+            await asyncio.sleep(0.02)
+        assert ws.close_code is None  # 2.5 s of media through the sink: not idle
+        await asyncio.wait_for(ws.wait_closed(), 5)
+    assert ws.close_code == 4408
+    assert sum(taken) > 0.9 * i  # (a few may queue behind the start while it is read)
