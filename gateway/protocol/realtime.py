@@ -11,8 +11,6 @@ The server events are built in ``gateway.protocol.realtime_events``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import json
 import re
@@ -22,7 +20,7 @@ from typing import Any, Final
 
 from gateway.audio import pcm
 from gateway.errors import ClientError as BadInput
-from gateway.protocol import fields
+from gateway.protocol import audio_json, fields
 
 # Wire format name -> (codec name for gateway.audio.pcm, sample rate).
 FORMATS: Final = {
@@ -39,10 +37,12 @@ MAX_METADATA_KEYS = 16  # as OpenAI's metadata: 16 pairs
 VAD_TYPES = ("server_vad", "semantic_vad")
 # ``input_audio_buffer.append`` as clients write it (compact or with Python's spaces, an
 # optional event_id before, between or after): plain ASCII, no escapes, nothing else. It
-# is taken without a JSON parse, 50 times a second; any other shape goes to ``receive``.
+# is taken without a JSON parse, 50 times a second (``gateway.protocol.audio_json``); any
+# other shape goes to ``receive``.
 _EID = rb'"event_id": ?"([A-Za-z0-9][A-Za-z0-9_.:-]{0,%d})"' % (MAX_ID_CHARS - 1)
-_APPEND = re.compile(rb'\{(?:%s, ?)?"type": ?"input_audio_buffer\.append", ?(?:%s, ?)?'
-                     rb'"audio": ?"([A-Za-z0-9+/]*={0,2})"(?:, ?%s)?\}' % (_EID, _EID, _EID))
+_APPEND_HEAD = re.compile(rb'\{(?:%s, ?)?"type": ?"input_audio_buffer\.append", ?(?:%s, ?)?'
+                          rb'"audio": ?"' % (_EID, _EID))
+_APPEND_TAIL = re.compile(rb'"(?:, ?%s)?\}' % _EID)
 EAGERNESS = ("low", "medium", "high", "auto")
 
 
@@ -523,15 +523,12 @@ class RealtimeParser:
     def append_fast(self, frame: bytes) -> AudioAppend | None:
         """The audio of a raw (UTF-8) append of the usual shape, or None: then ``receive``
         must judge it. Where this gives an event, ``receive`` gives the same."""
-        match = _APPEND.fullmatch(frame)
-        if match is None:
+        found = audio_json.b64_member(frame, _APPEND_HEAD, _APPEND_TAIL)
+        if found is None:
             return None
-        ids = [i for i in match.group(1, 2, 4) if i is not None]
+        head, tail, raw = found
+        ids = [i for i in (*head.groups(), tail[1]) if i is not None]
         if len(ids) > 1:  # a repeated key: JSON keeps the last; leave that to the parser
-            return None
-        try:
-            raw = base64.b64decode(match[3], validate=True)
-        except (binascii.Error, ValueError):
             return None
         codec, rate = self.config.codec("input")
         if codec == "pcm_s16le" and len(raw) % 2:
