@@ -26,7 +26,7 @@ from gateway.providers.base import ChatRequest, Message, Passage
 from gateway.providers.null import NullSTT, NullTTS, NullVAD
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-from chat_helpers import client, post_sse, wav_bytes
+from chat_helpers import client, make_key, post_sse, wav_bytes
 from voice_client import VoiceClient
 
 
@@ -138,3 +138,38 @@ async def test_the_same_question_gets_the_same_answer_on_every_path(gateway) -> 
         assert (other["response"], other["sources"]) == (by_chat["response"], by_chat["sources"])
     assert (by_session["text"], by_session["sources"]) == (by_chat["response"],
                                                          by_chat["sources"])
+
+
+class BuggyLLM(ScriptedLLM):
+    """A provider with a bug: a plain exception, which no failover turns into a
+    ProviderError (the inline path), after a first word."""
+
+    def generate(self, request: ChatRequest) -> Iterator[str]:
+        yield "Well"
+        raise RuntimeError("KeyError at /srv/gateway/llm.py:12")
+
+
+@pytest.mark.slow
+async def test_a_crashing_reply_on_the_http_paths_is_internal_error(gateway_factory) -> None:
+    gw = gateway_factory(providers={"llm": BuggyLLM([])})
+    async with client(gw) as http:  # its own: uvicorn closes a connection after a 500
+        resp = await http.post("/api/chat", json={"message": "hours?"})
+        assert resp.status_code == 500
+        assert resp.json()["error"] == {"code": "INTERNAL_ERROR", "message": "internal error"}
+    async with client(gw) as http:
+        _, sse = await post_sse(http, "/api/chat", json={"message": "hours?", "stream": True})
+        assert [n for n, _ in sse] == ["stream_start", "token", "error", "stream_end"]
+        assert sse[2][1]["error"] == {"code": "INTERNAL_ERROR", "message": "internal error"}
+        assert sse[3][1]["finish_reason"] == "error"
+        _, voice = await post_sse(
+            http, "/api/chat/voice",
+            files={"audio": ("q.wav", wav_bytes("what_is_the_gateway.wav"), "audio/wav")})
+        names = [n for n, _ in voice]
+        assert names[0] == "transcription" and names[-1] == "stream_end", names
+        assert dict(voice)["error"]["error"]["code"] == "INTERNAL_ERROR"
+        assert "agent_response" not in names
+    async with client(gw, await make_key(gw)) as http:
+        resp = await http.post("/api/v1/chat/query",
+                               json={"chatModelId": "default", "query": "hours?"})
+        assert resp.status_code == 500, resp.text
+        assert resp.json()["error"]["code"] == "INTERNAL_ERROR"
