@@ -117,6 +117,13 @@ class TurnConfig:
     recheck_ms: int = 400  # asked again this often while the silence lasts
     max_wait_ms: int = 2500  # silence that ends a turn the model kept calling incomplete
     threshold: float = 0.5  # probability of "complete" that ends the turn
+    # The words at a pause, scored by a small language model (smollm2 | none): under
+    # words_hold the sentence cannot end there (a "complete" is held while the pause is
+    # under hold_ms); from words_end it clearly does (an "incomplete" ends at a recheck).
+    words: str = "smollm2"
+    words_hold: float = 0.02
+    words_end: float = 0.2
+    hold_ms: int = 1000
     # Checks run in their own pool; one that waits longer than wait_ms for a thread (or
     # finds max_waiting ahead of it) is skipped, and that pause ends on vad.stop_ms.
     threads: int = 1
@@ -627,6 +634,10 @@ def _validate_turn(t: TurnConfig) -> None:
                           "positive, max_waiting and wait_ms >= 0")
     if not 0.0 < t.threshold < 1.0:
         raise ConfigError("turn.threshold must be between 0 and 1")
+    if t.words not in ("smollm2", "none"):
+        raise ConfigError("turn.words must be smollm2 or none")
+    if not 0.0 <= t.words_hold <= t.words_end <= 1.0 or t.hold_ms < 0:
+        raise ConfigError("turn: 0 <= words_hold <= words_end <= 1 and hold_ms >= 0")
 
 
 def _validate_interruptions(i: InterruptionsConfig) -> None:

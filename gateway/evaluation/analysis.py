@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.evaluation.scenario import Scenario
+from gateway.evaluation.scenario import PAUSE_KINDS, Scenario
 from gateway.evaluation.scoring import Verdict, judge, word_error_rate
 
 # Events that end the caller's turn; one before the caller finished is a cut-off.
@@ -211,9 +211,10 @@ def _verdict(s: Scenario, res: Result) -> Result:
         res.passed = False
         return res
     reasons: list[str] = []
-    if s.kind in ("question", "pause") and res.verdict is not None and not res.verdict.correct:
+    if s.kind in ("question", *PAUSE_KINDS) and res.verdict is not None \
+            and not res.verdict.correct:
         reasons.append(res.verdict.reason)
-    if s.kind == "pause" and res.cut_off:
+    if s.kind in PAUSE_KINDS and res.cut_off:
         reasons.append("cut off: " + ", ".join(res.cut_off))
     if s.kind in ("backchannel", "false_interruption"):
         if res.interrupted:

@@ -7,6 +7,7 @@ can time the caller's last voiced audio exactly, before any trailing silence.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import soundfile as sf
 
 from gateway.audio import pcm
 from gateway.evaluation.scenario import PAUSE_MARK, Utterance, Voice
+from gateway.providers import visemes
 
 RATE = 16000
 FRAME_MS = 20
@@ -80,6 +82,27 @@ def make_clip(audio: bytes, label: str) -> Clip:
     return Clip(body, first, last, label)
 
 
+def quietest_point(audio: bytes, lo_ms: float, hi_ms: float) -> int:
+    """The sample between ``lo_ms`` and ``hi_ms`` at the centre of the quietest 10 ms (a
+    word boundary, or a stop's closure next to it), moved to the nearest zero crossing so
+    that cutting there makes no click."""
+    x = np.frombuffer(audio[: len(audio) // 2 * 2], dtype="<i2").astype(np.float64)
+    win, hop = RATE // 100, RATE // 200
+    lo = max(0, int(lo_ms * RATE / 1000) - win // 2)
+    hi = min(x.size - win, int(hi_ms * RATE / 1000) - win // 2)
+    if hi <= lo:
+        return int(np.clip((lo_ms + hi_ms) / 2 * RATE / 1000, 0, x.size))
+    starts = np.arange(lo, hi + 1, hop)
+    energy = [float(np.square(x[s:s + win]).mean()) for s in starts]
+    centre = int(starts[int(np.argmin(energy))]) + win // 2
+    near = x[max(0, centre - hop):centre + hop]
+    crossings = np.flatnonzero(np.signbit(near[:-1]) != np.signbit(near[1:]))
+    if crossings.size:
+        centre = max(0, centre - hop) + int(crossings[np.argmin(np.abs(
+            crossings - min(hop, centre)))]) + 1
+    return centre
+
+
 def noise(kind: str, seed: int = 7) -> bytes:
     """A cough (noise burst with a short voiced tail) or a plain broadband burst."""
     rng = np.random.default_rng(seed)
@@ -107,11 +130,11 @@ class Voices:
     """Synthesises caller speech with Piper or espeak-ng (loaded once per voice and speed)."""
 
     def __init__(self) -> None:
-        self._engines: dict[tuple[Voice, float], Any] = {}
-        self._cache: dict[tuple[str, Voice, float, int], Clip] = {}
+        self._engines: dict[tuple[Voice, float, bool], Any] = {}
+        self._cache: dict[tuple[str, Voice, float, int, bool], Clip] = {}
 
-    def _engine(self, voice: Voice, speed: float) -> Any:
-        key = (voice, speed)
+    def _engine(self, voice: Voice, speed: float, markup: bool = False) -> Any:
+        key = (voice, speed, markup)
         if key not in self._engines:
             if voice.engine == "piper":
                 from gateway.providers.piper_tts import PiperTTS
@@ -120,7 +143,7 @@ class Voices:
             else:
                 from gateway.providers.espeak_tts import EspeakTTS
 
-                self._engines[key] = EspeakTTS(voice.name, speed)
+                self._engines[key] = EspeakTTS(voice.name, speed, markup=markup)
         return self._engines[key]
 
     def speak(self, text: str, voice: Voice, speed: float = 1.0) -> bytes:
@@ -128,19 +151,50 @@ class Voices:
         return pcm.resample(speech.pcm, speech.sample_rate, RATE)
 
     def clip(self, u: Utterance) -> Clip:
-        """The utterance as a clip: speech parts joined by exact pauses, after a lead-in."""
+        """The utterance as a clip, after a lead-in; pauses of exactly ``pause_ms``."""
         if u.wav is not None:
             return make_clip(read_wav(u.wav), u.label)
         if u.noise is not None:
             return make_clip(noise(u.noise), u.label)
         text = u.text or ""
-        key = (text, u.voice, u.speed, u.pause_ms)
+        key = (text, u.voice, u.speed, u.pause_ms, u.apart)
         if key not in self._cache:
             parts = [p.strip() for p in text.split(PAUSE_MARK) if p.strip()]
-            # Parts before a pause end with a comma: spoken with a continuing intonation.
-            spoken = [p if i == len(parts) - 1 or p[-1] in ",;:-" else p + ","
-                      for i, p in enumerate(parts)]
-            audio = silence(u.pause_ms).join(
-                trim(self.speak(p, u.voice, u.speed)) for p in spoken)
+            audio = self._apart(parts, u) if u.apart else self._paused(parts, u)
             self._cache[key] = make_clip(audio, u.label)
         return self._cache[key]
+
+    def _apart(self, parts: list[str], u: Utterance) -> bytes:
+        """The harder variant: each part synthesised on its own, so each ends the way a
+        sentence ends (a trailing comma barely changes that), joined by the pauses."""
+        spoken = [p if i == len(parts) - 1 or p[-1] in ",;:-" else p + ","
+                  for i, p in enumerate(parts)]
+        return silence(u.pause_ms).join(trim(self.speak(p, u.voice, u.speed)) for p in spoken)
+
+    def _paused(self, parts: list[str], u: Utterance) -> bytes:
+        """The sentence synthesised once with silence at each word boundary marked: a
+        person who pauses mid-sentence does not end the first half like a sentence.
+
+        espeak-ng takes the pause itself (an SSML break, spoken on with a continuing
+        intonation); Piper has no markup but reports each phoneme's time, so the sentence
+        is cut between the two words (at the quietest point) and the silence put there.
+        """
+        if u.voice.engine == "espeak":
+            brk = f'<break time="{u.pause_ms}ms"/>'
+            ssml = brk.join(html.escape(p, quote=False) for p in parts)
+            speech = self._engine(u.voice, u.speed, markup=True).synthesize(ssml)
+            return trim(pcm.resample(speech.pcm, speech.sample_rate, RATE))
+        text = " ".join(parts)
+        speech = self._engine(u.voice, u.speed).synthesize(text)
+        audio = pcm.resample(speech.pcm, speech.sample_rate, RATE)
+        words = visemes.word_timings(text, speech.phonemes)
+        cuts = []
+        for k in range(1, len(parts)):
+            n = len(visemes.spoken_words(" ".join(parts[:k])))
+            if not 0 < n < len(words):
+                raise ValueError(f"{u.label!r}: no word timing at pause {k} from {u.voice}")
+            cuts.append(quietest_point(audio, words[n - 1].end_ms - 40.0,
+                                       words[n].start_ms + 40.0))
+        pieces = [audio[a * 2:b * 2] for a, b in zip([0, *cuts], [*cuts, len(audio) // 2],
+                                                      strict=True)]
+        return trim(silence(u.pause_ms).join(pieces))

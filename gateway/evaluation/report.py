@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.evaluation.analysis import Result
+from gateway.evaluation.scenario import PAUSE_KINDS
 from gateway.evaluation.scoring import Rate, stats
 
 MISHEARD_WER = 0.25  # a turn whose transcript is this far off was misheard, not misanswered
@@ -31,10 +32,10 @@ def summarize(results: Sequence[Result], meta: dict[str, Any]) -> dict[str, Any]
     for r in answered:
         if r.unanswerable and r.verdict is not None:
             unanswerable.add(r.verdict.correct, r.id)
-    cut = Rate()
+    cut = {kind: Rate() for kind in PAUSE_KINDS}
     for r in results:
-        if r.kind == "pause":
-            cut.add(not r.cut_off, r.id)
+        if r.kind in cut:
+            cut[r.kind].add(not r.cut_off, r.id)
     kinds: dict[str, Rate] = {}
     for r in results:
         kinds.setdefault(r.kind, Rate()).add(r.passed, r.id)
@@ -60,7 +61,8 @@ def summarize(results: Sequence[Result], meta: dict[str, Any]) -> dict[str, Any]
                                        if r.kind in ("question", "pause")).as_dict()
                               for k in server_keys},
         "end_of_turn_ms": {**stats(eot).as_dict(), "old_timer_ms": OLD_TIMER_MS},
-        "not_cut_off": cut.as_dict(),
+        "not_cut_off": cut["pause"].as_dict(),
+        "not_cut_off_apart": cut["pause_apart"].as_dict(),
         "false_interruptions": [r.id for r in results
                                 if r.kind in ("backchannel", "false_interruption")
                                 and r.interrupted],
@@ -119,6 +121,8 @@ def _summary_rows(s: dict[str, Any]) -> list[str]:
         f"| end of turn after the last voiced frame, p50 (old fixed timer {OLD_TIMER_MS} ms) | "
         f"{_fig(s['end_of_turn_ms']['p50'])} ms |",
         f"| mid-sentence pauses not cut off | {_pct(s['not_cut_off'])} |",
+        f"| the same, halves synthesised apart (each ends like a sentence; harder) | "
+        f"{_pct(s.get('not_cut_off_apart', {'total': 0}))} |",
         f"| false interruptions (backchannels, noises) | {len(s['false_interruptions'])} "
         f"{_cell(', '.join(s['false_interruptions']))} |",
         f"| missed barge-ins | {len(s['missed_interruptions'])} "
@@ -175,7 +179,7 @@ def _detail_tables(results: Sequence[Result]) -> list[str]:
              "| id | ok | latency ms | said | heard | WER | answer | why not |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        if r.kind in ("question", "pause"):
+        if r.kind in ("question", *PAUSE_KINDS):
             lines.append(f"| {r.id} | {'✓' if r.passed else '✗'} | {_fig(r.latency_ms)} | "
                          f"{_cell(r.said, 80)} | {_cell(r.heard, 80)} | {_wer(r.wer)} | "
                          f"{_cell(r.answer)} | "

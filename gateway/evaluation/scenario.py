@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
 
-KINDS = ("question", "pause", "backchannel", "barge_in", "false_interruption")
+# pause_apart: a pause scenario whose halves are synthesised apart (harder: each half
+# ends like a sentence), reported on its own.
+KINDS = ("question", "pause", "pause_apart", "backchannel", "barge_in", "false_interruption")
+PAUSE_KINDS = ("pause", "pause_apart")
 ENGINES = ("piper", "espeak")
 NOISES = ("cough", "burst")
 DEFAULT_VOICE = "piper:joe"
@@ -54,6 +57,7 @@ class Utterance:
     voice: Voice = field(default_factory=lambda: Voice.parse(DEFAULT_VOICE))
     speed: float = 1.0
     pause_ms: int = 0  # silence at each PAUSE_MARK in the text
+    apart: bool = False  # the parts around a pause synthesised apart, not as one sentence
 
     @property
     def label(self) -> str:
@@ -171,6 +175,7 @@ _COMMON = {"id", "say", "wav", "voice", "speed", "facts", "forbid", "unanswerabl
 _EXTRA = {
     "question": set(),
     "pause": {"pause_ms"},
+    "pause_apart": {"pause_ms"},
     "backchannel": {"backchannel", "backchannel_voice", "at_ms"},
     "barge_in": {"barge", "barge_voice", "barge_facts", "at_ms"},
     "false_interruption": {"noise", "at_ms"},
@@ -184,9 +189,11 @@ def _scenario(kind: str, e: Any, index: int, voice: Voice, base: Path) -> Scenar
     if unknown:
         raise ScenarioError(f"unknown keys {sorted(unknown)}")
     sid = _str(e, "id", f"{kind}-{index + 1}", "id")
-    pause_ms = int(e.get("pause_ms", DEFAULT_PAUSE_MS)) if kind == "pause" else 0
+    pause_ms = int(e.get("pause_ms", DEFAULT_PAUSE_MS)) if kind in PAUSE_KINDS else 0
     caller = _utterance(e, "say", "voice", voice, base, pause_ms)
-    if kind == "pause" and PAUSE_MARK not in (caller.text or ""):
+    if kind == "pause_apart":
+        caller = replace(caller, apart=True)
+    if kind in PAUSE_KINDS and PAUSE_MARK not in (caller.text or ""):
         raise ScenarioError(f"a pause scenario marks its pause with {PAUSE_MARK!r} in 'say'")
     if not 0 <= pause_ms <= 5000:
         raise ScenarioError("pause_ms must be within 0..5000")

@@ -7,7 +7,8 @@ says what it was (see ``classify``):
 - ``Overlap.WORDS``: at least ``min_words`` words that are not backchannels: a real
   interruption. The reply stops (queued audio purged, history keeps what was heard) and
   the speech becomes the next user turn.
-- ``Overlap.BACKCHANNEL``: only "mhm", "okay", "right", "I see" ...: the reply goes on.
+- ``Overlap.BACKCHANNEL``: only "mhm", "okay", "right", "I see" ... (and hums however
+  they are spelled: "M. H. M.", "hmm", "uh huh"): the reply goes on.
 - ``Overlap.NO_WORDS``: a cough, a door, noise (or words the recogniser itself doubts,
   below ``min_confidence``: Whisper turns hums into words): the reply goes on.
 
@@ -28,6 +29,8 @@ from dataclasses import dataclass, fields, replace
 from enum import Enum
 from typing import Any
 
+from . import overrides
+
 DEFAULT_BACKCHANNELS: tuple[str, ...] = (
     "mhm", "mm", "mmm", "hm", "hmm", "mm-hmm", "mm hmm", "mhmm", "uh-huh", "uh huh",
     "um-hum", "aha", "ah",
@@ -42,6 +45,10 @@ MODES = ("words", "speech")
 # Recogniser annotations of non-speech: "[Music]", "(coughing)", "*cough*".
 _ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*")
 _WORD = re.compile(r"[a-z0-9']+")
+# A hum however the recogniser spells it ("Mhm" as "M. H. M. H.", "Mmm-hmm", "hmm",
+# "uh huh", "um"): a token of the letters m, h, n, u alone, with an m or an h. It carries
+# no word in any language, so it is a backchannel whatever the configured list.
+_HUM = re.compile(r"[mhnu]*[mh][mhnu]*")
 _MAX_WORD_CHARS = 40
 
 
@@ -81,8 +88,8 @@ def _phrases(backchannels: tuple[str, ...]) -> list[tuple[str, ...]]:
 
 
 def content_words(text: str, backchannels: tuple[str, ...]) -> list[str]:
-    """The words of ``text`` that are not part of a backchannel phrase."""
-    ws = words(text)
+    """The words of ``text`` that are not part of a backchannel phrase (nor hums)."""
+    ws = [w for w in words(text) if not _HUM.fullmatch(w)]
     phrases = _phrases(backchannels)
     left: list[str] = []
     i = 0
@@ -109,31 +116,19 @@ def classify(text: str, settings: InterruptionSettings,
     return Overlap.WORDS
 
 
+_RULES = overrides.rules(
+    "interruptions", (f.name for f in fields(InterruptionSettings)), choices={"mode": MODES},
+    ints={"min_words": (1, 20), "check_interval_ms": (100, 10000),
+          "continuation_ms": (0, 5000)},
+    numbers={"min_confidence": (0.0, 1.0)})
+
+
 def parse_settings(base: InterruptionSettings, raw: Mapping[str, Any]) -> InterruptionSettings:
     """``base`` with the overrides in ``raw`` (an assistant's ``turn_taking.interruptions``
     or a config section). Raises ValueError with a message fit for a client."""
-    known = {f.name for f in fields(InterruptionSettings)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"unknown interruption setting(s): {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(known))}")
-    values: dict[str, Any] = {}
-    if "mode" in raw:
-        if raw["mode"] not in MODES:
-            raise ValueError("interruptions.mode must be words or speech")
-        values["mode"] = raw["mode"]
+    values = overrides.parse(raw, _RULES)
     if "backchannels" in raw:
         values["backchannels"] = _backchannels(raw["backchannels"])
-    for name, lo, hi in (("min_words", 1, 20), ("check_interval_ms", 100, 10000),
-                         ("continuation_ms", 0, 5000)):
-        if name in raw:
-            values[name] = _int(raw[name], name, lo, hi)
-    if "min_confidence" in raw:
-        value = raw["min_confidence"]
-        if isinstance(value, bool) or not isinstance(value, int | float) or \
-                not 0.0 <= value <= 1.0:
-            raise ValueError("interruptions.min_confidence must be a number from 0 to 1")
-        values["min_confidence"] = float(value)
     return replace(base, **values)
 
 
@@ -153,12 +148,6 @@ def as_dict(s: InterruptionSettings) -> dict[str, Any]:
     return {"mode": s.mode, "backchannels": list(s.backchannels), "min_words": s.min_words,
             "min_confidence": s.min_confidence, "check_interval_ms": s.check_interval_ms,
             "continuation_ms": s.continuation_ms}
-
-
-def _int(value: Any, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"interruptions.{name} must be an integer from {lo} to {hi}")
-    return value
 
 
 def _backchannels(value: Any) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ from gateway.providers.base import (
     Passage,
     ProviderError,
     Speech,
+    TextTurnDetector,
     ToolCall,
     TurnDetector,
 )
@@ -59,6 +60,9 @@ class Runtime:
     tools: ToolRunner | None = None  # function tools (made in load())
     # The end-of-turn model (Smart Turn) when [turn] detector asks for one; None: silence.
     turn_detector: TurnDetector | None = None
+    # The end-of-turn language model (the words at a pause; [turn] words); None: the
+    # sound alone decides.
+    text_turn: TextTurnDetector | None = None
     # Sentence embeddings (semantic search, hybrid retrieval); None: full-text search only.
     embedder: Embedder | None = None
     # Set by the app once the database is up: async (assistant_id) -> {stage: provider
@@ -112,7 +116,8 @@ class Runtime:
         embedder = (overrides["embedder"] if "embedder" in overrides
                     else _load_embedder(cfg))
         return cls(cfg=cfg, vad=vad, chains=chains, pools=pools, tools=ToolRunner(cfg),
-                   turn_detector=_turn_detector(cfg, overrides), embedder=embedder)
+                   turn_detector=_turn_detector(cfg, overrides), embedder=embedder,
+                   text_turn=_text_turn(cfg, overrides))
 
     def health(self) -> dict[str, str]:
         """Per stage "ok" or "error: …" (the primary's state; every provider in details)."""
@@ -231,11 +236,20 @@ class Runtime:
     async def turn_probability(self, pcm16k: bytes) -> float | None:
         """How likely the utterance so far is a finished turn; None when no detector is
         loaded or no check could run in time (the caller falls back to the timer)."""
-        detector = self.turn_detector
+        return await self._turn_check(self.turn_detector, pcm16k)
+
+    async def text_end_probability(self, text: str) -> float | None:
+        """How likely the sentence ends after ``text``; None without a text model, words
+        or a thread in time (the sound alone decides)."""
+        return await self._turn_check(self.text_turn, text) if text.strip() else None
+
+    async def _turn_check(self, detector: TurnDetector | TextTurnDetector | None,
+                          item: Any) -> float | None:
+        """One check in the turn pool (both models share it: they run at the same pauses)."""
         if detector is None:
             return None
         try:
-            return await self.pools["turn"].run(detector.end_probability, pcm16k,
+            return await self.pools["turn"].run(detector.end_probability, item,
                                                 timeout=_TURN_CHECK_TIMEOUT_S)
         except PoolBusy:
             return None  # busy: routine under load, the silence timer decides
@@ -316,6 +330,24 @@ def _load(cfg: Config, stage: str, name: str) -> Any:
     log.info("provider_loaded", stage=stage, provider=obj.name,
              ms=round((time.perf_counter() - started) * 1000))
     return obj
+
+
+def _text_turn(cfg: Config, overrides: dict[str, Any]) -> TextTurnDetector | None:
+    if cfg.turn.detector == "silence" or cfg.turn.words == "none":
+        return None
+    if "text_turn" in overrides:
+        return overrides["text_turn"]  # type: ignore[no-any-return]
+    try:
+        from gateway.providers.text_turn import TextTurn
+
+        started = time.perf_counter()
+        model = TextTurn()
+    except Exception as exc:  # the sound alone then decides; not a dead gateway
+        log.error("turn_text_model_unavailable", error=str(exc))
+        return None
+    log.info("provider_loaded", stage="turn_words", provider=model.name,
+             ms=round((time.perf_counter() - started) * 1000))
+    return model
 
 
 def _turn_detector(cfg: Config, overrides: dict[str, Any]) -> TurnDetector | None:

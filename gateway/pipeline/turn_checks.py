@@ -27,33 +27,52 @@ def turn_settings(cfg: Config, runtime: Runtime, override: TurnSettings | None,
                   stop_ms_override: int | None) -> TurnSettings:
     """The session's end-of-turn settings: the config's, or an assistant's own; silence
     when no model is loaded or the client set its own ``stop_ms`` (it asked for a timer)."""
-    t = cfg.turn
-    settings = override or TurnSettings(detector=t.detector, pause_ms=t.pause_ms,
-                                        recheck_ms=t.recheck_ms, max_wait_ms=t.max_wait_ms,
-                                        threshold=t.threshold)
+    settings = override or TurnSettings.from_config(cfg.turn)
     if runtime.turn_detector is None or stop_ms_override is not None:
         return TurnSettings(detector="silence")
     return settings
 
 
+def combine(audio: float | None, words: str, text: float | None, silence_ms: float,
+            s: TurnSettings) -> bool | None:
+    """The verdict on a pause from the sound (Smart Turn's probability) and the words
+    decoded at it (``text``: the language model's probability that the sentence ends
+    there; None when there is no model, no words or no time). None: no verdict (the
+    sound could not be judged), the silence timer decides.
+
+    Early in a pause (under ``hold_ms``) a "complete" is held when the words cannot end a
+    sentence ("what time do you", "... is the"): Smart Turn scores a mid-sentence pause
+    complete once it lasts ~600 ms. Later the sound alone decides, so a question that
+    does end oddly waits ``hold_ms``, not ``max_wait_ms``. An "incomplete" is overruled
+    by words that clearly end a sentence, but only from the first recheck on: the sound
+    gets the first say.
+    """
+    if audio is None:
+        return None
+    if audio >= s.threshold:
+        if silence_ms >= s.hold_ms:
+            return True
+        return not (ends_mid_sentence(words) or (text is not None and text < s.words_hold))
+    return text is not None and text >= s.words_end and silence_ms > s.pause_ms
+
+
 class TurnChecks:
     """One per session; at most a few checks in flight (one per pause, pauses are short).
 
-    Early in a pause a "complete" from the model is also held against the words: the
-    decode the STT stage started at this pause (its final transcript if the turn ends
-    here, so waiting for it costs the reply nothing) must not end on "the", "a", "if"...
-    Later checks of the same pause trust the model alone, so a question that does end
-    on such a word ("what are you working on") waits one more check, not the max wait.
+    The words are the decode the STT stage started at this pause (its final transcript if
+    the turn ends here, so waiting for it costs the reply little), scored by the runtime's
+    text model (``combine`` says how the two verdicts make one).
     """
 
     def __init__(self, runtime: Runtime, on_verdict: Verdict, log: Any) -> None:
         self.runtime = runtime
         self.on_verdict = on_verdict
         self.log = log
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         # (turn id, pause, decode) of the STT stage's latest decode at a pause.
         self.pause_decode: tuple[int, int, asyncio.Task[str]] | None = None
-        self.english = True  # the words rule is English
+        self.english = True  # the words rules (and the language model) are English
+        self._score: tuple[tuple[int, int], asyncio.Task[tuple[str, float | None]]] | None = None
 
     def submit(self, check: TurnCheck, settings: TurnSettings) -> None:
         task = asyncio.create_task(self._run(check, settings))
@@ -63,28 +82,50 @@ class TurnChecks:
     async def _run(self, check: TurnCheck, settings: TurnSettings) -> None:
         started = time.perf_counter()
         p = await self.runtime.turn_probability(check.pcm)
-        complete = None if p is None else p >= settings.threshold
-        words = ""
-        if complete and self.english and check.silence_ms < settings.pause_ms + \
-                settings.recheck_ms:
-            words = await self._pause_words(check)
-            complete = not ends_mid_sentence(words)
+        # Scored once per pause, kept for its rechecks (asked after the sound: by then the
+        # STT stage has taken the pause's decode).
+        final = p is not None and p >= settings.threshold and check.silence_ms >= settings.hold_ms
+        scored = self._scored(check) if self.english and not final else None
+        words, text = "", None
+        if p is not None and scored is not None and self._words_matter(p, check, settings):
+            done, _ = await asyncio.wait({scored}, timeout=_WORDS_WAIT_S)
+            if done:
+                words, text = scored.result()  # never raises: failures are ("", None)
+        complete = combine(p, words, text, check.silence_ms, settings)
         self.log.debug("turn_check", turn_id=check.turn_id, pause=check.pause,
                        probability=None if p is None else round(p, 3), complete=complete,
-                       words_checked=bool(words),
+                       text_probability=None if text is None else round(text, 4),
                        ms=round((time.perf_counter() - started) * 1000, 1))
         self.on_verdict(check, complete)
 
-    async def _pause_words(self, check: TurnCheck) -> str:
-        """The transcript decoded at this very pause; "" when there is none (yet)."""
+    @staticmethod
+    def _words_matter(p: float, check: TurnCheck, s: TurnSettings) -> bool:
+        """Whether ``combine`` can decide otherwise with the words than without."""
+        if p >= s.threshold:
+            return check.silence_ms < s.hold_ms
+        return check.silence_ms > s.pause_ms
+
+    def _scored(self, check: TurnCheck) -> asyncio.Task[tuple[str, float | None]] | None:
+        """The words decoded at this pause and their score, once per pause."""
+        key = (check.turn_id, check.pause)
+        if self._score is not None and self._score[0] == key:
+            return self._score[1]
         found = self.pause_decode
-        if found is None or found[:2] != (check.turn_id, check.pause):
-            return ""
-        decode = found[2]  # the STT stage owns it: waited for, never cancelled here
+        if found is None or found[:2] != key:
+            return None  # no decode at this pause (yet): the sound alone decides
+        task = asyncio.create_task(self._score_words(found[2]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._score = (key, task)
+        return task
+
+    async def _score_words(self, decode: asyncio.Task[str]) -> tuple[str, float | None]:
+        # The STT stage owns the decode: waited for, never cancelled here.
         done, _ = await asyncio.wait({decode}, timeout=_WORDS_WAIT_S)
         if not done or decode.cancelled() or decode.exception() is not None:
-            return ""  # late, dropped or failed: the model's verdict stands
-        return decode.result()
+            return "", None  # late, dropped or failed: the sound's verdict stands
+        words = decode.result()
+        return words, await self.runtime.text_end_probability(words)
 
     def close(self) -> None:
         for task in list(self._tasks):

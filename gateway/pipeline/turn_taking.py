@@ -15,12 +15,11 @@ from typing import Any
 
 from gateway.config import Config
 
-from . import interruptions
+from . import interruptions, overrides
 from .interruptions import InterruptionSettings
-from .turns import TurnSettings
+from .turns import DETECTORS, TurnSettings
 
 SECTIONS = ("interruptions", "end_of_turn")
-_EOT_INTS = {"pause_ms": (50, 5000), "recheck_ms": (50, 5000), "max_wait_ms": (100, 10000)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,29 +54,13 @@ def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value
 
 
+_EOT_RULES = overrides.rules(
+    "end_of_turn", (f.name for f in fields(TurnSettings)),
+    choices={"detector": DETECTORS},
+    ints={"pause_ms": (50, 5000), "recheck_ms": (50, 5000), "max_wait_ms": (100, 10000),
+          "hold_ms": (0, 10000)},
+    numbers={"threshold": (0.01, 0.99), "words_hold": (0.0, 1.0), "words_end": (0.0, 1.0)})
+
+
 def _end_of_turn(cfg: Config, raw: Mapping[str, Any]) -> TurnSettings:
-    t = cfg.turn
-    base = TurnSettings(detector=t.detector, pause_ms=t.pause_ms, recheck_ms=t.recheck_ms,
-                        max_wait_ms=t.max_wait_ms, threshold=t.threshold)
-    known = {f.name for f in fields(TurnSettings)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"unknown end_of_turn setting(s): {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(known))}")
-    values: dict[str, Any] = {}
-    if "detector" in raw:
-        if raw["detector"] not in ("smart_turn", "silence"):
-            raise ValueError("end_of_turn.detector must be smart_turn or silence")
-        values["detector"] = raw["detector"]
-    for name, (lo, hi) in _EOT_INTS.items():
-        if name in raw:
-            v = raw[name]
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ValueError(f"end_of_turn.{name} must be an integer from {lo} to {hi}")
-            values[name] = v
-    if "threshold" in raw:
-        v = raw["threshold"]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 < v < 1.0:
-            raise ValueError("end_of_turn.threshold must be a number between 0 and 1")
-        values["threshold"] = float(v)
-    return replace(base, **values)
+    return replace(TurnSettings.from_config(cfg.turn), **overrides.parse(raw, _EOT_RULES))

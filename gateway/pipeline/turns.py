@@ -18,6 +18,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.config import TurnConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,9 @@ TurnEvent = (SpeechStarted | InterimAudio | PauseAudio | TurnCheck | OverlapAudi
              | SpeechStopped)
 
 
+DETECTORS = ("smart_turn", "silence")
+
+
 @dataclass(frozen=True, slots=True)
 class TurnSettings:
     """How a turn ends. ``detector``: "smart_turn" (a model judges each pause) or
@@ -101,6 +108,19 @@ class TurnSettings:
     recheck_ms: int = 400  # later checks while the silence lasts
     max_wait_ms: int = 2500  # silence that ends the turn whatever the checks said
     threshold: float = 0.5  # probability of "complete" that ends the turn
+    # The words at the pause (see turn_checks.combine): a sentence-end probability
+    # under words_hold holds a "complete" while the pause is under hold_ms; one from
+    # words_end ends an "incomplete" pause at a recheck.
+    words_hold: float = 0.02
+    words_end: float = 0.2
+    hold_ms: int = 1000
+
+    @classmethod
+    def from_config(cls, t: TurnConfig) -> TurnSettings:
+        """The config's ``[turn]`` (what an assistant's ``end_of_turn`` overrides)."""
+        return cls(detector=t.detector, pause_ms=t.pause_ms, recheck_ms=t.recheck_ms,
+                   max_wait_ms=t.max_wait_ms, threshold=t.threshold,
+                   words_hold=t.words_hold, words_end=t.words_end, hold_ms=t.hold_ms)
 
     @property
     def semantic(self) -> bool:

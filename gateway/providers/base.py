@@ -52,6 +52,15 @@ class TurnDetector(Protocol):
     def end_probability(self, pcm: bytes) -> float: ...
 
 
+@runtime_checkable
+class TextTurnDetector(Protocol):
+    """Blocking, like TurnDetector: how likely a transcript so far ends the sentence."""
+
+    name: str
+
+    def end_probability(self, text: str) -> float: ...
+
+
 # --- STT ---------------------------------------------------------------------------
 
 

@@ -50,7 +50,8 @@ class EspeakTTS:
     sample_rate = 22050  # espeak-ng's native rate; confirmed per call from the header
 
     def __init__(
-        self, voice: str = DEFAULT_VOICE, speed: float = 1.0, timeout_s: float = 15.0
+        self, voice: str = DEFAULT_VOICE, speed: float = 1.0, timeout_s: float = 15.0,
+        *, markup: bool = False,
     ) -> None:
         exe = shutil.which("espeak-ng")
         if exe is None:
@@ -61,6 +62,8 @@ class EspeakTTS:
         self.voices = self._list_voices()
         self.voice = self._check_voice(voice)
         self.wpm = max(80, min(450, round(DEFAULT_WPM * speed)))
+        # SSML input (``<break time="600ms"/>``): the caller escapes the text itself.
+        self.markup = markup
 
     @classmethod
     def from_config(cls, cfg: Config) -> EspeakTTS:
@@ -93,7 +96,8 @@ class EspeakTTS:
             return Speech(b"", self.sample_rate)
         v = self.voice if voice is None else self._check_voice(voice)
         # Text goes through stdin (never argv or a shell): no quoting or option injection.
-        args = [self._exe, "--stdout", "--stdin", "-v", v, "-s", str(self.wpm)]
+        args = [self._exe, "--stdout", "--stdin", "-v", v, "-s", str(self.wpm),
+                *(["-m"] if self.markup else [])]
         try:
             proc = subprocess.run(
                 args, input=text.encode("utf-8"), capture_output=True,

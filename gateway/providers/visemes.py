@@ -107,6 +107,11 @@ def _phoneme_words(phonemes: Sequence[PhonemeTiming]) -> list[tuple[float, float
     return groups
 
 
+def spoken_words(text: str) -> list[str]:
+    """The words of ``text`` as ``word_timings`` counts them."""
+    return _WORD.findall(text)
+
+
 def word_timings(text: str, phonemes: Sequence[PhonemeTiming],
                  offset_ms: float = 0.0) -> list[WordTiming]:
     """Each word of ``text`` with its span in the audio.
@@ -115,7 +120,7 @@ def word_timings(text: str, phonemes: Sequence[PhonemeTiming],
     paired directly; otherwise (numbers read out, words run together) each text word is
     placed by its position in the text relative to the phoneme stream.
     """
-    words = _WORD.findall(text)
+    words = spoken_words(text)
     groups = _phoneme_words(phonemes)
     if not words or not groups:
         return []

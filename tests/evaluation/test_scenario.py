@@ -20,6 +20,8 @@ def test_default_set_has_what_issue_10_asks_for() -> None:
     assert all(q.facts for q in questions if not q.unanswerable)
     assert len(s.by_kind("pause")) >= 10
     assert all(500 <= p.caller.pause_ms <= 700 for p in s.by_kind("pause"))
+    assert not any(p.caller.apart for p in s.by_kind("pause"))
+    assert s.by_kind("pause_apart") and all(p.caller.apart for p in s.by_kind("pause_apart"))
     assert len(s.by_kind("backchannel")) >= 5
     assert s.by_kind("barge_in") and s.by_kind("false_interruption")
     voices = {str(sc.caller.voice) for sc in s.scenarios}
@@ -39,17 +41,19 @@ def test_facts_and_overlays_are_parsed(tmp_path: Path) -> None:
         "question": [{"id": "q", "say": "How deep?", "facts": ["3.8", ["a", "re:b+"]],
                       "voice": "espeak:en-gb+f3", "speed": 1.2}],
         "pause": [{"say": "What time | do you open?", "pause_ms": 650}],
+        "pause_apart": [{"say": "What time | do you open?"}],
         "barge_in": [{"say": "Prices?", "barge": "Stop, where are you?", "at_ms": 900,
                       "barge_facts": ["mill lane"]}],
         "false_interruption": [{"say": "Rules?", "noise": "burst"}],
     }
     s = parse(data, tmp_path / "x.toml", ())
-    q, p, b, f = s.scenarios
+    q, p, pa, b, f = s.scenarios
     assert q.facts == (("3.8",), ("a", "re:b+")) and q.caller.voice == Voice("espeak",
                                                                              "en-gb+f3")
     assert q.caller.speed == 1.2 and not q.unanswerable
     assert p.id == "pause-1" and p.caller.pause_ms == 650
-    assert p.caller.clean_text == "What time do you open?"
+    assert p.caller.clean_text == "What time do you open?" and not p.caller.apart
+    assert pa.kind == "pause_apart" and pa.caller.apart and pa.caller.pause_ms == 600
     assert b.overlay is not None and b.overlay.text == "Stop, where are you?"
     assert b.at_ms == 900 and b.overlay_facts == (("mill lane",),)
     assert f.overlay is not None and f.overlay.noise == "burst"

@@ -29,6 +29,8 @@ FRAME = bytes(640)
 @pytest.mark.parametrize("text", [
     "Mm-hmm.", "Mhm", "mm hmm", "Uh-huh.", "Okay.", "OK, okay.", "Right.", "Yeah, yeah.",
     "I see.", "Sure!", "Oh, I see.", "M-H-M.", "All right", "Got it.", "Yes.", "Thank you.",
+    # Hums however the recogniser spells them (Whisper heard a synthetic "Mhm." so).
+    "M. H. M. H.", "Mmm-hmm.", "Hmm.", "Hm, hm.", "Uh, huh.", "Mm-hm, okay.", "Um.",
 ])
 def test_backchannels(text: str) -> None:
     assert classify(text, S) is Overlap.BACKCHANNEL
@@ -37,6 +39,7 @@ def test_backchannels(text: str) -> None:
 @pytest.mark.parametrize("text", [
     "Wait, what about the prices?", "Stop.", "No.", "Okay, but when do you open?",
     "Yeah, tell me more about the pool", "Hello, what is the weather like today?",
+    "Hmm, what about the prices?", "Mm. No.", "Uh, how much?",
 ])
 def test_real_interruptions(text: str) -> None:
     assert classify(text, S) is Overlap.WORDS
@@ -65,6 +68,7 @@ def test_own_backchannel_list() -> None:
     assert classify("Genau.", s) is Overlap.BACKCHANNEL
     assert classify("Na ja, d'accord", s) is Overlap.BACKCHANNEL
     assert classify("Okay.", s) is Overlap.WORDS  # the list replaces the built-in one
+    assert classify("Mm-hmm, hm.", s) is Overlap.BACKCHANNEL  # hums are no words anywhere
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -75,7 +79,7 @@ def test_own_backchannel_list() -> None:
     ({"backchannels": "mhm"}, "must be a list"),
     ({"backchannels": ["!!"]}, "each entry is 1 to 6 words"),
     ({"check_interval_ms": 5}, "check_interval_ms must be an integer from 100"),
-    ({"timeout": 3}, "unknown interruption setting(s): timeout"),
+    ({"timeout": 3}, "unknown interruptions setting(s): timeout"),
 ])
 def test_bad_settings_are_clear_errors(raw: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -1,5 +1,6 @@
 """The session's turn checks: the real Smart Turn model in the runtime's turn pool, its
-"complete" held against the words decoded at the same pause."""
+"complete" held against the words decoded at the same pause (the rule on the last word
+and the real SmolLM2 end-of-sentence score), and how the two verdicts combine."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import structlog
 from gateway.config import Config
 from gateway.pipeline.runtime import Runtime
 from gateway.pipeline.text import ends_mid_sentence
-from gateway.pipeline.turn_checks import TurnChecks
+from gateway.pipeline.turn_checks import TurnChecks, combine
 from gateway.pipeline.turns import TurnCheck, TurnSettings
 from gateway.providers import registry
 from gateway.providers.smart_turn import SmartTurn
+from gateway.providers.text_turn import TextTurn, normalise
 
 WAV = Path(__file__).parents[1] / "data" / "pool_holidays_pause.wav"
 SETTINGS = TurnSettings(pause_ms=200, recheck_ms=400)
@@ -24,9 +26,11 @@ SETTINGS = TurnSettings(pause_ms=200, recheck_ms=400)
 
 @pytest.fixture(scope="module")
 def runtime() -> Runtime:
+    # A check may wait for the one thread (the busy machine is not what is tested).
     cfg = Config().replace(stt={"provider": "null"}, llm={"provider": "null"},
-                           tts={"provider": "null"})
-    return Runtime.load(cfg, overrides={"vad": registry.create_vad(cfg), "turn": SmartTurn()})
+                           tts={"provider": "null"}, turn={"wait_ms": 10000})
+    return Runtime.load(cfg, overrides={"vad": registry.create_vad(cfg), "turn": SmartTurn(),
+                                        "text_turn": TextTurn()})
 
 
 def finished_question() -> bytes:
@@ -44,8 +48,8 @@ async def verdict(runtime: Runtime, words: str | None, silence_ms: float) -> boo
             return words
         checks.pause_decode = (3, 2, asyncio.create_task(decode()))
     checks.submit(check, SETTINGS)
-    for _ in range(500):
-        if got:
+    for _ in range(1000):
+        if got and not checks._tasks:  # a scoring left running would outlive the loop
             return got[0]
         await asyncio.sleep(0.01)
     raise AssertionError("no verdict")
@@ -58,8 +62,52 @@ async def test_complete_stands_when_the_words_end_a_sentence(runtime: Runtime) -
 
 async def test_complete_is_held_when_the_words_stop_on_the(runtime: Runtime) -> None:
     assert await verdict(runtime, "Until what time is the?", 200) is False
-    # Later in the same pause the model alone decides: no wait to the 2.5 s limit.
-    assert await verdict(runtime, "Until what time is the?", 600)
+    assert await verdict(runtime, "Until what time is the?", 600) is False
+    # Later in the same pause the sound alone decides: no wait to the 2.5 s limit.
+    assert await verdict(runtime, "Until what time is the?", 1000)
+
+
+async def test_complete_is_held_when_the_language_model_says_the_sentence_goes_on(
+        runtime: Runtime) -> None:
+    # No dangling word for the rule; the language model knows "what time do you" goes on.
+    assert not ends_mid_sentence("What time do you?")
+    assert await verdict(runtime, "What time do you?", 200) is False
+    assert await verdict(runtime, "What time do you open on Sundays?", 200)
+
+
+def test_the_language_model_scores_where_a_sentence_can_end(runtime: Runtime) -> None:
+    model = runtime.text_turn
+    assert model is not None
+    s = SETTINGS
+    for head, whole in (("How many children can come to a", "birthday party?"),
+                        ("What's the price of the", "monthly membership?"),
+                        ("How long do you keep", "things people leave behind?"),
+                        ("And when are you open on", "public holidays?")):
+        assert model.end_probability(head) < s.words_hold, head
+        assert model.end_probability(f"{head} {whole}") > s.words_hold, whole
+    assert model.end_probability("If I can't make it, can I get my money back?") > s.words_end
+    assert model.end_probability("") == 0.0
+    assert normalise("Hi, what's ON?!  At the Café...") == "hi what's on at the café"
+
+
+@pytest.mark.parametrize("audio, words, text, silence_ms, expected", [
+    (None, "what time", 0.5, 200, None),  # the sound could not be judged: the timer
+    (0.9, "what time do you open", 0.3, 200, True),  # both say complete
+    (0.9, "what time do you", 0.001, 200, False),  # the words go on: held
+    (0.9, "what time do you", 0.001, 600, False),  # still within hold_ms
+    (0.9, "what time do you", 0.001, 1000, True),  # past it: the sound decides
+    (0.9, "until what time is the", None, 200, False),  # no model: the last-word rule
+    (0.9, "what time do you", None, 200, True),  # no model, no rule: the sound
+    (0.2, "can i get my money back", 0.4, 200, False),  # the sound has the first say
+    (0.2, "can i get my money back", 0.4, 600, True),  # clearly complete: at the recheck
+    (0.2, "can i get my money", 0.1, 600, False),  # not clearly: wait on
+    (0.2, "can i get my money back", None, 600, False),  # no score: wait on
+])
+def test_combine(audio: float | None, words: str, text: float | None, silence_ms: float,
+                 expected: bool | None) -> None:
+    s = TurnSettings(pause_ms=200, recheck_ms=400, hold_ms=1000, words_hold=0.02,
+                     words_end=0.2)
+    assert combine(audio, words, text, silence_ms, s) is expected
 
 
 async def test_a_decode_of_another_pause_is_not_used(runtime: Runtime) -> None:
