@@ -59,7 +59,7 @@ class ConversationSummary(BaseModel):
     message_count: int
     user_id: str | None = None
     source: str
-    transport: str | None = None  # ws (v1), twilio, realtime, webrtc; None: not recorded
+    transport: str | None = None  # ws (v1), twilio, realtime, webrtc, http
 
 
 class ConversationList(BaseModel):

@@ -124,12 +124,13 @@ async def ensure_conversation(
     session_id: str | None, title: str, source: str,
 ) -> Conversation:
     """The conversation with this id, created if missing (it may be brand new). Callers
-    pass an id they made or one ``owned`` returned (see ``create_or_continue``)."""
+    pass an id they made or one ``owned`` returned (see ``create_or_continue``). These are
+    the HTTP API's (``transport`` ``http``); voice turns go through ``voice_log``."""
     conv = await s.get(Conversation, conversation_id)
     if conv is None:
         conv = Conversation(id=conversation_id, assistant_id=assistant_id, user_id=user_id,
                             session_id=session_id, title=title_of(title), source=source,
-                            template_variables={}, meta={})
+                            transport="http", template_variables={}, meta={})
         s.add(conv)
         await s.flush()
     return conv

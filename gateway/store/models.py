@@ -178,7 +178,8 @@ class Conversation(Base):
     session_id: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     title: Mapped[str] = mapped_column(String(500), default="")
     source: Mapped[str] = mapped_column(String(50), default="chat")
-    # The wire it came over: ws (protocol v1), twilio, realtime, webrtc; None: not recorded.
+    # The wire it came over: ws (protocol v1), twilio, realtime, webrtc, http (the chat
+    # and log APIs); None: stored before it was recorded.
     transport: Mapped[str | None] = mapped_column(String(20), nullable=True)
     template_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
     template_variables: Mapped[dict[str, Any]] = mapped_column(default=dict)

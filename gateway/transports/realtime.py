@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import OrderedDict
 from typing import Any
 
 import structlog
@@ -42,7 +43,7 @@ from gateway.session_host import SessionHost
 from gateway.store.models import Assistant
 from gateway.transports.websocket import FRAME_WRITER, TEXT_SINK
 
-from .realtime_render import Renderer
+from .realtime_history import History
 
 log = structlog.get_logger("gateway.realtime")
 
@@ -148,7 +149,7 @@ def vad_defaults(cfg: Config) -> VadDefaults:
     return VadDefaults(0.5, cfg.vad.preroll_ms, cfg.vad.stop_ms)
 
 
-class RealtimeConnection(Renderer):
+class RealtimeConnection(History):
     def __init__(self, websocket: WebSocket, host: SessionHost, beta: bool) -> None:
         self.ws = websocket
         self.host = host
@@ -165,6 +166,8 @@ class RealtimeConnection(Renderer):
             "name": "requests", "limit": verdict.limit, "remaining": verdict.remaining,
             "reset_seconds": round(max(0.0, verdict.reset - time.time()), 3)}]
         self.input_ms = 0.0
+        self.vad_start_ms = self.cfg.vad.start_ms
+        self.pipelines = OrderedDict()
         self.manual = bytearray()  # turn_detection null: the uncommitted audio at 16 kHz
         self.requested_at = 0.0
         self._resampler: pcm.Resampler | None = None

@@ -65,6 +65,7 @@ async def test_list_and_paginate(gateway) -> None:
             "user_id": "user123", "limit": 10, "offset": 2})).json()
         seen += [c["id"] for c in rest["conversations"]]
         everyone = (await http.get("/api/conversations")).json()
+        assert {c["transport"] for c in everyone["conversations"]} == {"http"}
         assert_error(await http.get("/api/conversations", params={"limit": 0}), 400,
                      "INVALID_REQUEST")
         assert_error(await http.get("/api/conversations", params={"limit": 101}), 400,

@@ -1,4 +1,6 @@
-"""The writer half of the Realtime adapter: the pipeline's events as Realtime events.
+"""The Realtime wire's renderer: the pipeline's events as OpenAI Realtime events. Pure:
+no socket, no session (the connection in ``gateway.transports.realtime`` feeds it and
+keeps the history side: truncation, deletion).
 
 The session puts its typed events into its outbox (SpeechStarted, Transcription,
 StreamStart, Token, Interrupted, StreamEnd, reply audio …). This turns each into the
@@ -18,16 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.audio import pcm
-from gateway.config import Config
 from gateway.pipeline import events as ev
 from gateway.pipeline.outbox import AudioOut, OutItem
-from gateway.pipeline.session import Session
-from gateway.pipeline.session_items import Response
-from gateway.pipeline.text import heard_text
 from gateway.protocol import v1
 from gateway.protocol.realtime import Item, RealtimeParser, new_id
 from gateway.protocol.realtime_events import ResponseInfo, ServerEvents
-from gateway.providers.base import Message
 
 MAX_ITEMS = 500  # the oldest items are forgotten beyond this (the history is bounded too)
 MAX_RESPONSES = 32
@@ -37,11 +34,10 @@ Failure = (ev.ProviderFailed | ev.SttBehind | ev.SessionCrashed | ev.ReplyCrashe
 
 @dataclass(slots=True)
 class ReplyState:
-    """One response as the client sees it, and the pipeline reply behind it."""
+    """One response as the client sees it."""
 
     info: ResponseInfo
     item: Item
-    pipeline: Response | None  # the session's reply: its spoken segments, for truncation
     text: str = ""
     cancelled: bool = False
     reason: str = "turn_detected"
@@ -63,17 +59,16 @@ def words_prefix(short: str, long: str) -> bool:
 class Renderer:
     """Mixin of the connection: the conversation's items and responses, rendered."""
 
-    session: Session | None
     parser: RealtimeParser
     events: ServerEvents
     conversation_id: str
     rate_limits: list[dict[str, Any]]
-    input_ms: float
-    cfg: Config
+    input_ms: float  # client audio received so far
+    vad_start_ms: int  # speech the VAD needs before it says speech started
 
     def _init_conversation(self) -> None:
         self.items: OrderedDict[str, Item] = OrderedDict()
-        self.links: dict[str, Message] = {}  # item id -> its message in the session history
+        self.links: dict[str, Any] = {}  # item id -> its message in the session history
         self.turn_items: dict[int, Item] = {}
         self.interim: dict[int, str] = {}
         self.audio_ms: dict[str, float] = {}  # user item id -> its audio's start, then length
@@ -128,7 +123,7 @@ class Renderer:
         # The VAD decides a little after the speech began: back-date by its start run.
         # Speech over a reply is announced once its words decide (late_ms after it began).
         start_ms = max(0, round(self.input_ms - self._vad_ms("prefix_padding_ms")
-                                - self.cfg.vad.start_ms - (e.late_ms or 0)))
+                                - self.vad_start_ms - (e.late_ms or 0)))
         self.audio_ms[item.id] = start_ms
         self._out("input_audio_buffer.speech_started", audio_start_ms=start_ms, item_id=item.id)
 
@@ -181,15 +176,11 @@ class Renderer:
         modalities = self.override_modalities or self.parser.config.output_modalities
         item = Item(new_id("item"), "message", "assistant", text="", audio="audio" in modalities,
                     status="in_progress")
-        session = self.session
-        pipeline = session.response if session and session.response and \
-            session.response.response_id == rid else None
-        history = session.history if session else []
-        info = ResponseInfo(rid, self.conversation_id, modalities,
-                            input_chars=sum(len(m.content) for m in history),
+        history_from, input_chars = self.reply_started(rid)
+        info = ResponseInfo(rid, self.conversation_id, modalities, input_chars=input_chars,
                             metadata=self.metadata)
         self.metadata = None
-        reply = ReplyState(info, item, pipeline, history_from=max(0, len(history) - 1))
+        reply = ReplyState(info, item, history_from=history_from)
         self.replies[rid] = reply
         while len(self.replies) > MAX_RESPONSES:
             self.replies.popitem(last=False)
@@ -288,37 +279,10 @@ class Renderer:
     def after_response(self) -> None:
         """Hook: the per-response overrides ended (the connection reapplies its settings)."""
 
-    # --- history (conversation.item.truncate / delete) ----------------------------------
-
-    def message_index(self, item: Item) -> int | None:
-        """Where an item's message sits in the session history (None: not there)."""
-        assert self.session is not None
-        history = self.session.history
-        linked = self.links.get(item.id)
-        if linked is not None:
-            for i in range(len(history) - 1, -1, -1):
-                if history[i] is linked:
-                    return i
-        reply = next((r for r in self.replies.values() if r.item is item), None)
-        full = (reply.pipeline.text if reply and reply.pipeline else "") or item.text or ""
-        # Only after the reply's start: an older, identical answer is not this one.
-        lowest = min(reply.history_from, len(history)) if reply else 0
-        for i in range(len(history) - 1, lowest - 1, -1):
-            msg = history[i]
-            if msg.role != item.role:
-                continue
-            if msg.content == (item.text or "") or (item.role == "assistant"
-                                                     and words_prefix(msg.content, full)):
-                self.links[item.id] = msg
-                return i
-        return None
-
-    def heard(self, item: Item, audio_end_ms: int) -> str | None:
-        """The text of an assistant audio item up to ``audio_end_ms`` (None: no audio)."""
-        reply = next((r for r in self.replies.values() if r.item is item), None)
-        if reply is None or reply.pipeline is None or not reply.pipeline.segments:
-            return None
-        return heard_text(reply.pipeline.segments, audio_end_ms)
+    def reply_started(self, response_id: str) -> tuple[int, int]:
+        """Hook: a reply starts; the connection returns where its messages will sit in the
+        history and how many characters the history holds (the response's input)."""
+        return 0, 0
 
 
 _PIPELINE: dict[type, Any] = {
