@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -65,7 +65,8 @@ def _check(rule: Any, value: Any, param: str, *limit: int) -> Any:
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+    # 80 random bits as 20 hex digits (a uuid4 object per event cost 3x as much)
+    return f"{prefix}_{os.urandom(10).hex()}"
 
 
 # --- session configuration -----------------------------------------------------------

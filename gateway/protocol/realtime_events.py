@@ -8,6 +8,7 @@ realtime=v1`` or the ``openai-beta.realtime-v1`` subprotocol) gets the beta name
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -56,6 +57,9 @@ class ServerEvents:
     def __init__(self, *, beta: bool, vad: VadDefaults) -> None:
         self.beta = beta
         self.vad = vad
+        # audio_delta's text around the event id and the payload, for the current reply
+        self._delta_key: tuple[str, str] | None = None
+        self._delta_parts = ("", "")
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any] | None:
         """None when the event does not exist in the client's dialect."""
@@ -63,6 +67,22 @@ class ServerEvents:
         if name is None:
             return None
         return {"type": name, "event_id": new_id("event"), **fields}
+
+    def audio_delta(self, response_id: str, item_id: str, delta: str) -> str:
+        """``response.output_audio.delta`` as JSON text, byte for byte what ``json.dumps``
+        writes of ``event(...)`` with these fields: 50 per second of a reply, where
+        building and dumping the dict cost ~10x the concatenation (its base64 scanned
+        for escapes each time). ``delta`` is base64, which needs no escaping."""
+        if self._delta_key != (response_id, item_id):
+            name = BETA_NAMES["response.output_audio.delta"] if self.beta else \
+                "response.output_audio.delta"
+            self._delta_key = (response_id, item_id)
+            self._delta_parts = (
+                f'{{"type": "{name}", "event_id": "',
+                f'", "response_id": {json.dumps(response_id)}, "item_id": '
+                f'{json.dumps(item_id)}, "output_index": 0, "content_index": 0, "delta": "')
+        head, middle = self._delta_parts
+        return head + new_id("event") + middle + delta + '"}'
 
     def error(self, message: str, code: str | None, *, param: str | None = None,
               event_id: str | None = None, kind: str = "invalid_request_error"

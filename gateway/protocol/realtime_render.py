@@ -78,7 +78,7 @@ class Renderer:
         self.requested = False  # a response.create is on its way to stream_start
         self.cancel_reasons: dict[str, str] = {}  # response id -> why the client stopped it
         self.metadata: dict[str, Any] | None = None  # of the response.create on its way
-        self._batch: list[dict[str, Any]] = []
+        self._batch: list[dict[str, Any] | str] = []  # str: already JSON (audio deltas)
 
     # --- output helpers --------------------------------------------------------------
 
@@ -88,7 +88,7 @@ class Renderer:
         if event is not None:
             self._batch.append(event)
 
-    def take_batch(self) -> list[dict[str, Any]]:
+    def take_batch(self) -> list[dict[str, Any] | str]:
         batch, self._batch = self._batch, []
         return batch
 
@@ -106,7 +106,7 @@ class Renderer:
 
     # --- pipeline events -------------------------------------------------------------
 
-    def render(self, item: OutItem) -> list[dict[str, Any]]:
+    def render(self, item: OutItem) -> list[dict[str, Any] | str]:
         if isinstance(item, AudioOut):
             self._audio(item)
             return self.take_batch()
@@ -215,9 +215,8 @@ class Renderer:
         if abs(src - rate) > rate // 20:
             data = pcm.resample(data, src, rate)
         reply.info.audio_ms += chunk.duration_ms
-        self._out("response.output_audio.delta", response_id=reply.info.id,
-                  item_id=reply.item.id, output_index=0, content_index=0,
-                  delta=pcm.b64encode(pcm.encode(data, codec)))
+        self._batch.append(self.events.audio_delta(reply.info.id, reply.item.id,
+                                                   pcm.b64encode(pcm.encode(data, codec))))
 
     def _interrupted(self, e: ev.Interrupted) -> None:
         reason = self.cancel_reasons.pop(e.response_id, "turn_detected")

@@ -290,11 +290,11 @@ class RealtimeConnection(History):
             while True:
                 item = await self.outbox.get()
                 if ready is not None and ready():  # all that is queued now, one write
-                    write([json.dumps(e) for it in (item, *self.outbox.take_all())
+                    write([_text(e) for it in (item, *self.outbox.take_all())
                            for e in self.render(it)])
                     continue
                 for event in self.render(item):
-                    await self.ws.send_text(json.dumps(event))
+                    await self.ws.send_text(_text(event))
         except (OutboxClosed, WebSocketDisconnect, RuntimeError):
             return
 
@@ -563,3 +563,7 @@ class RealtimeConnection(History):
         self.session.interrupt()
         if isinstance(event, rt.OutputAudioClear):
             self._post("output_audio_buffer.cleared", response_id=live.response_id)
+
+
+def _text(event: dict[str, Any] | str) -> str:
+    return event if isinstance(event, str) else json.dumps(event)

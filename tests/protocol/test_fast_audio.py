@@ -183,3 +183,21 @@ def test_outbound_media_is_what_json_dumps_writes(start: dict[str, Any], key: st
         audio = rng.randbytes(size)
         assert state.media(audio) == json.dumps({"event": "media", key: call.stream_id, "media": {
             "payload": base64.b64encode(encode(audio)).decode()}})
+
+
+@pytest.mark.parametrize("beta", [False, True])
+def test_realtime_audio_delta_is_what_json_dumps_writes(beta: bool) -> None:
+    from gateway.protocol.realtime_events import ServerEvents, VadDefaults
+
+    events = ServerEvents(beta=beta, vad=VadDefaults(0.5, 300, 400))
+    delta = base64.b64encode(random.Random(6).randbytes(960)).decode()
+    for rid, iid in (("resp_1", "item_1"), ("resp_1", "item_1"), ("resp_2", "item_9")):
+        text = events.audio_delta(rid, iid, delta)
+        event_id = json.loads(text)["event_id"]
+        assert event_id.startswith("event_") and len(event_id) == 26
+        expected = events.event("response.output_audio.delta", response_id=rid, item_id=iid,
+                                output_index=0, content_index=0, delta=delta)
+        assert expected is not None
+        assert text == json.dumps({**expected, "event_id": event_id})
+    assert json.loads(text)["type"] == ("response.audio.delta" if beta
+                                        else "response.output_audio.delta")
