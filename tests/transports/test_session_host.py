@@ -11,6 +11,7 @@ models, wrapped to record the language and voice each call asked for.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -211,3 +212,37 @@ async def test_a_turn_is_answered_as_the_assistant_and_stored(
     assert assistant["metadata"]["interrupted"] is False
     assert [s["title"] for s in assistant["metadata"]["sources"]] == ["About the gateway"]
     assert [t["name"] for t in assistant["metadata"]["tools"]] == ["get_current_datetime"]
+
+
+async def test_one_voice_budget_for_every_transport(gateway_factory: Any) -> None:
+    """The host rate-limits every transport's sessions alike (group ``voice``, per caller):
+    one v1 session spends the minute's budget; the caller's WebRTC offer, Realtime
+    connection and phone call are refused, each in its wire's way, and nothing is left
+    admitted."""
+    gw = gateway_factory(ratelimit={"group_voice": "1/minute"})
+    key = await make_key(gw)
+    bearer = {"Authorization": f"Bearer {key}"}
+    token = await twiml_token(gw, key)  # an HTTP route: not a voice session
+    async with websockets.connect(gw.ws_url, additional_headers=bearer) as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "session_started"
+
+    async with httpx.AsyncClient(base_url=gw.base, timeout=15) as http:
+        offer = await http.post("/api/v1/voice/webrtc/offer", headers=bearer,
+                                json={"sdp": "v=0\r\n", "type": "offer"})
+    assert offer.status_code == 429 and offer.json()["error"]["code"] == "RATE_LIMITED"
+
+    realtime = f"ws://127.0.0.1:{gw.cfg.server.port}/v1/realtime?model=gpt-realtime"
+    async with websockets.connect(realtime, subprotocols=[
+            "realtime", f"openai-insecure-api-key.{key}"]) as ws:
+        refused = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+    assert refused["error"]["code"] == "rate_limit_exceeded" and ws.close_code == 4429
+
+    async with websockets.connect(stream_url(gw)) as ws:
+        call = PhoneCall(ws)
+        await call.start({"token": token})
+        await asyncio.wait_for(call.reader, 5)  # it reads until the gateway closes
+    assert ws.close_code == 4429 and not call.log
+    registry = gw.app.state.sessions
+    assert not registry.live and registry.active == 0
