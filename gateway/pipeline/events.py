@@ -95,6 +95,18 @@ class ToolStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """The reply calls a function of the client's: the client runs it (Realtime
+    ``function_call`` item); ``arguments`` is the model's JSON text as sent."""
+
+    turn_id: int
+    response_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolEnded:
     turn_id: int
     response_id: str
@@ -237,7 +249,7 @@ class Passthrough:
 
 Event = (
     SpeechStarted | SpeechStopped | SpeechIgnored | Transcription | StreamStart | Token
-    | AgentResponse | ToolStarted | ToolEnded | TtsStart | Visemes | WordTimings
+    | AgentResponse | ToolStarted | ToolEnded | FunctionCall | TtsStart | Visemes | WordTimings
     | SegmentPlayed | Interrupted | TtsComplete | StreamEnd | Handoff | Metrics
     | ProviderFailed | SttBehind | SessionCrashed | ReplyCrashed | TurnNotStored | SessionEnded
     | Passthrough

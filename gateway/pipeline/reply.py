@@ -13,7 +13,10 @@ stream what it says as items:
   tool runs (spoken, not part of the answer's text);
 - ``SpokenSentence`` (``speech=True``): a sentence (the first one cut at its first
   clause) ready for speech synthesis, as soon as the tokens complete it;
-- ``Failed``: the LLM failed (a ``ProviderError``); what was said is flushed after it.
+- ``Failed``: the LLM failed (a ``ProviderError``); what was said is flushed after it;
+- ``ClientCalls``: the model called tools the client declared (``client_tools``); the
+  reply ends with them, and the client's results, put in the history, continue the
+  conversation in a next reply whose ``text`` is empty.
 
 ``Reply.sources`` (one shape everywhere) and ``Reply.tools`` (the calls made) fill in
 as the reply runs. A bug (any other exception) propagates: the caller's boundary
@@ -29,15 +32,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import ProviderError
-from gateway.providers.base import ChatRequest, Message, Passage
+from gateway.providers.base import ChatRequest, Message, Passage, ToolSpec
 
 from .answer import query_text
 from .runtime import Runtime
 from .text import FIRST_CLAUSE_CHARS, SentenceSplitter, clean
-from .tools import Filler, ToolEvent
+from .tools import ClientCalls, Filler, ToolEvent
 
-__all__ = ["Failed", "Filler", "Reply", "ReplyItem", "ReplyRequest", "SpokenSentence", "Token",
-           "ToolEvent", "sources_of"]
+__all__ = ["ClientCalls", "Failed", "Filler", "Reply", "ReplyItem", "ReplyRequest",
+           "SpokenSentence", "Token", "ToolEvent", "paired", "sources_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,7 @@ class ReplyRequest:
     assistant_id: str
     system_prompt: str  # built by ``prompt.system_prompt``
     history: Sequence[Message]  # oldest first; the last ``llm.history_turns`` turns are used
-    text: str  # the user's turn
+    text: str  # the user's turn; "" continues after the client's tool results
     conversation_id: str = ""  # the LLM request's session (a provider may keep state by it)
     session_id: str = ""  # the tools' session
     telephony: bool = False  # a phone call: end_call / transfer_call are offered
@@ -53,6 +56,8 @@ class ReplyRequest:
     speech: bool = False  # split the reply into sentences for speech synthesis
     max_tokens: int | None = None  # None: the configured
     temperature: float | None = None
+    client_tools: tuple[ToolSpec, ...] = ()  # the client's own functions (it runs them)
+    tool_choice: str | None = None  # see ChatRequest.tool_choice
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +75,26 @@ class Failed:
     error: ProviderError
 
 
-ReplyItem = Token | ToolEvent | Filler | SpokenSentence | Failed
+ReplyItem = Token | ToolEvent | Filler | SpokenSentence | Failed | ClientCalls
+
+
+def paired(history: Sequence[Message]) -> list[Message]:
+    """The history as an LLM API accepts it: a tool result only after the call asking for
+    it, a call only with all its results (a call the client never answered, or one cut
+    off by the history's window, becomes its words alone)."""
+    answered = {m.tool_call_id for m in history if m.role == "tool"}
+    asked: set[str | None] = set()
+    out: list[Message] = []
+    for m in history:
+        if m.role == "assistant" and m.tool_calls:
+            if all(c.id in answered for c in m.tool_calls):
+                asked.update(c.id for c in m.tool_calls)
+                out.append(m)
+            elif m.content:
+                out.append(Message("assistant", m.content))
+        elif m.role != "tool" or m.tool_call_id in asked:
+            out.append(m)
+    return out
 
 
 def sources_of(passages: Sequence[Passage]) -> list[dict[str, Any]]:
@@ -102,17 +126,22 @@ class Reply:
 
     async def items(self) -> AsyncGenerator[ReplyItem, None]:
         rq, cfg = self.request, self.runtime.cfg.llm
-        passages = await self.runtime.retrieve(rq.assistant_id, query_text(rq.history, rq.text))
+        question = rq.text or next((m.content for m in reversed(rq.history)
+                                    if m.role == "user"), "")
+        passages = await self.runtime.retrieve(rq.assistant_id, query_text(rq.history, question))
         self.sources = sources_of(passages)
-        history = list(rq.history[-2 * cfg.history_turns:]) if cfg.history_turns > 0 else []
+        window = rq.history[-2 * cfg.history_turns:] if cfg.history_turns > 0 else []
+        history = paired(window)
+        turn = [Message("user", rq.text)] if rq.text else []
         chat = ChatRequest(
-            messages=[Message("system", rq.system_prompt), *history, Message("user", rq.text)],
+            messages=[Message("system", rq.system_prompt), *history, *turn],
             passages=passages,
             max_tokens=rq.max_tokens or cfg.max_tokens,
             temperature=cfg.temperature if rq.temperature is None else rq.temperature,
             session_id=rq.conversation_id)
         llm = await self.runtime.tool_loop(chat, rq.assistant_id, session_id=rq.session_id,
-                                           telephony=rq.telephony, declared=rq.tools)
+                                           telephony=rq.telephony, declared=rq.tools,
+                                           client=rq.client_tools, tool_choice=rq.tool_choice)
         self.tools = llm.records
         # A first sentence is cut at its first clause: speech starts sooner.
         splitter = SentenceSplitter(first_clause_chars=FIRST_CLAUSE_CHARS) if rq.speech else None
@@ -126,7 +155,7 @@ class Reply:
         for sentence in splitter.flush() if splitter else ():
             yield SpokenSentence(sentence)
 
-    def _item(self, item: str | ToolEvent | Filler,
+    def _item(self, item: str | ToolEvent | Filler | ClientCalls,
               splitter: SentenceSplitter | None) -> list[ReplyItem]:
         out: list[ReplyItem] = []
         spoken = ""
@@ -141,7 +170,8 @@ class Reply:
             out.append(item)
             spoken = item.text + " "
         else:
-            if item.type == "tool_start" and splitter is not None:
+            if (isinstance(item, ClientCalls) or item.type == "tool_start") \
+                    and splitter is not None:
                 # What the model said before its call is spoken now.
                 out.extend(SpokenSentence(s) for s in splitter.flush())
             out.append(item)

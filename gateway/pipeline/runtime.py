@@ -33,6 +33,7 @@ from gateway.providers.base import (
     Speech,
     TextTurnDetector,
     ToolCall,
+    ToolSpec,
     TurnDetector,
 )
 
@@ -313,15 +314,23 @@ class Runtime:
         return (chain or self.chains["llm"]).stream(make)
 
     async def tool_loop(self, request: ChatRequest, assistant_id: str, *, session_id: str = "",
-                        telephony: bool = False, declared: list[Any] | None = None) -> ToolLoop:
+                        telephony: bool = False, declared: list[Any] | None = None,
+                        client: tuple[ToolSpec, ...] = (),
+                        tool_choice: str | None = None) -> ToolLoop:
         """The LLM stage of one turn: the reply's tokens, with the assistant's tools run
-        and fed back (``declared``: its tool list when the caller has it already)."""
+        and fed back (``declared``: its tool list when the caller has it already); a call
+        of one of the ``client``'s tools ends the reply with it."""
         ctx = ToolContext(assistant_id, session_id, telephony, self.retrieve)
         toolbox = (await self.tools.toolbox(ctx, declared) if self.tools is not None
                    else Toolbox((), ctx, 0))
         chain = await self.chain("llm", assistant_id)
         return ToolLoop(functools.partial(self.reply_tokens, chain=chain), request, toolbox,
-                        self.cfg.tools)
+                        self.cfg.tools, client=client, tool_choice=tool_choice)
+
+    async def calls_tools(self, assistant_id: str | None) -> bool:
+        """Whether the assistant's LLM (its chain's first provider) can call tools."""
+        chain = await self.chain("llm", assistant_id)
+        return bool(getattr(chain.primary, "calls_tools", False))
 
 
 def _load(cfg: Config, stage: str, name: str) -> Any:

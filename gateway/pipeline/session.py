@@ -42,7 +42,16 @@ from .outbox import AudioOut, Outbox
 from .overlap import OverlapChecks
 from .pacing import Pacer
 from .prompt import system_prompt
-from .reply import Filler, Reply, ReplyItem, ReplyRequest, SpokenSentence, Token, ToolEvent
+from .reply import (
+    ClientCalls,
+    Filler,
+    Reply,
+    ReplyItem,
+    ReplyRequest,
+    SpokenSentence,
+    Token,
+    ToolEvent,
+)
 from .runtime import Runtime
 from .session_items import (
     EndOfReply,
@@ -254,8 +263,7 @@ class Session:
             self.emit(ev.TtsComplete(r.response_id, round(delivered), True, round(played)))
         self.emit(ev.StreamEnd(r.response_id))
         heard = heard_text(r.segments, played)
-        if heard:
-            self.history.append(Message("assistant", heard))
+        self._remember(r, heard)
         self._record_turn(r, heard, interrupted=True)
         self.log.info("interrupted", response_id=r.response_id, played_ms=round(played),
                       heard_chars=len(heard), reply_chars=len(r.text))
@@ -441,7 +449,8 @@ class Session:
         while True:
             turn = await self.llm_q.get()
             if turn.turn_id < self.current_turn:
-                self.history.append(Message("user", turn.text))
+                if turn.text:
+                    self.history.append(Message("user", turn.text))
                 continue
             task = self._gen_task = asyncio.create_task(self._respond(turn))
             # wait() does not raise when a barge-in cancels the reply, but our own
@@ -468,9 +477,11 @@ class Session:
         reply = Reply(self.runtime, ReplyRequest(
             self.settings.assistant_id, self._system_prompt(), tuple(self.history), turn.text,
             conversation_id=self.conversation_id, session_id=self.session_id,
-            telephony=self.settings.telephony, speech=True))
+            telephony=self.settings.telephony, speech=True,
+            client_tools=self.settings.client_tools, tool_choice=self.settings.tool_choice))
         r.sources, r.tools = reply.sources, reply.tools  # filled in as the reply runs
-        self.history.append(Message("user", turn.text))
+        if turn.text:  # "": the reply continues after the client's tool results
+            self.history.append(Message("user", turn.text))
         async with contextlib.aclosing(reply.items()) as items:
             async for item in items:
                 if r.cancelled:
@@ -495,6 +506,11 @@ class Session:
             self.emit(_tool_event(r, item))
             if item.signal is not None:
                 r.signals.append(dataclasses.replace(item.signal, response_id=r.response_id))
+        elif isinstance(item, ClientCalls):
+            r.calls, r.call_results = item.calls, item.results
+            for call in item.client:
+                self.emit(ev.FunctionCall(r.turn.turn_id, r.response_id, call.id, call.name,
+                                          call.raw_arguments or "{}"))
         else:
             self._provider_error("llm", item.error)
 
@@ -598,11 +614,19 @@ class Session:
         self.emit(ev.StreamEnd(r.response_id))
         for signal in r.signals:  # end_call / transfer: after the reply has been heard
             self.emit(signal)
-        if r.text:
-            self.history.append(Message("assistant", r.text.strip()))
+        self._remember(r, r.text.strip())
         self.response = None
         self.turns_completed += 1
         self._record_turn(r, r.text.strip(), interrupted=False)
+
+    def _remember(self, r: Response, said: str) -> None:
+        """The reply in the history: what was said, and the client's calls it asked for
+        (with the gateway's own results of that round), which the client answers."""
+        if r.calls:
+            for msg in (Message("assistant", said, tool_calls=r.calls), *r.call_results):
+                self.history.append(msg)
+        elif said:
+            self.history.append(Message("assistant", said))
 
     def _record_turn(self, r: Response, heard: str, *, interrupted: bool) -> None:
         """Hand the finished turn to the transport's recorder (conversation storage)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.audio.pcm import AudioFormat
-from gateway.providers.base import PhonemeTiming
+from gateway.providers.base import Message, PhonemeTiming, ToolCall, ToolSpec
 
 from .events import Handoff
 from .interruptions import InterruptionSettings
@@ -49,6 +49,10 @@ class SessionSettings:
     turn: TurnSettings | None = None
     # Speech over a reply (backchannels, noise, barge-in); None: the config's.
     interruptions: InterruptionSettings | None = None
+    # The client's own function tools (OpenAI Realtime ``tools``): a call of one ends the
+    # reply with it; the client's result continues the conversation.
+    client_tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str | None = None  # see ChatRequest.tool_choice
 
 
 @dataclass(slots=True)
@@ -108,3 +112,7 @@ class Response:
     sources: list[dict[str, Any]] = field(default_factory=list)
     tools: list[dict[str, Any]] = field(default_factory=list)  # the calls made (stored)
     signals: list[Handoff] = field(default_factory=list)  # for the transport, at end
+    # The reply ended in calls of the client's tools: the assistant message asking for
+    # them (all of that round's calls) and the gateway's own calls' results.
+    calls: tuple[ToolCall, ...] = ()
+    call_results: tuple[Message, ...] = ()

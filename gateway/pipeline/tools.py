@@ -47,7 +47,7 @@ MAX_CALLS_PER_ROUND = 8  # a model asking for more at once gets the first ones r
 STORED_RESULT_CHARS = 2000  # a result as kept in the conversation's message meta
 DECLARATIONS_TIMEOUT_S = 1.0
 
-__all__ = ["Filler", "Output", "Tool", "ToolContext", "ToolEvent", "ToolFailure",
+__all__ = ["ClientCalls", "Filler", "Output", "Tool", "ToolContext", "ToolEvent", "ToolFailure",
            "ToolLoop", "ToolResult", "ToolRunner", "Toolbox", "validate_declarations"]
 
 
@@ -184,6 +184,18 @@ class Filler:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class ClientCalls:
+    """The reply ends here: the model called tools that belong to the client (declared by
+    it, e.g. in a Realtime ``session.update``). ``calls`` is the round's every call (the
+    assistant message asking for them), ``client`` those the client runs, ``results`` the
+    gateway's own calls of the round, already run (their ``tool`` messages)."""
+
+    calls: tuple[ToolCall, ...]
+    client: tuple[ToolCall, ...]
+    results: tuple[Message, ...]
+
+
 Stream = Callable[[ChatRequest], AsyncIterator[Any]]
 
 
@@ -196,17 +208,28 @@ class ToolLoop:
     request: ChatRequest
     toolbox: Toolbox
     cfg: ToolsConfig
+    client: tuple[ToolSpec, ...] = ()  # the client's own function tools (it runs them)
+    tool_choice: str | None = None  # for the first round (later rounds: the model's choice)
     records: list[dict[str, Any]] = field(default_factory=list)
     spoke: bool = False
     filled: bool = False
 
-    async def run(self) -> AsyncGenerator[str | ToolEvent | Filler, None]:
+    def _offer(self, round_no: int) -> ChatRequest:
+        # The last round offers no tools: the model has to answer in words.
+        if round_no >= self.cfg.max_rounds:
+            return dataclasses.replace(self.request, tools=())
+        own = self.toolbox.specs
+        names = {t.name for t in own}
+        specs = (*own, *(t for t in self.client if t.name not in names))
+        return dataclasses.replace(self.request, tools=specs,
+                                   tool_choice=self.tool_choice if round_no == 0 else None)
+
+    async def run(self) -> AsyncGenerator[str | ToolEvent | Filler | ClientCalls, None]:
         request = self.request
         for round_no in range(self.cfg.max_rounds + 1):
-            # The last round offers no tools: the model has to answer in words.
-            offer = bool(self.toolbox) and round_no < self.cfg.max_rounds
             text, calls = "", []
-            rq = dataclasses.replace(request, tools=self.toolbox.specs if offer else ())
+            rq = dataclasses.replace(self._offer(round_no), messages=request.messages)
+            offer = bool(rq.tools)
             async with contextlib.aclosing(_agen(self.stream(rq))) as items:
                 async for item in items:
                     if isinstance(item, ToolCall):
@@ -219,16 +242,25 @@ class ToolLoop:
             if not calls:
                 return
             calls = calls[:MAX_CALLS_PER_ROUND]
-            results: list[ToolResult | None] = [None] * len(calls)
-            async for event in self._run_calls(calls, results):
+            theirs = tuple(c for c in calls if c.name not in self.toolbox.tools
+                           and any(t.name == c.name for t in self.client))
+            own = [c for c in calls if c not in theirs]
+            results: list[ToolResult | None] = [None] * len(own)
+            async for event in self._run_calls(own, results):
                 yield event
+            if theirs:  # the client runs these; its outputs continue the conversation
+                yield ClientCalls(tuple(calls), theirs, tuple(
+                    Message("tool", r.content if r else '{"error": "not run"}',
+                            tool_call_id=c.id, name=c.name)
+                    for c, r in zip(own, results, strict=True)))
+                return
             if text and not text[-1].isspace():
                 yield " "  # the next round's words do not run into this round's
             request = dataclasses.replace(request, messages=[
                 *request.messages, Message("assistant", text, tool_calls=tuple(calls)),
                 *(Message("tool", r.content if r else '{"error": "not run"}',
                           tool_call_id=c.id, name=c.name)
-                  for c, r in zip(calls, results, strict=True))])
+                  for c, r in zip(own, results, strict=True))])
 
     async def _run_calls(self, calls: list[ToolCall], results: list[ToolResult | None]
                          ) -> AsyncIterator[ToolEvent | Filler]:

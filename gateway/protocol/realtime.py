@@ -441,6 +441,7 @@ class ResponseCreate:
     conversation: str = "auto"
     metadata: dict[str, Any] | None = None
     event_id: str | None = None
+    tools: tuple[tuple[Any, ...], Any] | None = None  # this response's (tools, tool_choice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,7 +574,14 @@ class RealtimeParser:
         conversation = body.get("conversation", "auto")
         if conversation not in ("auto", "none"):
             raise Invalid('conversation must be "auto" or "none"', "response.conversation")
-        return ResponseCreate(modalities, instructions, conversation, _metadata(body), event_id)
+        tools = None
+        if "tools" in body or "tool_choice" in body:
+            tools = (_tools(body["tools"], "response.tools") if "tools" in body
+                     else self.config.tools,
+                     _check(fields.plain_json, body["tool_choice"], "response.tool_choice", 1024)
+                     if "tool_choice" in body else self.config.tool_choice)
+        return ResponseCreate(modalities, instructions, conversation, _metadata(body), event_id,
+                              tools)
 
     def _response_cancel(self, msg: dict[str, Any], event_id: str | None) -> ResponseCancel:
         return ResponseCancel(_optional_id(msg, "response_id"), event_id)

@@ -58,7 +58,7 @@ class ServerEvents:
         self.beta = beta
         self.vad = vad
         # audio_delta's text around the event id and the payload, for the current reply
-        self._delta_key: tuple[str, str] | None = None
+        self._delta_key: tuple[str, str, int] | None = None
         self._delta_parts = ("", "")
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any] | None:
@@ -68,19 +68,21 @@ class ServerEvents:
             return None
         return {"type": name, "event_id": new_id("event"), **fields}
 
-    def audio_delta(self, response_id: str, item_id: str, delta: str) -> str:
+    def audio_delta(self, response_id: str, item_id: str, delta: str,
+                    output_index: int = 0) -> str:
         """``response.output_audio.delta`` as JSON text, byte for byte what ``json.dumps``
         writes of ``event(...)`` with these fields: 50 per second of a reply, where
         building and dumping the dict cost ~10x the concatenation (its base64 scanned
         for escapes each time). ``delta`` is base64, which needs no escaping."""
-        if self._delta_key != (response_id, item_id):
+        if self._delta_key != (response_id, item_id, output_index):
             name = BETA_NAMES["response.output_audio.delta"] if self.beta else \
                 "response.output_audio.delta"
-            self._delta_key = (response_id, item_id)
+            self._delta_key = (response_id, item_id, output_index)
             self._delta_parts = (
                 f'{{"type": "{name}", "event_id": "',
                 f'", "response_id": {json.dumps(response_id)}, "item_id": '
-                f'{json.dumps(item_id)}, "output_index": 0, "content_index": 0, "delta": "')
+                f'{json.dumps(item_id)}, "output_index": {output_index}, "content_index": 0, '
+                '"delta": "')
         head, middle = self._delta_parts
         return head + new_id("event") + middle + delta + '"}'
 

@@ -45,10 +45,15 @@ class ReplyState:
     done: bool = False
     history_from: int = 0  # its messages sit at or after this index of the history
     started_at: float = field(default_factory=time.monotonic)
+    index: int | None = None  # the message item's output_index, once it is announced
 
     @property
     def speaks(self) -> bool:
         return "audio" in self.info.modalities
+
+    def ids(self) -> dict[str, Any]:
+        return {"response_id": self.info.id, "item_id": self.item.id,
+                "output_index": self.index, "content_index": 0}
 
 
 def words_prefix(short: str, long: str) -> bool:
@@ -75,6 +80,7 @@ class Renderer:
         self.replies: OrderedDict[str, ReplyState] = OrderedDict()
         self.override_modalities: tuple[str, ...] | None = None
         self.override_instructions: str | None = None
+        self.override_tools: tuple[Any, Any] | None = None  # a response's (tools, tool_choice)
         self.requested = False  # a response.create is on its way to stream_start
         self.cancel_reasons: dict[str, str] = {}  # response id -> why the client stopped it
         self.metadata: dict[str, Any] | None = None  # of the response.create on its way
@@ -184,25 +190,57 @@ class Renderer:
         self.replies[rid] = reply
         while len(self.replies) > MAX_RESPONSES:
             self.replies.popitem(last=False)
-        config = self.parser.config
-        self._out("response.created", response=self.events.response_json(info, config))
-        info.output.append(item)
+        self._out("response.created", response=self.events.response_json(info, self.parser.config))
+
+    def _open_message(self, reply: ReplyState) -> None:
+        """The reply's message item, announced with its first words or audio (a reply
+        that only calls the client's functions has none)."""
+        if reply.index is not None:
+            return
+        item, rid = reply.item, reply.info.id
+        reply.index = len(reply.info.output)
+        reply.info.output.append(item)
         previous = self.add_item(item)
         item_json = self.events.item_json(item)
-        self._out("response.output_item.added", response_id=rid, output_index=0, item=item_json)
+        self._out("response.output_item.added", response_id=rid, output_index=reply.index,
+                  item=item_json)
         self._out("conversation.item.added", previous_item_id=previous, item=item_json)
-        self._out("response.content_part.added", response_id=rid, item_id=item.id,
-                  output_index=0, content_index=0, part=self.events.part_json(item))
+        self._out("response.content_part.added", part=self.events.part_json(item),
+                  **reply.ids())
+
+    def _function_call(self, e: ev.FunctionCall) -> None:
+        reply = self.replies.get(e.response_id)
+        if reply is None or reply.done:
+            return
+        item = Item(new_id("item"), "function_call", call_id=e.call_id, name=e.name,
+                    arguments="", status="in_progress")
+        rid, index = reply.info.id, len(reply.info.output)
+        reply.info.output.append(item)
+        previous = self.add_item(item)
+        self._out("response.output_item.added", response_id=rid, output_index=index,
+                  item=self.events.item_json(item))
+        self._out("conversation.item.added", previous_item_id=previous,
+                  item=self.events.item_json(item))
+        ids = {"response_id": rid, "item_id": item.id, "output_index": index,
+               "call_id": e.call_id}
+        self._out("response.function_call_arguments.delta", delta=e.arguments, **ids)
+        self._out("response.function_call_arguments.done", arguments=e.arguments,
+                  name=e.name, **ids)
+        item.arguments, item.status = e.arguments, "completed"
+        item_json = self.events.item_json(item)
+        self._out("response.output_item.done", response_id=rid, output_index=index,
+                  item=item_json)
+        self._out("conversation.item.done", item=item_json)
 
     def _token(self, e: ev.Token) -> None:
         reply = self.replies.get(e.response_id)
         if reply is None or reply.done:
             return
+        self._open_message(reply)
         reply.text += e.text
         kind = ("response.output_audio_transcript.delta" if reply.speaks
                 else "response.output_text.delta")
-        self._out(kind, response_id=reply.info.id, item_id=reply.item.id, output_index=0,
-                  content_index=0, delta=e.text)
+        self._out(kind, delta=e.text, **reply.ids())
 
     def _audio(self, chunk: AudioOut) -> None:
         reply = self.replies.get(chunk.response_id)
@@ -214,9 +252,11 @@ class Renderer:
         src = round(len(data) / 2 * 1000 / chunk.duration_ms) if chunk.duration_ms else rate
         if abs(src - rate) > rate // 20:
             data = pcm.resample(data, src, rate)
+        self._open_message(reply)
         reply.info.audio_ms += chunk.duration_ms
         self._batch.append(self.events.audio_delta(reply.info.id, reply.item.id,
-                                                   pcm.b64encode(pcm.encode(data, codec))))
+                                                   pcm.b64encode(pcm.encode(data, codec)),
+                                                   reply.index or 0))
 
     def _interrupted(self, e: ev.Interrupted) -> None:
         reason = self.cancel_reasons.pop(e.response_id, "turn_detected")
@@ -241,16 +281,14 @@ class Renderer:
         if reply is None or reply.done:
             return
         reply.done = True
-        self.override_modalities = self.override_instructions = None
+        self.override_modalities = self.override_instructions = self.override_tools = None
         self.after_response()
-        item, info = reply.item, reply.info
-        item.text = reply.text.strip()
-        item.status = "incomplete" if reply.cancelled else "completed"
-        self._finish_content(reply)
-        item_json = self.events.item_json(item)
-        self._out("response.output_item.done", response_id=info.id, output_index=0,
-                  item=item_json)
-        self._out("conversation.item.done", item=item_json)
+        info = reply.info
+        if not info.output:  # said nothing: an empty message (as before)
+            self._open_message(reply)
+        if reply.index is not None:
+            self._close_message(reply)
+        item = reply.item
         if reply.cancelled:
             info.status = "cancelled"
             info.status_details = {"type": "cancelled", "reason": reply.reason}
@@ -264,16 +302,20 @@ class Renderer:
         self._out("response.done", response=self.events.response_json(info, self.parser.config))
         self._out("rate_limits.updated", rate_limits=self.rate_limits)
 
-    def _finish_content(self, reply: ReplyState) -> None:
-        rid, item = reply.info.id, reply.item
-        ids: dict[str, Any] = {"response_id": rid, "item_id": item.id, "output_index": 0,
-                               "content_index": 0}
+    def _close_message(self, reply: ReplyState) -> None:
+        item, ids = reply.item, reply.ids()
+        item.text = reply.text.strip()
+        item.status = "incomplete" if reply.cancelled else "completed"
         if reply.speaks:
             self._out("response.output_audio.done", **ids)
             self._out("response.output_audio_transcript.done", transcript=item.text or "", **ids)
         else:
             self._out("response.output_text.done", text=item.text or "", **ids)
         self._out("response.content_part.done", part=self.events.part_json(item), **ids)
+        item_json = self.events.item_json(item)
+        self._out("response.output_item.done", response_id=reply.info.id,
+                  output_index=reply.index, item=item_json)
+        self._out("conversation.item.done", item=item_json)
 
     def after_response(self) -> None:
         """Hook: the per-response overrides ended (the connection reapplies its settings)."""
@@ -290,6 +332,7 @@ _PIPELINE: dict[type, Any] = {
     ev.Transcription: Renderer._transcription,
     ev.StreamStart: Renderer._stream_start,
     ev.Token: Renderer._token,
+    ev.FunctionCall: Renderer._function_call,
     ev.Interrupted: Renderer._interrupted,
     ev.StreamEnd: Renderer._stream_end,
     ev.ProviderFailed: Renderer._error,

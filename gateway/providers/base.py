@@ -170,6 +170,9 @@ class ChatRequest:
     max_tokens: int = 120
     temperature: float = 0.2
     tools: Sequence[ToolSpec] = ()  # functions the model may call (providers may ignore them)
+    # None or "auto": the model decides; "required": it must call one; else the name of
+    # the one tool it must call.
+    tool_choice: str | None = None
     session_id: str = ""  # the conversation it belongs to (a hybrid backend keys on it)
 
     @property

@@ -18,11 +18,12 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import openai
-from openai import AsyncOpenAI, AsyncStream
+from openai import AsyncOpenAI, AsyncStream, Omit
 from openai.types.chat import (
     ChatCompletionChunk,
     ChatCompletionMessageParam,
     ChatCompletionMessageToolCallParam,
+    ChatCompletionToolChoiceOptionParam,
     ChatCompletionToolParam,
 )
 
@@ -38,6 +39,7 @@ CONNECT_TIMEOUT_S = 5.0
 
 class OpenAILLM:
     name = "openai"
+    calls_tools = True  # offered tools reach the model (a client's function tools too)
 
     def __init__(
         self,
@@ -129,6 +131,7 @@ class OpenAILLM:
             temperature=request.temperature,
             stream=True,
             tools=build_tools(request.tools) if request.tools else openai.omit,
+            tool_choice=build_tool_choice(request) if request.tools else openai.omit,
         )
 
     async def _step(self, awaitable: Any, deadline: float, got_token: bool) -> Any:
@@ -214,6 +217,15 @@ def build_tools(tools: Sequence[ToolSpec]) -> list[ChatCompletionToolParam]:
              "function": {"name": t.name, "description": t.description,
                           "parameters": dict(t.parameters)}}
             for t in tools]
+
+
+def build_tool_choice(request: ChatRequest) -> ChatCompletionToolChoiceOptionParam | Omit:
+    choice = request.tool_choice
+    if choice in (None, "auto"):
+        return openai.omit  # the server's default
+    if choice in ("required", "none"):
+        return "required" if choice == "required" else "none"
+    return {"type": "function", "function": {"name": str(choice)}}
 
 
 def _content(chunk: ChatCompletionChunk) -> str:

@@ -44,6 +44,7 @@ from gateway.store.models import Assistant
 from gateway.transports.websocket import FRAME_WRITER, TEXT_SINK
 
 from .realtime_history import History
+from .realtime_tools import NO_TOOL_CALLS, awaits_results, client_tools, history_message
 
 log = structlog.get_logger("gateway.realtime")
 
@@ -175,6 +176,7 @@ class RealtimeConnection(History):
         self._stt_chain: asyncio.Task[None] | None = None
         self._creating: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._told_no_tools = False
         self.log = host.log
         self._init_conversation()
 
@@ -194,6 +196,8 @@ class RealtimeConnection(History):
         if td is not None:
             vad = VadOverrides(td.silence_duration_ms, td.prefix_padding_ms, td.threshold)
         modalities = self.override_modalities or c.output_modalities
+        tools, choice = client_tools(*(self.override_tools if self.override_tools is not None
+                                       else (c.tools, c.tool_choice)))
         voices = getattr(self.runtime.tts, "voices", ())
         return self.host.settings(
             AudioFormat("pcm_s16le", PIPELINE_RATE),
@@ -202,7 +206,7 @@ class RealtimeConnection(History):
             system_prompt=self.override_instructions or c.instructions or None,
             vad=vad, auto_respond=td.create_response if td else False,
             barge_in=td.interrupt_response if td else True,
-            speak="audio" in modalities,
+            speak="audio" in modalities, client_tools=tools, tool_choice=choice,
         )
 
     def after_response(self) -> None:
@@ -342,6 +346,14 @@ class RealtimeConnection(History):
         elif event.config.turn_detection is not None:
             self.manual.clear()  # from now on the VAD takes the audio
         self._post("session.updated", session=self._session_json())
+        if event.config.tools and not self._told_no_tools:
+            self._told_no_tools = True
+            self._spawn(self._tell_no_tools(event.event_id))
+
+    async def _tell_no_tools(self, event_id: str | None) -> None:
+        """Once per session: tools were declared, and this LLM never calls them."""
+        if not await self.runtime.calls_tools(self.grant.assistant_id):
+            self._reject(NO_TOOL_CALLS, "tools_not_supported", event_id, "session.tools")
 
     def _append_sink(self, frame: bytes) -> bool:
         # Once the session is over, messages go to the reader, which closes.
@@ -438,8 +450,10 @@ class RealtimeConnection(History):
             item.pcm = None
             self._transcribe(item, audio)
             return
+        msg = history_message(item, self.items.values())
         if item.type == "message" and item.text:
             msg = Message(item.role, item.text)  # type: ignore[arg-type]
+        if msg is not None:
             self.session.history.append(msg)
             self.links[item.id] = msg
         self._post("conversation.item.done", item=self.events.item_json(item))
@@ -524,9 +538,12 @@ class RealtimeConnection(History):
                 await self._stt_chain  # the committed audio's words first
         text = self._unanswered()
         self.override_modalities = event.output_modalities
+        self.override_tools = event.tools
         self.override_instructions = event.instructions if text else None
-        text = text or event.instructions or ""
-        if not text:
+        # After the client's function results the reply continues from them.
+        follows = not text and awaits_results(self.session.history)
+        text = text or ("" if follows else event.instructions or "")
+        if not text and not follows:
             self._empty_response(event)
             return
         self.metadata = event.metadata

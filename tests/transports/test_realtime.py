@@ -1,6 +1,8 @@
 """OpenAI-Realtime-compatible endpoint, driven by the OFFICIAL ``openai`` package's realtime
 client (``AsyncOpenAI(base_url=…/v1).realtime.connect``) with real speech over a real
-socket. Only the base URL points at the gateway."""
+socket. Only the base URL points at the gateway. Every server event a test reads is
+validated against the SDK's own pydantic models (``RealtimeServerEvent``), strictly: the
+client itself only constructs them unchecked."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import httpx
 import pytest
 import websockets
 from openai import AsyncOpenAI
+from openai.types.realtime import RealtimeServerEvent
+from pydantic import TypeAdapter, ValidationError
 from voice_client import silence, wav
 
 from gateway.audio import pcm
@@ -22,6 +26,7 @@ from gateway.store.keys import KeyStore
 
 RATE = 24000
 CHUNK_MS = 40
+SERVER_EVENT: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
 
 
 async def api_key(gw: Any) -> str:
@@ -46,22 +51,33 @@ async def connect(gw: Any, model: str = "gpt-realtime") -> Any:
 
 
 class Recorder:
-    """Reads every server event (the client's typed models) with its arrival time."""
+    """Reads every server event (validated into the SDK's models) with its arrival time;
+    ``wait`` fails once any event did not validate."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.log: list[tuple[float, Any]] = []
+        self.invalid: list[str] = []
         self.closed = asyncio.Event()
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         try:
-            async for event in self.conn:
+            while True:
+                raw = await self.conn.recv_bytes()
+                try:
+                    event = SERVER_EVENT.validate_json(raw)
+                except ValidationError as exc:
+                    self.invalid.append(f"{raw[:200]!r}: {exc}"[:2000])
+                    event = self.conn.parse_event(raw)
                 self.log.append((time.monotonic(), event))
         except websockets.ConnectionClosed:
             pass
         finally:
             self.closed.set()
+
+    def kinds(self) -> set[str]:
+        return {e.type for _, e in self.log}
 
     def of(self, kind: str) -> list[Any]:
         return [e for _, e in self.log if e.type == kind]
@@ -75,9 +91,11 @@ class Recorder:
     async def wait(self, kind: str, count: int = 1, timeout: float = 60.0) -> Any:
         deadline = time.monotonic() + timeout
         while len(self.of(kind)) < count:
+            assert not self.invalid, self.invalid
             if time.monotonic() > deadline or self.closed.is_set():
                 raise AssertionError(f"no {kind} (#{count}) within {timeout}s: {self.types()}")
             await asyncio.sleep(0.01)
+        assert not self.invalid, self.invalid
         return self.of(kind)[count - 1]
 
     async def speak(self, audio: bytes, encoding: str = "pcm_s16le", rate: int = RATE) -> None:
