@@ -35,7 +35,11 @@ from voice_client import VoiceClient, silence, wav
 ASSISTANT = "concierge"
 VOICE = "concierge_voice"
 LANGUAGE = "en-GB"
-PROMPT = "You are Concierge, the front desk of the Harbour Hotel."
+PROMPT = "You are {assistant_name}, the front desk of the {hotel}."
+# What the LLM is told: the assistant's own prompt, or its template (which comes first).
+TOLD = {"prompt": "You are Concierge, the front desk of the Harbour Hotel.",
+        "template": "You are Concierge, a friendly customer support agent for the Harbour "
+                    "Hotel. Be patient and polite"}
 KB = "The gateway is a voice server for browsers and kiosks."
 
 
@@ -82,13 +86,17 @@ def recording(models: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield {"tts": VoiceBank(models["tts"]), "stt": Languages(models["stt"])}
 
 
-async def concierge(gw: Any) -> str:
-    """The assistant under test, through the assistants API; an API key bound to it."""
+async def concierge(gw: Any, prompt: str) -> str:
+    """The assistant under test, through the assistants API (its prompt, or a template
+    beside it); an API key bound to it."""
+    template = {"template_name": "customer_support_assistant"} if prompt == "template" else {}
     admin = await make_key(gw)
     async with httpx.AsyncClient(base_url=gw.base, timeout=30,
                                  headers={"Authorization": f"Bearer {admin}"}) as http:
         resp = await http.post("/api/v1/assistants", json={
             "id": ASSISTANT, "name": "Concierge", "system_prompt": PROMPT, "voice": VOICE,
+            **template, "template_variables": {"hotel": "Harbour Hotel",
+                                               "company_name": "the Harbour Hotel"},
             "language": LANGUAGE, "tools": ["get_current_datetime"],
             "documents": [{"title": "About the gateway", "content": KB}]})
     assert resp.status_code in (200, 201), resp.text
@@ -156,7 +164,8 @@ async def realtime_turn(gw: Any, key: str) -> str:
     async with api.realtime.connect(model="gpt-realtime") as conn:
         rec = Recorder(conn)
         created = await rec.wait("session.created")
-        assert created.session.instructions == PROMPT  # the assistant's, not the gateway's
+        told = created.session.instructions  # the assistant's, not the gateway's
+        assert told.startswith(TOLD["prompt"]) or told.startswith(TOLD["template"]), told
         await conn.session.update(session=REALTIME_SESSION)
         await rec.wait("session.updated")
         await rec.speak(speech("what_is_the_gateway.wav"))
@@ -184,20 +193,21 @@ TURNS = {"ws": v1_turn, "twilio": twilio_turn, "realtime": realtime_turn,
          "webrtc": webrtc_turn}
 
 
+@pytest.mark.parametrize("prompt", list(TOLD))
 @pytest.mark.parametrize("transport", list(TURNS))
 async def test_a_turn_is_answered_as_the_assistant_and_stored(
-        transport: str, gateway_factory: Any, upstream: LocalOpenAIServer,
+        transport: str, prompt: str, gateway_factory: Any, upstream: LocalOpenAIServer,
         recording: dict[str, Any]) -> None:
     upstream.reset()
     gw = tool_gateway(gateway_factory, upstream, providers=recording,
                       server={"allow_anonymous": "false"}, **LOOPBACK)
-    key = await concierge(gw)
+    key = await concierge(gw, prompt)
     reply = await TURNS[transport](gw, key)
 
     # The assistant's prompt and tools reached the LLM, its language the STT, its voice
     # the TTS.
     first = upstream.requests[0].body
-    assert PROMPT in first["messages"][0]["content"]
+    assert first["messages"][0]["content"].startswith(TOLD[prompt])
     assert [t["function"]["name"] for t in first["tools"]] == ["get_current_datetime"]
     assert "Here is what I found" in reply  # the model called the tool and read its result
     assert recording["stt"].asked and set(recording["stt"].asked) == {LANGUAGE}
