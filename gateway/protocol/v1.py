@@ -276,6 +276,7 @@ _RENDER: Final[dict[type, Any]] = {
                                      for s in e.sources]},
     ev.ToolStarted: _tool_started,
     ev.ToolEnded: _tool_ended,
+    ev.FunctionCall: lambda e: None,  # client functions are declared on Realtime only
     ev.TtsStart: lambda e: _reply("tts_start", e, encoding=e.encoding,
                                   sample_rate=e.sample_rate),
     ev.Visemes: lambda e: _reply("viseme", e, visemes=[
