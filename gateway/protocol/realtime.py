@@ -44,6 +44,12 @@ _APPEND_HEAD = re.compile(rb'\{(?:%s, ?)?"type": ?"input_audio_buffer\.append", 
                           rb'"audio": ?"' % (_EID, _EID))
 _APPEND_TAIL = re.compile(rb'"(?:, ?%s)?\}' % _EID)
 EAGERNESS = ("low", "medium", "high", "auto")
+# Client events of the Realtime API that this server does not implement: an ``error``
+# with code ``unsupported_event`` says so (unknown types: ``invalid_event``).
+UNSUPPORTED: Final = {
+    "transcription_session.update": "transcription-only sessions are not supported: open a "
+    "realtime session and set audio.input.transcription",
+}
 
 
 class Invalid(BadInput):
@@ -513,6 +519,8 @@ class RealtimeParser:
         except Invalid as exc:  # echoed in every error: bounded and clean like any id
             return ClientError(str(exc), exc.code, exc.param)
         handler = _HANDLERS.get(msg["type"])
+        if msg["type"] in UNSUPPORTED:
+            return ClientError(UNSUPPORTED[msg["type"]], "unsupported_event", "type", event_id)
         if handler is None:
             return ClientError(f"unknown event type {fields.shown(msg['type'])}",
                                "invalid_event", "type", event_id)
@@ -574,6 +582,10 @@ class RealtimeParser:
         conversation = body.get("conversation", "auto")
         if conversation not in ("auto", "none"):
             raise Invalid('conversation must be "auto" or "none"', "response.conversation")
+        for key, value in (("conversation", conversation != "auto"), ("input", "input" in body)):
+            if value:  # an answer outside the conversation: its history would be wrong
+                raise Invalid("out-of-band responses (conversation \"none\", input) are not "
+                              "supported here", f"response.{key}", "unsupported_value")
         tools = None
         if "tools" in body or "tool_choice" in body:
             tools = (_tools(body["tools"], "response.tools") if "tools" in body

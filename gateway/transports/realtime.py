@@ -575,6 +575,9 @@ class RealtimeConnection(History):
             if isinstance(event, rt.ResponseCancel):
                 self._reject("Cancellation failed: no active response found",
                             "response_cancel_not_active", event.event_id)
+            else:
+                self._reject("no response audio is playing", "output_audio_buffer_not_active",
+                            event.event_id)
             return
         self.cancel_reasons[live.response_id] = "client_cancelled"
         self.session.interrupt()
