@@ -19,10 +19,11 @@ from gateway.pipeline.reply import (
     ReplyRequest,
     SpokenSentence,
     Token,
+    paired,
     sources_of,
 )
 from gateway.pipeline.runtime import Runtime
-from gateway.providers.base import ChatRequest, Message, Passage
+from gateway.providers.base import ChatRequest, Message, Passage, ToolCall
 from gateway.providers.null import NullSTT, NullTTS, NullVAD
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
@@ -173,3 +174,23 @@ async def test_a_crashing_reply_on_the_http_paths_is_internal_error(gateway_fact
                                json={"chatModelId": "default", "query": "hours?"})
         assert resp.status_code == 500, resp.text
         assert resp.json()["error"]["code"] == "INTERNAL_ERROR"
+
+
+def test_history_pairs_tool_calls_with_their_results() -> None:
+    """What an LLM API accepts: a result only after its call, a call only with all its
+    results (one the client never answered becomes its words; a result whose call fell
+    out of the window is dropped)."""
+    asked = ToolCall("call_1", "get_weather", {"city": "Lisbon"}, '{"city": "Lisbon"}')
+    unanswered = ToolCall("call_2", "get_weather", {}, "{}")
+    history = [
+        Message("tool", "orphan", tool_call_id="call_0"),
+        Message("user", "Weather?"),
+        Message("assistant", "", tool_calls=(asked,)),
+        Message("tool", "sunny", tool_call_id="call_1"),
+        Message("assistant", "It is sunny."),
+        Message("user", "And tomorrow?"),
+        Message("assistant", "Let me look.", tool_calls=(unanswered,)),
+        Message("user", "Never mind."),
+    ]
+    assert paired(history) == [history[1], history[2], history[3], history[4], history[5],
+                               Message("assistant", "Let me look."), history[7]]

@@ -19,6 +19,7 @@ from webhook_server import WebhookServer
 from gateway.config import Config, ConfigError
 from gateway.pipeline.events import END_CALL, TRANSFER, Handoff
 from gateway.pipeline.tools import (
+    ClientCalls,
     Filler,
     ToolContext,
     ToolEvent,
@@ -26,7 +27,7 @@ from gateway.pipeline.tools import (
     ToolRunner,
     validate_declarations,
 )
-from gateway.providers.base import ChatRequest, Message, Passage, ToolCall
+from gateway.providers.base import ChatRequest, Message, Passage, ToolCall, ToolSpec
 
 ORDER_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["order_id"],
                 "properties": {"order_id": {"type": "string", "pattern": "^[0-9]+$"},
@@ -352,3 +353,40 @@ async def test_no_tools_means_one_plain_round() -> None:
     items = await drain(ToolLoop(llm, request(), box, r.cfg))
     assert len(llm.requests) == 1 and llm.requests[0].tools == ()
     assert all(isinstance(i, str) for i in items)
+
+
+WEATHER = ToolSpec("get_weather", "The forecast.", {"type": "object",
+                                                    "properties": {"city": {"type": "string"}}})
+
+
+async def test_a_client_tool_call_ends_the_reply_after_the_gateways_own() -> None:
+    """One round calls a built-in and the client's function: the built-in runs here, the
+    loop ends with the client's call (nothing more asked of the model)."""
+    llm = ScriptedLLM([call("get_current_datetime"), call("get_weather", city="Lisbon")],
+                      preamble="Let me check. ")
+    r = runner()
+    box = await r.toolbox(ToolContext("a"), ["get_current_datetime"])
+    loop = ToolLoop(llm, request(), box, r.cfg, client=(WEATHER,), tool_choice="required")
+    items = await drain(loop)
+    assert len(llm.requests) == 1
+    assert [t.name for t in llm.requests[0].tools] == ["get_current_datetime", "get_weather"]
+    assert llm.requests[0].tool_choice == "required"
+    end = items[-1]
+    assert isinstance(end, ClientCalls) and not any(isinstance(i, ClientCalls)
+                                                    for i in items[:-1])
+    assert [c.name for c in end.calls] == ["get_current_datetime", "get_weather"]
+    assert [c.name for c in end.client] == ["get_weather"]
+    assert [(m.role, m.tool_call_id) for m in end.results] == [
+        ("tool", "call_get_current_datetime")]
+    assert [e.data["name"] for e in items if isinstance(e, ToolEvent)] == [
+        "get_current_datetime", "get_current_datetime"]  # start, end: only the gateway's
+    assert items[0] == "Let me check. "
+
+
+async def test_tool_choice_applies_to_the_first_round_only() -> None:
+    llm = ScriptedLLM([call("get_current_datetime")])
+    r = runner()
+    box = await r.toolbox(ToolContext("a"), ["get_current_datetime"])
+    await drain(ToolLoop(llm, request(), box, r.cfg, client=(WEATHER,),
+                         tool_choice="get_current_datetime"))
+    assert [rq.tool_choice for rq in llm.requests] == ["get_current_datetime", None]
