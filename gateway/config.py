@@ -107,6 +107,8 @@ class InterruptionsConfig:
     min_confidence: float = 0.45  # less sure transcripts count as noise (whisper: 0..1)
     check_interval_ms: int = 500  # re-decode this often while the overlap goes on
     continuation_ms: int = 800  # speech this soon after the user's turn ended: their words
+    on_overlap: str = "play"  # while deciding: play on | pause, resume if no words
+    resume_ms: int = 1000  # "pause": resume after this long without a verdict of words
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,22 @@ class SpeechIgnored:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyPaused:
+    """The reply's audio stops while speech over it is decided (``on_overlap = pause``)."""
+
+    response_id: str
+    turn_id: int  # the overlapping speech's
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyResumed:
+    """The speech had no words: the reply goes on from where it stopped."""
+
+    response_id: str
+    paused_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Transcription:
     turn_id: int
     text: str
@@ -248,8 +264,9 @@ class Passthrough:
 
 
 Event = (
-    SpeechStarted | SpeechStopped | SpeechIgnored | Transcription | StreamStart | Token
-    | AgentResponse | ToolStarted | ToolEnded | FunctionCall | TtsStart | Visemes | WordTimings
+    SpeechStarted | SpeechStopped | SpeechIgnored | ReplyPaused | ReplyResumed | Transcription
+    | StreamStart | Token | AgentResponse | ToolStarted | ToolEnded | FunctionCall | TtsStart
+    | Visemes | WordTimings
     | SegmentPlayed | Interrupted | TtsComplete | StreamEnd | Handoff | Metrics
     | ProviderFailed | SttBehind | SessionCrashed | ReplyCrashed | TurnNotStored | SessionEnded
     | Passthrough

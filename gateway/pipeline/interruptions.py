@@ -41,6 +41,7 @@ DEFAULT_BACKCHANNELS: tuple[str, ...] = (
 )
 
 MODES = ("words", "speech")
+ON_OVERLAP = ("play", "pause")
 
 # Recogniser annotations of non-speech: "[Music]", "(coughing)", "*cough*".
 _ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*")
@@ -69,6 +70,11 @@ class InterruptionSettings:
     # mid-sentence pause the end-of-turn check misjudged), not a sound over the reply:
     # its words count however unsure the STT is (min_confidence does not apply).
     continuation_ms: int = 800
+    # While the words are being decided: "play" on (a backchannel costs nothing), or
+    # "pause" the reply's audio at once and resume it where it stopped when the speech
+    # turns out to carry no words, or after resume_ms without a verdict of words.
+    on_overlap: str = "play"
+    resume_ms: int = 1000
 
     @property
     def by_words(self) -> bool:
@@ -117,9 +123,10 @@ def classify(text: str, settings: InterruptionSettings,
 
 
 _RULES = overrides.rules(
-    "interruptions", (f.name for f in fields(InterruptionSettings)), choices={"mode": MODES},
+    "interruptions", (f.name for f in fields(InterruptionSettings)),
+    choices={"mode": MODES, "on_overlap": ON_OVERLAP},
     ints={"min_words": (1, 20), "check_interval_ms": (100, 10000),
-          "continuation_ms": (0, 5000)},
+          "continuation_ms": (0, 5000), "resume_ms": (100, 10000)},
     numbers={"min_confidence": (0.0, 1.0)})
 
 
@@ -138,7 +145,8 @@ def from_config(c: Any) -> InterruptionSettings:
     raw: dict[str, Any] = {"mode": c.mode, "min_words": c.min_words,
                            "min_confidence": c.min_confidence,
                            "check_interval_ms": c.check_interval_ms,
-                           "continuation_ms": c.continuation_ms}
+                           "continuation_ms": c.continuation_ms,
+                           "on_overlap": c.on_overlap, "resume_ms": c.resume_ms}
     if c.backchannels:
         raw["backchannels"] = list(c.backchannels)
     return parse_settings(InterruptionSettings(), raw)
@@ -147,7 +155,8 @@ def from_config(c: Any) -> InterruptionSettings:
 def as_dict(s: InterruptionSettings) -> dict[str, Any]:
     return {"mode": s.mode, "backchannels": list(s.backchannels), "min_words": s.min_words,
             "min_confidence": s.min_confidence, "check_interval_ms": s.check_interval_ms,
-            "continuation_ms": s.continuation_ms}
+            "continuation_ms": s.continuation_ms, "on_overlap": s.on_overlap,
+            "resume_ms": s.resume_ms}
 
 
 def _backchannels(value: Any) -> tuple[str, ...]:

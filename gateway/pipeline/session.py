@@ -41,6 +41,7 @@ from .interruptions import InterruptionSettings, Overlap
 from .outbox import AudioOut, Outbox
 from .overlap import OverlapChecks
 from .pacing import Pacer
+from .pauses import ReplyPauses
 from .prompt import system_prompt
 from .reply import (
     ClientCalls,
@@ -104,6 +105,7 @@ class Session:
         self.settings = settings
         self.turn_checks = TurnChecks(runtime, self._verdict, self.log)
         self.overlaps = OverlapChecks(self._decode_overlap, self._overlap, self.log)
+        self.pauses = ReplyPauses(self.emit, _ms)
         self._yielded_to = 0  # the overlapping utterance that interrupted the last reply
         self._turn_ended_ms = float("-inf")  # audio time the last user turn ended
         self.endpointer = self._make_endpointer(1)
@@ -247,6 +249,7 @@ class Session:
         """End a live reply now (barge-in, or its task failed): queued audio purged,
         ``stream_end`` sent, the history keeps what the listener heard."""
         r.cancelled = True
+        self.pauses.release(r)
         self.response = None
         if self._gen_task is not None:
             self._gen_task.cancel()
@@ -301,7 +304,10 @@ class Session:
                 self._put_stt(SttJob(te.turn_id, te.pcm, final=False, early=True,
                                      pause=te.pause))
             elif isinstance(te, OverlapAudio):
-                self.overlaps.submit(te, self._overlap_settings(te))
+                s = self._overlap_settings(te)
+                if s.on_overlap == "pause" and self.response is not None and not te.final:
+                    self.pauses.pause(self.response, te.turn_id, s.resume_ms)
+                self.overlaps.submit(te, s)
             elif isinstance(te, TurnCheck):
                 self.turn_checks.submit(te, self.endpointer.settings.turn)
             elif isinstance(te, SpeechStopped):
@@ -340,6 +346,8 @@ class Session:
         if self.outbox.closed or (kind is not Overlap.WORDS and not yielded):
             if job.final and not self.outbox.closed:
                 self.emit(ev.SpeechIgnored(job.turn_id, kind.value, text))
+                if self.response is not None and self.pauses.turn_id == job.turn_id:
+                    self.pauses.resume(self.response)
             return
         if not yielded:
             # Decided now, said a while ago: speech_started tells how long ago it began.
@@ -579,6 +587,8 @@ class Session:
         # step and a write): the lead over playback stays within [lead - slack, lead].
         slack = min(2 * self.cfg.audio.output_chunk_ms, self.cfg.audio.pacing_lead_ms / 4)
         for start in range(0, len(seg.pcm), chunk):
+            if not r.playing.is_set():  # paused while speech over it is decided
+                await r.playing.wait()
             delay = r.pacer.delay_ms(_ms())
             if delay > 0:
                 await asyncio.sleep((delay + slack) / 1000.0)
@@ -604,7 +614,10 @@ class Session:
 
     async def _finish(self, r: Response) -> None:
         # Stay interruptible until the listener has heard the last chunk.
-        while not r.cancelled and r.pacer.buffered_ms(_ms()) > 0:
+        while not r.cancelled and (r.pacer.buffered_ms(_ms()) > 0 or not r.playing.is_set()):
+            if not r.playing.is_set():  # paused: not over until it has resumed and played
+                await r.playing.wait()
+                continue
             await asyncio.sleep(min(r.pacer.buffered_ms(_ms()), 50) / 1000.0)
         if r.cancelled or self.response is not r:
             return

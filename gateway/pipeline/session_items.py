@@ -3,6 +3,7 @@ its turn id) and the reply being produced."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +97,12 @@ class EndOfReply:
     response_id: str
 
 
+def _playing() -> asyncio.Event:
+    playing = asyncio.Event()
+    playing.set()
+    return playing
+
+
 @dataclass
 class Response:
     """The assistant's reply to one user turn, from stream_start to stream_end."""
@@ -107,6 +114,9 @@ class Response:
     text: str = ""
     tts_started: bool = False
     cancelled: bool = False
+    # Cleared while the reply is paused (on_overlap = "pause"); playout waits on it.
+    playing: asyncio.Event = field(default_factory=_playing)
+    paused_at: float | None = None  # clock (ms) of the pause; None: not paused
     first_token_at: float | None = None
     first_audio_at: float | None = None
     sources: list[dict[str, Any]] = field(default_factory=list)

@@ -80,6 +80,8 @@ def test_own_backchannel_list() -> None:
     ({"backchannels": ["!!"]}, "each entry is 1 to 6 words"),
     ({"check_interval_ms": 5}, "check_interval_ms must be an integer from 100"),
     ({"timeout": 3}, "unknown interruptions setting(s): timeout"),
+    ({"on_overlap": "stop"}, "on_overlap must be play or pause"),
+    ({"resume_ms": 50}, "resume_ms must be an integer from 100 to 10000"),
 ])
 def test_bad_settings_are_clear_errors(raw: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -135,9 +135,8 @@ async def test_real_words_interrupt_and_become_the_next_turn(gateway) -> None:
     assert "weather" in history[2].content.lower()
 
 
-async def test_an_assistant_can_take_any_speech_as_a_barge_in(gateway) -> None:
-    """turn_taking.interruptions.mode = "speech" (the assistants API): the old rule, where
-    the same wordless cough that plays through by default stops the reply at once."""
+async def own_interruptions(gateway, **settings: object) -> None:
+    """The default assistant's turn_taking.interruptions, through the assistants API."""
     db = Database.from_config(gateway.cfg)
     try:
         _, key = await KeyStore(db).create("turn taking")
@@ -146,11 +145,48 @@ async def test_an_assistant_can_take_any_speech_as_a_barge_in(gateway) -> None:
     async with httpx.AsyncClient(base_url=gateway.base, timeout=30,
                                  headers={"Authorization": f"Bearer {key}"}) as http:
         resp = await http.patch("/api/v1/assistants/default", json={
-            "turn_taking": {"interruptions": {"mode": "speech"}}})
+            "turn_taking": {"interruptions": settings}})
         assert resp.status_code == 200, resp.text
+
+
+async def test_an_assistant_can_take_any_speech_as_a_barge_in(gateway) -> None:
+    """turn_taking.interruptions.mode = "speech" (the assistants API): the old rule, where
+    the same wordless cough that plays through by default stops the reply at once."""
+    await own_interruptions(gateway, mode="speech")
     client, rid = await reply_started(gateway)
     await asyncio.sleep(0.8)
     await client.stream(cough() + silence(700))
     interrupted = await client.wait_for("interrupted", timeout=30)
     await client.close()
     assert interrupted["response_id"] == rid and not client.events("speech_ignored")
+
+
+async def test_a_false_interruption_pauses_the_reply_and_it_resumes_where_it_stopped(
+        gateway) -> None:
+    """on_overlap = "pause": the cough stops the reply's audio while it is decided; it
+    has no words, so the reply resumes from the next unsent chunk: every chunk of the
+    reply reaches the listener once, none skipped, none repeated."""
+    await own_interruptions(gateway, on_overlap="pause", resume_ms=3000)
+    client, rid = await reply_started(gateway)
+    await asyncio.sleep(0.8)
+    await client.stream(cough() + silence(700))
+    paused = await client.wait_for("reply_paused", timeout=30)
+    resumed = await client.wait_for("reply_resumed", timeout=30)
+    complete = await client.wait_for("tts_complete", timeout=60, response_id=rid)
+    await client.close()
+
+    types = client.types()
+    assert paused["response_id"] == rid == resumed["response_id"]
+    assert types.index("reply_paused") < types.index("speech_ignored") \
+        < types.index("reply_resumed") < types.index("tts_complete")
+    assert not client.events("interrupted") and complete["interrupted"] is False
+    # Resumed where it stopped: the audio received is exactly the reply's whole duration.
+    rate = client.events("tts_start")[0]["sample_rate"]
+    got_ms = len(client.audio_between("tts_start", "tts_complete", rid)) / 2 / rate * 1000
+    assert abs(got_ms - complete["duration_ms"]) <= 1
+    assert complete["played_ms"] == complete["duration_ms"]
+    # While paused, only what was already on its way (the pacing lead) still arrived.
+    i_p, i_r = types.index("reply_paused"), types.index("reply_resumed")
+    held = sum(len(r.audio) for r in client.log[i_p:i_r] if r.audio is not None)
+    assert held / 2 / rate * 1000 <= gateway.cfg.audio.pacing_lead_ms + 100
+    assert resumed["paused_ms"] > 0
