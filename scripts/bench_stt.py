@@ -15,6 +15,11 @@ Run from the repository root:
   PYTHONPATH=. python scripts/bench_stt.py eval/scenarios/default.toml --prompt none,kb
   PYTHONPATH=. python scripts/bench_stt.py eval/scenarios/default.toml \
       --prompt-from eval/scenarios/library.toml    # another base's words: hallucination?
+  PYTHONPATH=. python scripts/bench_stt.py eval/scenarios/default.toml \
+      --compare tiny.en:1,tiny.en:5,base:1         # model:beam variants, interleaved
+
+``--compare`` decodes every utterance with each variant in turn (no prompt), so a loaded
+machine slows them alike: compare its per-utterance time ratios, not absolute times.
 """
 
 from __future__ import annotations
@@ -110,6 +115,37 @@ def kb_text(path: Path) -> str:
                              ).split())[:600]
 
 
+def compare(path: Path, variants: list[str], fit: float, cache: Path) -> None:
+    """Each utterance decoded by every ``model:beam`` variant in turn; the time ratios
+    to the first variant are per utterance, so machine load cancels out."""
+    data = Config().data_path
+    stts = {}
+    for v in variants:
+        model, _, beam = v.partition(":")
+        stts[v] = WhisperSTT(resolve_model_dir(model, data), workers=1,
+                             beam_size=int(beam or 1), fit_window_s=fit)
+    voices = Voices()
+    items = [(u, render(voices, u, cache)) for _, _, u in utterances(path)]
+    items = [(u, audio) for u, audio in items if u.text]
+    for stt in stts.values():
+        stt.transcribe(items[0][1])  # warm up
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    wers: dict[str, list[float]] = {v: [] for v in variants}
+    for u, audio in items:
+        for v, stt in stts.items():
+            started = time.perf_counter()
+            heard = stt.transcribe(audio)
+            times[v].append((time.perf_counter() - started) * 1000)
+            wers[v].append(word_error_rate(u.clean_text, heard))
+    first = times[variants[0]]
+    for v in variants:
+        ratio = statistics.median(t / f for t, f in zip(times[v], first, strict=True))
+        print(f"{v:12} decode median {statistics.median(times[v]):5.0f} ms, "
+              f"p90 {statistics.quantiles(times[v], n=10)[-1]:5.0f} ms, x{ratio:.2f} of "
+              f"{variants[0]}; mean WER {statistics.mean(wers[v]):.1%}, misheard "
+              f"{sum(w >= MISHEARD for w in wers[v])}/{len(items)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("set", type=Path)
@@ -122,9 +158,13 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=Config().stt.beam_size)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/gateway-bench-audio"))
     parser.add_argument("--out", type=Path, help="transcripts as JSON (the last prompt's)")
+    parser.add_argument("--compare", help="model:beam,... decoded interleaved, no prompt")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
+    if args.compare:
+        compare(args.set, args.compare.split(","), args.fit, args.cache)
+        return
     cfg = Config()
     stt = WhisperSTT(resolve_model_dir(args.model, cfg.data_path), workers=1,
                      beam_size=args.beam,

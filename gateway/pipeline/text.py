@@ -17,6 +17,18 @@ _CLAUSE = re.compile(r"[,;:](?=\s)|\s[–—-](?=\s)")
 _MIN_CLAUSE = 12  # characters: "On Sundays," is a clause, "Yes," is not worth a cut
 # The first sentence of a spoken reply is cut at a clause when longer than this.
 FIRST_CLAUSE_CHARS = 50
+# A phrase may start at these (prepositions, conjunctions, relative words): a speaker can
+# pause before them. Not "to" or "of": they bind ("Monday to Friday", "a block of 10").
+_PHRASE_START = frozenset(
+    "from at in on onto into for with until till after before during between since "
+    "except without within including unless because but and or which who where when "
+    "while although though".split()
+)
+_MIN_PHRASE_WORDS = 4  # before a phrase cut: "The pool is open | from 8 am ..."
+_MIN_TAIL_WORDS = 3  # after it, so the rest is not a lone "at 9."
+# A piece does not end on these either: "Lessons are | on Wednesdays" dangles.
+_NO_CUT_AFTER = _PHRASE_START | frozenset("is are was were be been".split())
+_WORD = re.compile(r"\S+")
 
 
 class SentenceSplitter:
@@ -27,8 +39,10 @@ class SentenceSplitter:
     space so TTS never waits for a whole paragraph.
 
     ``first_clause_chars``: a reply's first sentence longer than this is cut at its
-    first clause (a comma, semicolon or dash after at least ``_MIN_CLAUSE`` characters):
-    speech starts after synthesising the clause, not the whole sentence. 0: off.
+    first clause (a comma, semicolon or dash after at least ``_MIN_CLAUSE`` characters)
+    if that clause is no longer than this either, else at its first phrase boundary
+    (``phrase_cut``), else at its first clause: speech starts after synthesising a few
+    words, not the whole sentence (Piper's time grows with the audio's length). 0: off.
     """
 
     def __init__(self, max_chars: int = 220, min_chars: int = 2,
@@ -53,25 +67,37 @@ class SentenceSplitter:
         return out
 
     def flush(self) -> list[str]:
+        out: list[str] = []
+        if self._first and self.first_clause_chars:
+            cut = self._first_cut(len(self._buf))  # the end: its last word is whole now
+            if cut is not None:
+                out.append(self._buf[:cut].strip())
+                self._buf = self._buf[cut:]
         rest, self._buf = self._buf.strip(), ""
         self._first = True
-        return [rest] if rest else []
+        return [*out, rest] if rest else out
 
     def _find_cut(self) -> int | None:
         end = self._sentence_cut()
         if self._first and self.first_clause_chars:
-            clause = self._clause_cut(len(self._buf) if end is None else end)
+            clause = self._first_cut(end)
             if clause is not None:
                 return clause
         return end
 
-    def _clause_cut(self, sentence_end: int) -> int | None:
-        """The end of the first clause of a sentence longer than ``first_clause_chars``
-        (in a streamed sentence: once that much of it has arrived)."""
-        sentence = self._buf[:sentence_end]
+    def _first_cut(self, sentence_end: int | None) -> int | None:
+        """Where to cut a first sentence longer than ``first_clause_chars`` (in a
+        streamed sentence: once that much of it has arrived)."""
+        sentence = self._buf if sentence_end is None else self._buf[:sentence_end]
+        lead = len(sentence) - len(sentence.lstrip())
         if len(sentence.strip()) <= self.first_clause_chars:
             return None
-        m = _CLAUSE.search(sentence, len(sentence) - len(sentence.lstrip()) + _MIN_CLAUSE)
+        m = _CLAUSE.search(sentence, lead + _MIN_CLAUSE)
+        if m is not None and m.end() - lead <= self.first_clause_chars:
+            return m.end()
+        phrase = phrase_cut(sentence, complete=sentence_end is not None)
+        if phrase is not None:
+            return phrase
         return m.end() if m is not None else None
 
     def _sentence_cut(self) -> int | None:
@@ -111,6 +137,39 @@ def ends_mid_sentence(text: str) -> bool:
     """Whether an (English) transcript ends on a word a sentence cannot end on."""
     words = re.findall(r"[a-z']+", text.lower())
     return bool(words) and words[-1] in _DANGLING
+
+
+def phrase_cut(text: str, *, complete: bool = True) -> int | None:
+    """Where ``text`` (one sentence) can be cut before a preposition or conjunction
+    (``_PHRASE_START``): the start of the first such word with at least
+    ``_MIN_PHRASE_WORDS`` words before it and ``_MIN_TAIL_WORDS`` from it on, where the
+    cut splits no name, number range or list. ``complete=False``: ``text`` is still
+    streaming, so its last word may be a fragment ("in" of "including")."""
+    words = [m for m in _WORD.finditer(text)]
+    if not complete and words and words[-1].end() == len(text):
+        words.pop()
+    for i in range(_MIN_PHRASE_WORDS, len(words) - _MIN_TAIL_WORDS + 1):
+        word = words[i].group()
+        if word in _PHRASE_START and not _binds(words[i - 1].group(), word,
+                                                 words[i + 1].group()):
+            return words[i].start()
+    return None
+
+
+def _binds(before: str, word: str, after: str) -> bool:
+    """Whether a pause before ``word`` would split what belongs together."""
+    if before.lower() in _NO_CUT_AFTER or ends_mid_sentence(before):
+        return True  # a piece does not end on "and", "the", "of", "are" ...
+    if before[:1].isupper() and after[:1].isupper():
+        return True  # inside a name: "Stratford on Avon", "Christmas Day and New Year"
+    if word in ("and", "or"):
+        # a list or range of names or amounts: "Saturdays and Sundays", "9 and 5"
+        return before[:1].isupper() or after[:1].isupper() or _is_amount(after)
+    return False
+
+
+def _is_amount(word: str) -> bool:
+    return word[:1] in "£$€" or any(c.isdigit() for c in word)
 
 
 @dataclass(frozen=True, slots=True)
