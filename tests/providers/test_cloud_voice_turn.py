@@ -73,16 +73,17 @@ async def test_spoken_turn_through_the_cloud_providers(
     # ElevenLabs audio at the session's rate, sentence by sentence, nothing resampled.
     assert client.events("tts_start")[0]["sample_rate"] == 24000
     audio = client.audio_between("tts_start", "tts_complete", rid)
-    sentences = ["The gateway is a voice server for browsers and kiosks.",
+    # (a first sentence over 50 characters is spoken from its first phrase on)
+    sentences = ["The gateway is a voice server", "for browsers and kiosks.",
                  "It also runs offline."]
     expected = b"".join(speech(s + " ", 24000)[0] for s in sentences)
     assert audio == expected
-    assert [r.query["output_format"] for r in elevenlabs_server.requests] == ["pcm_24000"] * 2
+    assert [r.query["output_format"] for r in elevenlabs_server.requests] == ["pcm_24000"] * 3
 
     # Lip-sync from the character alignment, on the reply's audio clock.
     words = [w for e in client.events("word_timing") for w in e["words"]]
     assert [w["word"] for w in words] == REPLY.replace(".", "").split()
-    second = len(sentences[0]) + 1  # where the second sentence's audio starts (chars)
+    second = len(sentences[0]) + len(sentences[1]) + 2  # where "It also" starts (chars)
     assert words[0]["start_ms"] == 0 and words[10]["start_ms"] == second * 60
     cues = [c for e in client.events("viseme") for c in e["visemes"]]
     assert {c["viseme"] for c in cues} - {"sil"} and cues[-1]["offset_ms"] <= len(audio) / 48
@@ -124,7 +125,8 @@ async def test_openai_speech_turn(gateway_factory, openai_server: LocalOpenAISer
     reply = client.events("agent_response")[0]["text"]
     audio = client.audio_between("tts_start", "tts_complete", end["response_id"])
     samples = np.frombuffer(audio, dtype="<i2")
-    assert pcm.duration_ms(len(audio), 24000) == len(reply) * 60  # one sentence, 60 ms/char
+    # one sentence spoken as two phrases (the space between them is not), 60 ms/char
+    assert pcm.duration_ms(len(audio), 24000) == (len(reply) - 1) * 60
     assert np.abs(samples).max() > 5000
     assert openai_server.last.body["voice"] == "sage"
     assert not client.events("word_timing")  # OpenAI gives no timings: amplitude fallback
