@@ -170,7 +170,9 @@ async def test_server_vad_turn(gateway_factory) -> None:
         transcript.strip() == out.content[0].transcript
     audio = rec.audio(rid)
     deltas = [e for e in rec.of("response.output_audio.delta") if e.response_id == rid]
-    assert all(len(base64.b64decode(e.delta)) == 960 for e in deltas[:-1])  # 20 ms at 24 kHz
+    sizes = [len(base64.b64decode(e.delta)) for e in deltas]
+    # 20 ms at 24 kHz, but for the last of each spoken segment (the first phrase, the rest).
+    assert all(n <= 960 for n in sizes) and sum(n < 960 for n in sizes) <= 2, sizes
     assert pcm.duration_ms(len(audio), RATE) > 1500 and pcm.rms_dbfs(audio) > -35
     order = rec.types()
     for a, b in [("response.created", "response.output_item.added"),
@@ -334,7 +336,9 @@ async def test_mulaw_audio(gateway) -> None:
     assert "gateway" in heard.transcript.lower()
     deltas = [e for e in rec.of("response.output_audio.delta")
               if e.response_id == done.response.id]
-    assert all(len(base64.b64decode(e.delta)) == 160 for e in deltas[:-1])  # 20 ms μ-law
+    sizes = [len(base64.b64decode(e.delta)) for e in deltas]
+    # 20 ms of μ-law, but for the last of each spoken segment (the first phrase, the rest).
+    assert all(n <= 160 for n in sizes) and sum(n < 160 for n in sizes) <= 2, sizes
     audio = rec.audio(done.response.id, "mulaw")
     assert pcm.duration_ms(len(audio), 8000) > 1500 and pcm.rms_dbfs(audio) > -35
 
