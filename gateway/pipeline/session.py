@@ -63,9 +63,12 @@ from .session_items import (
     SttJob,
     UserTurn,
     VadOverrides,
+    tool_event,
+    turn_record,
+    turn_times,
 )
-from .telemetry import TurnTimes
 from .text import SpokenSegment, clean, heard_text
+from .transcriber import Transcriber
 from .turn_checks import TurnChecks, turn_settings
 from .turns import (
     BargeIn,
@@ -115,15 +118,15 @@ class Session:
         self._resampler: pcm.Resampler | None = None
         self._reframer = pcm.Reframer(pcm.frame_bytes(VAD_RATE, cfg.vad.frame_ms))
         q = cfg.queues
-        self.stt_q: asyncio.Queue[SttJob] = asyncio.Queue(q.stt)
+        self.stt = Transcriber(q.stt, self._decode, self.emit, self._user_said,
+                               self._provider_error, self.turn_checks, self.log)
+        self.stt_q = self.stt.q
         self.llm_q: asyncio.Queue[UserTurn] = asyncio.Queue(q.llm)
         self.tts_q: asyncio.Queue[Sentence | EndOfReply] = asyncio.Queue(q.tts)
         self.play_q: asyncio.Queue[Segment | EndOfReply] = asyncio.Queue(q.playout)
         self.current_turn = 0
         self.response: Response | None = None
         self._gen_task: asyncio.Task[None] | None = None
-        self._interim_task: asyncio.Task[None] | None = None
-        self._finalized_turn = 0
         self._tasks: list[asyncio.Task[None]] = []
         # Called with a dict per finished turn (completed or interrupted): storage hook.
         self.on_turn_end: Callable[[dict[str, Any]], None] | None = None
@@ -132,9 +135,10 @@ class Session:
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        stages = (self._stt_stage, self._llm_stage, self._tts_stage, self._playout_stage)
-        for stage in stages:
-            task = asyncio.create_task(stage(), name=f"{self.session_id}:{stage.__name__}")
+        stages = {"stt": self.stt.run, "llm": self._llm_stage, "tts": self._tts_stage,
+                  "playout": self._playout_stage}
+        for name, stage in stages.items():
+            task = asyncio.create_task(stage(), name=f"{self.session_id}:{name}")
             task.add_done_callback(self._stage_done)
             self._tasks.append(task)
 
@@ -157,7 +161,7 @@ class Session:
             self.response.cancelled = True
         self.turn_checks.close()
         self.overlaps.close()
-        tasks = [t for t in (*self._tasks, self._gen_task, self._interim_task) if t is not None]
+        tasks = [t for t in (*self._tasks, self._gen_task, self.stt.interim) if t is not None]
         for task in tasks:
             task.cancel()
         with contextlib.suppress(TimeoutError):
@@ -298,11 +302,9 @@ class Session:
                 self.emit(ev.SpeechStarted(te.turn_id))
                 self.interrupt(new_turn=te.turn_id)
             elif isinstance(te, InterimAudio):
-                with contextlib.suppress(asyncio.QueueFull):
-                    self.stt_q.put_nowait(SttJob(te.turn_id, te.pcm, final=False))
+                self.stt.put_interim(SttJob(te.turn_id, te.pcm, final=False))
             elif isinstance(te, PauseAudio):
-                self._put_stt(SttJob(te.turn_id, te.pcm, final=False, early=True,
-                                     pause=te.pause))
+                self.stt.put(SttJob(te.turn_id, te.pcm, final=False, early=True, pause=te.pause))
             elif isinstance(te, OverlapAudio):
                 s = self._overlap_settings(te)
                 if s.on_overlap == "pause" and self.response is not None and not te.final:
@@ -317,8 +319,8 @@ class Session:
                 self.emit(ev.SpeechStopped(te.turn_id))
                 self._turn_ended_ms = te.at_ms
                 self.log.debug("turn_end", turn_id=te.turn_id, silence_ms=te.silence_ms)
-                self._put_stt(SttJob(te.turn_id, te.pcm, final=True, stopped_at=_ms(),
-                                      use_early=te.pause_is_final))
+                self.stt.put(SttJob(te.turn_id, te.pcm, final=True, stopped_at=_ms(),
+                                  use_early=te.pause_is_final))
 
     def _verdict(self, check: TurnCheck, complete: bool | None) -> None:
         if self.outbox.closed:
@@ -361,90 +363,25 @@ class Session:
         else:  # it goes on as a turn like any other (if over, its final check follows)
             self.endpointer.confirm(job.turn_id)
 
-    def _put_stt(self, job: SttJob) -> None:
-        if self.stt_q.full():
-            jobs = [self.stt_q.get_nowait() for _ in range(self.stt_q.qsize())]
-            victim = next((j for j in jobs if not j.final), jobs[0])
-            jobs.remove(victim)
-            if victim.final:
-                self.log.warning("stt_behind_turn_dropped", turn_id=victim.turn_id)
-                self.emit(ev.SttBehind(victim.turn_id))
-            for kept in jobs:
-                self.stt_q.put_nowait(kept)
-        self.stt_q.put_nowait(job)
+    # --- STT stage (transcriber.py) ---------------------------------------------------
 
-    # --- STT stage --------------------------------------------------------------------
-
-    async def _stt_stage(self) -> None:
-        early: tuple[int, asyncio.Task[str]] | None = None
-        while True:
-            job = await self.stt_q.get()
-            if job.early:
-                # A pause: decode now; if the turn ends here, this is its transcript.
-                if early is not None:
-                    early[1].cancel()
-                early = (job.turn_id,
-                         asyncio.create_task(self._decode(job.pcm, job.turn_id)))
-                self.turn_checks.pause_decode = (job.turn_id, job.pause, early[1])
-                continue
-            if not job.final:
-                # One interim decode in flight at a time, beside (never ahead of) finals.
-                if self._interim_task is None or self._interim_task.done():
-                    self._interim_task = asyncio.create_task(self._interim(job))
-                continue
-            reuse = early if early is not None and early[0] == job.turn_id else None
-            if early is not None and (reuse is None or not job.use_early):
-                early[1].cancel()
-                reuse = None
-            early = None
-            await self._final(job, reuse[1] if reuse else None)
-
-    async def _decode(self, pcm16k: bytes, turn_id: int) -> str:
-        """A transcription whose partial text (from a streaming STT) shows as interim."""
+    async def _decode(self, pcm16k: bytes, turn_id: int,
+                      on_partial: Callable[[str], None] | None) -> str:
+        """A transcription; a streaming STT's partial text goes to ``on_partial``."""
+        partial = None if on_partial is None else (lambda text: on_partial(clean(text)))
         text: str = await self.runtime.transcribe(
-            pcm16k, self.settings.language, on_partial=lambda text: self._partial(turn_id, text),
+            pcm16k, self.settings.language, on_partial=partial,
             assistant_id=self.settings.assistant_id)
         return clean(text)  # an upstream STT's text, like an LLM's
 
-    def _partial(self, turn_id: int, text: str) -> None:
-        if text.strip() and turn_id > self._finalized_turn:
-            self.emit(ev.Transcription(turn_id, clean(text.strip()), final=False))
-
-    def _cancel_interim(self) -> None:
-        if self._interim_task is not None:
-            self._interim_task.cancel()
-
-    async def _final(self, job: SttJob, early: asyncio.Task[str] | None) -> None:
-        try:
-            decode = early if early is not None else self._decode(job.pcm, job.turn_id)
-            text = await decode
-        except ProviderError as exc:
-            if early is None:
-                self._provider_error("stt", exc)
-                return
-            await self._final(job, None)  # the early decode failed: decode afresh
-            return
-        self._user_said(job.turn_id, text, job.stopped_at)
-
     def _user_said(self, turn_id: int, text: str, stopped_at: float) -> None:
         """A turn's final transcript: to the client, and on to a reply."""
-        self._cancel_interim()  # an interim that is still running would come after this
-        self._finalized_turn = turn_id
+        self.stt.finalized(turn_id)  # an interim still running would come after this
         self.emit(ev.Transcription(turn_id, text, final=True))
         if text and not self.settings.auto_respond:
             self.history.append(Message("user", text))  # the client asks for the reply
         elif text:
             self._submit_turn(UserTurn(turn_id, text, stopped_at, _ms()))
-
-    async def _interim(self, job: SttJob) -> None:
-        try:
-            text = await self.runtime.transcribe(job.pcm, self.settings.language,
-                                                 assistant_id=self.settings.assistant_id)
-        except ProviderError:
-            return  # an interim result is best effort; the final one reports errors
-        # Shown until the final transcript of its turn is out (even after speech_stopped).
-        if text and job.turn_id > self._finalized_turn:
-            self.emit(ev.Transcription(job.turn_id, text, final=False))
 
     def _submit_turn(self, turn: UserTurn) -> None:
         while self.llm_q.full():  # a newer turn supersedes a queued older one
@@ -511,7 +448,7 @@ class Session:
             r.text += text
             self.emit(ev.Token(r.turn.turn_id, r.response_id, text))
         elif isinstance(item, ToolEvent):
-            self.emit(_tool_event(r, item))
+            self.emit(tool_event(r, item))
             if item.signal is not None:
                 r.signals.append(dataclasses.replace(item.signal, response_id=r.response_id))
         elif isinstance(item, ClientCalls):
@@ -642,57 +579,24 @@ class Session:
             self.history.append(Message("assistant", said))
 
     def _record_turn(self, r: Response, heard: str, *, interrupted: bool) -> None:
-        """Hand the finished turn to the transport's recorder (conversation storage)."""
-        self._observe(r, interrupted)
-        if self.on_turn_end is None:
-            return
-        self.on_turn_end({
-            "turn_id": r.turn.turn_id, "response_id": r.response_id,
-            "user_text": r.turn.text, "reply_text": r.text.strip(), "heard_text": heard,
-            "interrupted": interrupted, "played_ms": round(r.pacer.played_ms(_ms())),
-            "latency_ms": self._latencies(r), "sources": r.sources, "tools": r.tools,
-        })
-
-    def _observe(self, r: Response, interrupted: bool) -> None:
-        times = TurnTimes(r.turn.turn_id, r.response_id, r.turn.stopped_at, r.turn.final_at,
-                          r.first_token_at, r.first_audio_at, _ms(), interrupted,
-                          r.pacer.underruns)
+        """Tell the observers (metrics, traces) and hand the finished turn to the
+        transport's recorder (conversation storage)."""
+        now = _ms()
+        times = turn_times(r, now, interrupted)
         for observer in self.runtime.observers:
             try:
                 observer.turn(times)
             except Exception:  # metrics must never cost a turn
                 self.log.exception("turn_observer_failed")
-
-    @staticmethod
-    def _latencies(r: Response) -> dict[str, float]:
-        """Stage latencies measured from the VAD end-of-speech decision."""
-        t = r.turn
-        if t.stopped_at is None:
-            return {}
-        base = t.stopped_at
-        return {"stt_ms": _rnd((t.final_at or base) - base),
-                "first_token_ms": _rnd((r.first_token_at or base) - base),
-                "first_audio_ms": _rnd((r.first_audio_at or base) - base)}
+        if self.on_turn_end is not None:
+            self.on_turn_end(turn_record(r, heard, times, r.pacer.played_ms(now)))
 
     def _log_latency(self, r: Response) -> None:
-        latency = self._latencies(r)
+        latency = turn_times(r, _ms(), False).latency_ms()
         self.log.info("turn_latency", turn_id=r.turn.turn_id, response_id=r.response_id,
                       **latency)
         self.emit(ev.Metrics(r.turn.turn_id, r.response_id, latency))
 
 
-def _tool_event(r: Response, item: ToolEvent) -> ev.ToolStarted | ev.ToolEnded:
-    d = item.data
-    if item.type == "tool_start":
-        return ev.ToolStarted(r.turn.turn_id, r.response_id, d["tool_call_id"], d["name"],
-                              d["arguments"])
-    return ev.ToolEnded(r.turn.turn_id, r.response_id, d["tool_call_id"], d["name"],
-                        d["result_summary"], d["duration_ms"], d["ok"])
-
-
 def _ms() -> float:
     return time.monotonic() * 1000.0
-
-
-def _rnd(value: float) -> float:
-    return round(value, 1)

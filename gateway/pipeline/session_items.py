@@ -10,11 +10,14 @@ from typing import Any
 from gateway.audio.pcm import AudioFormat
 from gateway.providers.base import Message, PhonemeTiming, ToolCall, ToolSpec
 
+from . import events as ev
 from .events import Handoff
 from .interruptions import InterruptionSettings
 from .pacing import Pacer
 from .prompt import PromptSource
+from .telemetry import TurnTimes
 from .text import SpokenSegment
+from .tools import ToolEvent
 from .turns import TurnSettings
 
 
@@ -126,3 +129,43 @@ class Response:
     # them (all of that round's calls) and the gateway's own calls' results.
     calls: tuple[ToolCall, ...] = ()
     call_results: tuple[Message, ...] = ()
+
+
+def turn_times(r: Response, end_ms: float, interrupted: bool) -> TurnTimes:
+    return TurnTimes(r.turn.turn_id, r.response_id, r.turn.stopped_at, r.turn.final_at,
+                     r.first_token_at, r.first_audio_at, end_ms, interrupted,
+                     r.pacer.underruns)
+
+
+def turn_record(r: Response, heard: str, times: TurnTimes, played_ms: float) -> dict[str, Any]:
+    """A finished turn as the transport's recorder stores it."""
+    return {
+        "turn_id": r.turn.turn_id, "response_id": r.response_id,
+        "user_text": r.turn.text, "reply_text": r.text.strip(), "heard_text": heard,
+        "interrupted": times.interrupted, "played_ms": round(played_ms),
+        "latency_ms": times.latency_ms(), "sources": r.sources, "tools": r.tools,
+    }
+
+
+def tool_event(r: Response, item: ToolEvent) -> ev.ToolStarted | ev.ToolEnded:
+    d = item.data
+    if item.type == "tool_start":
+        return ev.ToolStarted(r.turn.turn_id, r.response_id, d["tool_call_id"], d["name"],
+                              d["arguments"])
+    return ev.ToolEnded(r.turn.turn_id, r.response_id, d["tool_call_id"], d["name"],
+                        d["result_summary"], d["duration_ms"], d["ok"])
+
+
+def push_stt(q: asyncio.Queue[SttJob], job: SttJob) -> SttJob | None:
+    """Queue ``job``; when the queue is full, drop an interim job first, else the oldest
+    final one, which is returned (its turn gets no transcript: the caller says so)."""
+    dropped = None
+    if q.full():
+        jobs = [q.get_nowait() for _ in range(q.qsize())]
+        victim = next((j for j in jobs if not j.final), jobs[0])
+        jobs.remove(victim)
+        dropped = victim if victim.final else None
+        for kept in jobs:
+            q.put_nowait(kept)
+    q.put_nowait(job)
+    return dropped

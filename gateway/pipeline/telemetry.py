@@ -37,5 +37,16 @@ class TurnTimes:
                 if v is not None and v >= self.stopped_ms}
 
 
+    def latency_ms(self) -> dict[str, float]:
+        """The ``metrics`` event's figures: milliseconds from the VAD decision (a stage
+        that has not happened yet counts 0); {} for a turn with no VAD decision."""
+        if self.stopped_ms is None:
+            return {}
+        base = self.stopped_ms
+        return {"stt_ms": round((self.final_ms or base) - base, 1),
+                "first_token_ms": round((self.first_token_ms or base) - base, 1),
+                "first_audio_ms": round((self.first_audio_ms or base) - base, 1)}
+
+
 class TurnObserver(Protocol):
     def turn(self, times: TurnTimes) -> None: ...

@@ -70,10 +70,10 @@ async def test_end_of_speech_closes_the_open_utterance(runtime: Runtime) -> None
 async def test_a_full_stt_queue_drops_interim_work_before_a_final(runtime: Runtime) -> None:
     session, outbox = make_session(runtime)
     size = session.stt_q.maxsize
-    session._put_stt(SttJob(1, b"", final=True))
+    session.stt.put(SttJob(1, b"", final=True))
     for _ in range(size - 1):
-        session._put_stt(SttJob(2, b"", final=False, early=True))
-    session._put_stt(SttJob(2, b"", final=True))
+        session.stt.put(SttJob(2, b"", final=False, early=True))
+    session.stt.put(SttJob(2, b"", final=True))
     jobs = [session.stt_q.get_nowait() for _ in range(session.stt_q.qsize())]
     assert [(j.turn_id, j.final) for j in jobs if j.final] == [(1, True), (2, True)]
     assert len(jobs) == size and ev.SttBehind not in events(outbox)
@@ -83,7 +83,7 @@ async def test_finals_only_are_dropped_oldest_first_with_an_error(runtime: Runti
     session, outbox = make_session(runtime)
     size = session.stt_q.maxsize
     for turn in range(1, size + 2):
-        session._put_stt(SttJob(turn, b"", final=True))
+        session.stt.put(SttJob(turn, b"", final=True))
     jobs = [session.stt_q.get_nowait() for _ in range(session.stt_q.qsize())]
     assert [j.turn_id for j in jobs] == list(range(2, size + 2))
     assert [i for i in outbox._items if isinstance(i, ev.SttBehind)] == [ev.SttBehind(1)]

@@ -1,0 +1,111 @@
+"""The STT stage of a voice session: transcription jobs in, transcripts out.
+
+Jobs wait in one bounded queue (policy: ``session_items.push_stt`` drops interim work
+before a final, and says which final it dropped). A pause's job starts a speculative
+decode at once (turn checks read its words; if the turn ends at that pause, it is the
+final transcript); one interim decode runs at a time, beside finals, never ahead of
+them; finals are decoded in order. Knows nothing of replies: a final goes to
+``on_final``, a failed one to ``on_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway.providers.base import ProviderError
+
+from . import events as ev
+from .session_items import SttJob, push_stt
+from .turn_checks import TurnChecks
+
+# (pcm 16 kHz, turn id, partial-text callback or None) -> transcript
+Decode = Callable[[bytes, int, Callable[[str], None] | None], Awaitable[str]]
+
+
+class Transcriber:
+    def __init__(self, size: int, decode: Decode, emit: Callable[[ev.Event], None],
+                 on_final: Callable[[int, str, float], None],
+                 on_error: Callable[[str, ProviderError], None],
+                 turn_checks: TurnChecks, log: Any) -> None:
+        self.q: asyncio.Queue[SttJob] = asyncio.Queue(size)
+        self._decode_fn = decode
+        self._emit = emit
+        self._on_final = on_final
+        self._on_error = on_error
+        self._turn_checks = turn_checks
+        self._log = log
+        self._interim_task: asyncio.Task[None] | None = None
+        self._finalized_turn = 0
+
+    def put(self, job: SttJob) -> None:
+        victim = push_stt(self.q, job)
+        if victim is not None:
+            self._log.warning("stt_behind_turn_dropped", turn_id=victim.turn_id)
+            self._emit(ev.SttBehind(victim.turn_id))
+
+    def put_interim(self, job: SttJob) -> None:
+        """Best effort: an interim job that finds the queue full is skipped."""
+        if not self.q.full():
+            self.q.put_nowait(job)
+
+    @property
+    def interim(self) -> asyncio.Task[None] | None:
+        return self._interim_task
+
+    def finalized(self, turn_id: int) -> None:
+        """The turn's final transcript is out: no interim text of it may follow."""
+        if self._interim_task is not None:
+            self._interim_task.cancel()
+        self._finalized_turn = turn_id
+
+    async def run(self) -> None:
+        early: tuple[int, asyncio.Task[str]] | None = None
+        while True:
+            job = await self.q.get()
+            if job.early:
+                # A pause: decode now; if the turn ends here, this is its transcript.
+                if early is not None:
+                    early[1].cancel()
+                early = (job.turn_id, asyncio.create_task(self._decode(job)))
+                self._turn_checks.pause_decode = (job.turn_id, job.pause, early[1])
+                continue
+            if not job.final:
+                if self._interim_task is None or self._interim_task.done():
+                    self._interim_task = asyncio.create_task(self._interim(job))
+                continue
+            reuse = early if early is not None and early[0] == job.turn_id else None
+            if early is not None and (reuse is None or not job.use_early):
+                early[1].cancel()
+                reuse = None
+            early = None
+            await self._final(job, reuse[1] if reuse else None)
+
+    async def _decode(self, job: SttJob) -> str:
+        turn_id = job.turn_id
+        return await self._decode_fn(job.pcm, turn_id, lambda text: self._partial(turn_id, text))
+
+    def _partial(self, turn_id: int, text: str) -> None:
+        if text.strip() and turn_id > self._finalized_turn:
+            self._emit(ev.Transcription(turn_id, text.strip(), final=False))
+
+    async def _final(self, job: SttJob, early: asyncio.Task[str] | None) -> None:
+        try:
+            text = await (early if early is not None else self._decode(job))
+        except ProviderError as exc:
+            if early is None:
+                self._on_error("stt", exc)
+                return
+            await self._final(job, None)  # the early decode failed: decode afresh
+            return
+        self._on_final(job.turn_id, text, job.stopped_at)
+
+    async def _interim(self, job: SttJob) -> None:
+        try:
+            text = await self._decode_fn(job.pcm, job.turn_id, None)
+        except ProviderError:
+            return  # an interim result is best effort; the final one reports errors
+        # Shown until the final transcript of its turn is out (even after speech_stopped).
+        if text and job.turn_id > self._finalized_turn:
+            self._emit(ev.Transcription(job.turn_id, text, final=False))
