@@ -134,7 +134,10 @@ async def test_registry_builds_the_provider(openai_server: LocalOpenAIServer) ->
 async def test_401_is_not_retryable_and_hides_the_key(openai_server: LocalOpenAIServer) -> None:
     secret = "sk-wrong-secret-key-987654321"
     openai_server.echo_key_in_errors = True  # even if the server quotes the whole key
-    async with make_llm(openai_server, api_key=secret) as llm:
+    # Generous budgets: an error answer is immediate, but a loaded machine must not turn it
+    # into a first-token timeout.
+    async with make_llm(openai_server, api_key=secret, first_token_timeout_s=5.0,
+                        total_timeout_s=10.0) as llm:
         err = await failure(llm)
     assert not err.retryable
     assert "401" in str(err) and "invalid_api_key" in str(err)
@@ -152,7 +155,8 @@ async def test_429_and_500_are_retryable(
 ) -> None:
     openai_server.echo_key_in_errors = True
     # The client's retry backoff (0.375-0.5 s) runs inside the first-token budget.
-    async with make_llm(openai_server, model=behaviour, first_token_timeout_s=1.0) as llm:
+    async with make_llm(openai_server, model=behaviour, first_token_timeout_s=5.0,
+                        total_timeout_s=10.0) as llm:
         err = await failure(llm)
     assert err.retryable
     assert f"HTTP {status}" in str(err) and "request id req_" in str(err)
@@ -162,7 +166,8 @@ async def test_429_and_500_are_retryable(
 
 
 async def test_exhausted_quota_is_not_retryable(openai_server: LocalOpenAIServer) -> None:
-    async with make_llm(openai_server, model="quota", first_token_timeout_s=1.0) as llm:
+    async with make_llm(openai_server, model="quota", first_token_timeout_s=5.0,
+                        total_timeout_s=10.0) as llm:
         err = await failure(llm)
     assert not err.retryable and "insufficient_quota" in str(err)
 
