@@ -316,11 +316,11 @@ async def search_conversation(
         hits = await store.search_owned(s, owner, body.query, conversation_id=None,
                                         limit=body.limit * 5,
                                         semantic=request.app.state.semantic)
+        # Hits come best first in the fused order: each conversation's first hit ranks it.
         best: dict[str, Any] = {}
         for h in hits:
-            if h.conversation_id not in best or h.relevance > best[h.conversation_id].relevance:
-                best[h.conversation_id] = h
-        ranked = sorted(best.values(), key=lambda h: -h.relevance)[: body.limit]
+            best.setdefault(h.conversation_id, h)
+        ranked = list(best.values())[: body.limit]
         convs = await store.conversations_by_id(s, owner, [h.conversation_id for h in ranked])
     return {"results": [
         {"conversation_id": h.conversation_id, "title": convs[h.conversation_id].title,

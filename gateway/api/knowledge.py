@@ -333,10 +333,13 @@ async def search_documents(request: Request, principal: SearchCaller,
         # Several passages may come from one document: ask for more, keep the best of each.
         hits = await hybrid_chunks(s, request.app.state.semantic, assistant_id, body.query,
                                    min(body.limit * 5, 250))
+    # Hits come in the fused order (meaning plus exact words); each document's first hit
+    # is its best. Re-sorting by ``relevance`` (the cosine alone) would let a note that
+    # merely looks alike outrank the one holding the query's exact code.
     best: dict[str, Any] = {}
     for hit in hits:
         best.setdefault(hit.document_id, hit)
-    ranked = sorted(best.values(), key=lambda h: -h.relevance)[: body.limit]
+    ranked = list(best.values())[: body.limit]
     return {"success": True, "documents": [
         {"id": h.document_id, "title": h.title, "content": h.text,
          "relevance": h.relevance, "url": h.url} for h in ranked]}

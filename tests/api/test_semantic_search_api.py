@@ -4,6 +4,8 @@ meaning a question that shares no word with its answer; exact words still rank."
 
 from __future__ import annotations
 
+import random
+
 from chat_helpers import client, make_key
 
 MUSEUM = [
@@ -62,3 +64,22 @@ async def test_conversation_and_message_search_by_meaning(gateway) -> None:
         other = (await http.post("/api/search/messages", json={
             "query": "when can I visit", "user_id": "someone-else"})).json()["results"]
         assert other == []
+
+
+async def test_an_exact_code_ranks_its_note_above_notes_that_only_look_alike(gateway) -> None:
+    """Notes that differ only in a code embed alike; the one holding the query's code
+    comes first (the fused rank, not the cosine alone: kill -9 test, CI 2026-12-04)."""
+    codes = [f"durable{random.Random(n).getrandbits(32):08x}" for n in range(30)]
+    async with client(gateway, await make_key(gateway)) as http:
+        resp = await http.post("/api/v1/documents/import", json={
+            "chatModelId": "default", "documents": [
+                {"title": f"Durability note {c}", "url": f"https://example.com/{c}",
+                 "content": f"# Note\n\nThe keyword {c} proves this note survived."}
+                for c in codes]})
+        assert resp.status_code == 200, resp.text
+        ids = dict(zip(codes, (d["id"] for d in resp.json()["documents"]), strict=True))
+        for code in codes:
+            r = await http.post("/api/v1/documents/search", json={
+                "chatModelId": "default", "query": code, "limit": 5})
+            assert r.status_code == 200, r.text
+            assert [d["id"] for d in r.json()["documents"]][:1] == [ids[code]], code
