@@ -19,13 +19,15 @@ stream what it says as items:
   conversation in a next reply whose ``text`` is empty.
 
 ``Reply.sources`` (one shape everywhere) and ``Reply.tools`` (the calls made) fill in
-as the reply runs. A bug (any other exception) propagates: the caller's boundary
-reports it as ``INTERNAL_ERROR``.
+as the reply runs; once it ends, ``sources`` are what the answer cites (``cited``): none
+for "I don't know", the passages it quotes when it quotes some. A bug (any other
+exception) propagates: the caller's boundary reports it as ``INTERNAL_ERROR``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from .text import FIRST_CLAUSE_CHARS, SentenceSplitter, clean
 from .tools import ClientCalls, Filler, ToolEvent
 
 __all__ = ["ClientCalls", "Failed", "Filler", "Reply", "ReplyItem", "ReplyRequest",
-           "SpokenSentence", "Token", "ToolEvent", "paired", "sources_of"]
+           "SpokenSentence", "Token", "ToolEvent", "cited", "paired", "sources_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,31 @@ def sources_of(passages: Sequence[Passage]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
+# An answer that says it does not know (in the usual ways a model words it) cites nothing.
+_UNKNOWN = re.compile(
+    r"\bi\s*(?:do\s*n[o']?t|'m\s+not|am\s+not)\s+(?:know|sure)\b"
+    r"|\b(?:can't|cannot|couldn't)\s+(?:find|answer)\b|\bno\s+information\b", re.IGNORECASE)
+_NON_WORD = re.compile(r"\W+")
+
+
+def _folded(text: str) -> str:
+    return _NON_WORD.sub(" ", text.lower()).strip()
+
+
+def cited(passages: Sequence[Passage], answer: str) -> list[dict[str, Any]]:
+    """The sources of a finished answer: none when it says it does not know; else the
+    passages it quotes (an extractive answer, or a model that kept a sentence), else
+    every passage it was given (a model's own words may draw on any of them)."""
+    if not answer.strip():
+        return sources_of(passages)  # no words (a client tool call): what it was given
+    if _UNKNOWN.search(answer.replace("’", "'")):
+        return []
+    sentences = [f for f in map(_folded, re.split(r"(?<=[.!?])\s+", answer)) if len(f) > 12]
+    quoted = [p for p in passages
+              if any(f in _folded(p.text) for f in sentences)]
+    return sources_of(quoted or passages)
+
+
 @dataclass
 class Reply:
     """One reply being produced. ``items()`` runs it (once)."""
@@ -154,6 +181,7 @@ class Reply:
             yield Failed(exc)
         for sentence in splitter.flush() if splitter else ():
             yield SpokenSentence(sentence)
+        self.sources = cited(passages, self.text)
 
     def _item(self, item: str | ToolEvent | Filler | ClientCalls,
               splitter: SentenceSplitter | None) -> list[ReplyItem]:

@@ -19,6 +19,7 @@ from gateway.pipeline.reply import (
     ReplyRequest,
     SpokenSentence,
     Token,
+    cited,
     paired,
     sources_of,
 )
@@ -114,6 +115,21 @@ def test_one_source_per_document_at_its_best_relevance_in_retrieval_order() -> N
     assert sources_of(p) == [
         {"title": "B", "url": None, "document_id": "doc_b", "relevance": 0.7},
         {"title": "A", "url": "https://x.example/a", "document_id": "doc_a", "relevance": 0.4}]
+
+
+def test_an_answer_cites_what_it_quotes_and_i_dont_know_cites_nothing() -> None:
+    hours = Passage("Hours", "We open at 9 am. But swimming caps are not required.", "d1",
+                    score=0.6, document_id="d1", document_title="Hours")
+    prices = Passage("Prices", "An adult swim costs 6 pounds.", "d2", score=0.5,
+                     document_id="d2", document_title="Prices")
+    both = [hours, prices]
+    assert cited(both, "I'm sorry, I don't know that.") == []
+    assert cited(both, "I don\u2019t know, sorry.") == []
+    assert [s["document_id"] for s in cited(both, "Swimming caps are not required.")] == ["d1"]
+    assert [s["document_id"] for s in cited(both, "An adult swim costs 6 pounds.")] == ["d2"]
+    # A model's own words: everything it was given; no words yet (a tool call): the same.
+    assert [s["document_id"] for s in cited(both, "You can swim from nine.")] == ["d1", "d2"]
+    assert [s["document_id"] for s in cited(both, "")] == ["d1", "d2"]
 
 
 @pytest.mark.slow
