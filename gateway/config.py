@@ -131,6 +131,10 @@ class TurnConfig:
     threads: int = 1
     max_waiting: int = 8
     wait_ms: int = 150
+    # While a pause is judged, synthesise the reply's first sentence for the words
+    # decoded at it (only with an LLM that runs nothing and bills nothing: grounded,
+    # extractive); used if the turn ends there (gateway/pipeline/speculation.py).
+    speculate: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -327,6 +327,12 @@ class Runtime:
         return ToolLoop(functools.partial(self.reply_tokens, chain=chain), request, toolbox,
                         self.cfg.tools, client=client, tool_choice=tool_choice)
 
+    async def speculative(self, assistant_id: str | None) -> bool:
+        """Whether the assistant's LLM may be run ahead of a turn's end (it calls no
+        tools and costs nothing: its provider says ``speculative``)."""
+        chain = await self.chain("llm", assistant_id)
+        return bool(getattr(chain.primary, "speculative", False))
+
     async def calls_tools(self, assistant_id: str | None) -> bool:
         """Whether the assistant's LLM (its chain's first provider) can call tools."""
         chain = await self.chain("llm", assistant_id)

@@ -32,7 +32,7 @@ import structlog
 
 from gateway.audio import pcm
 from gateway.providers import visemes
-from gateway.providers.base import Message, ProviderError
+from gateway.providers.base import Message, ProviderError, Speech
 
 from . import events as ev
 from . import interruptions
@@ -67,6 +67,7 @@ from .session_items import (
     turn_record,
     turn_times,
 )
+from .speculation import FirstSpeech, request_for
 from .text import SpokenSegment, clean, heard_text
 from .transcriber import Transcriber
 from .turn_checks import TurnChecks, turn_settings
@@ -118,8 +119,10 @@ class Session:
         self._resampler: pcm.Resampler | None = None
         self._reframer = pcm.Reframer(pcm.frame_bytes(VAD_RATE, cfg.vad.frame_ms))
         q = cfg.queues
+        self.first_speech = FirstSpeech(self.log)
         self.stt = Transcriber(q.stt, self._decode, self.emit, self._user_said,
-                               self._provider_error, self.turn_checks, self.log)
+                               self._provider_error, self.turn_checks, self.log,
+                               self._speculate if cfg.turn.speculate else None)
         self.stt_q = self.stt.q
         self.llm_q: asyncio.Queue[UserTurn] = asyncio.Queue(q.llm)
         self.tts_q: asyncio.Queue[Sentence | EndOfReply] = asyncio.Queue(q.tts)
@@ -161,6 +164,7 @@ class Session:
             self.response.cancelled = True
         self.turn_checks.close()
         self.overlaps.close()
+        self.first_speech.cancel()
         tasks = [t for t in (*self._tasks, self._gen_task, self.stt.interim) if t is not None]
         for task in tasks:
             task.cancel()
@@ -374,6 +378,25 @@ class Session:
             assistant_id=self.settings.assistant_id)
         return clean(text)  # an upstream STT's text, like an LLM's
 
+    def _speculate(self, turn_id: int, pause: int, text: str) -> None:
+        """The words at a pause: make the reply's first speech now, in case the turn
+        ends there (speculation.py; the real reply takes it only if it says the same)."""
+        if not text or self.replying or self.outbox.closed or not self.settings.speak \
+                or not self.settings.auto_respond or turn_id != self.endpointer.turn_id:
+            return
+        sid = self.settings.assistant_id
+        reply = Reply(self.runtime, request_for(ReplyRequest(
+            sid, self._system_prompt(), tuple(self.history), text,
+            conversation_id=self.conversation_id, session_id=self.session_id)))
+        self.first_speech.start(
+            (turn_id, pause), reply, self.settings.voice, self.settings.output.sample_rate,
+            lambda t: self._synthesize(t, self.settings.output.sample_rate),
+            lambda: self.runtime.speculative(sid))
+
+    async def _synthesize(self, text: str, out_rate: int) -> Speech:
+        return await self.runtime.synthesize(text, self.settings.voice, out_rate,
+                                             assistant_id=self.settings.assistant_id)
+
     def _user_said(self, turn_id: int, text: str, stopped_at: float) -> None:
         """A turn's final transcript: to the client, and on to a reply."""
         self.stt.finalized(turn_id)  # an interim still running would come after this
@@ -489,8 +512,9 @@ class Session:
                 continue
             out_rate = self.settings.output.sample_rate  # per sentence: a client may change it
             try:
-                speech = await self.runtime.synthesize(item.text, self.settings.voice, out_rate,
-                                                       assistant_id=self.settings.assistant_id)
+                speech = (await self.first_speech.prepared(item.text, self.settings.voice,
+                                                           out_rate)
+                          or await self._synthesize(item.text, out_rate))
             except ProviderError as exc:
                 self._provider_error("tts", exc)
                 continue

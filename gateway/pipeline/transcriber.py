@@ -11,6 +11,7 @@ them; finals are decoded in order. Knows nothing of replies: a final goes to
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,8 +29,10 @@ class Transcriber:
     def __init__(self, size: int, decode: Decode, emit: Callable[[ev.Event], None],
                  on_final: Callable[[int, str, float], None],
                  on_error: Callable[[str, ProviderError], None],
-                 turn_checks: TurnChecks, log: Any) -> None:
+                 turn_checks: TurnChecks, log: Any,
+                 on_pause_words: Callable[[int, int, str], None] | None = None) -> None:
         self.q: asyncio.Queue[SttJob] = asyncio.Queue(size)
+        self._on_pause_words = on_pause_words  # (turn id, pause, words) of a pause's decode
         self._decode_fn = decode
         self._emit = emit
         self._on_final = on_final
@@ -70,6 +73,8 @@ class Transcriber:
                     early[1].cancel()
                 early = (job.turn_id, asyncio.create_task(self._decode(job)))
                 self._turn_checks.pause_decode = (job.turn_id, job.pause, early[1])
+                if self._on_pause_words is not None:
+                    early[1].add_done_callback(functools.partial(self._pause_done, job))
                 continue
             if not job.final:
                 if self._interim_task is None or self._interim_task.done():
@@ -81,6 +86,11 @@ class Transcriber:
                 reuse = None
             early = None
             await self._final(job, reuse[1] if reuse else None)
+
+    def _pause_done(self, job: SttJob, task: asyncio.Task[str]) -> None:
+        if self._on_pause_words is None or task.cancelled() or task.exception() is not None:
+            return
+        self._on_pause_words(job.turn_id, job.pause, task.result())
 
     async def _decode(self, job: SttJob) -> str:
         turn_id = job.turn_id

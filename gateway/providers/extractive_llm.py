@@ -22,6 +22,7 @@ FALLBACK = ABSTAIN
 
 class ExtractiveLLM:
     name = "extractive"
+    speculative = True  # selects, never generates or calls: safe to run ahead
 
     def __init__(self, max_sentences: int = 2) -> None:
         self.max_sentences = max_sentences

@@ -30,6 +30,7 @@ LEXICAL_ONLY = Weights(similarity=0.0, lexical=1.0, kind=0.2, floor=0.5, min_sim
 
 class GroundedLLM:
     name = "grounded"
+    speculative = True  # selects, never generates or calls: safe to run ahead
     # Passages it reads (the runtime retrieves at least this many): it speaks one
     # sentence of them, so more candidates cost no prompt length, and the fifth passage
     # held the answer where the top three did not ("how late on a Saturday?": 27/30 on
