@@ -46,12 +46,12 @@ class TextTurn:
 
     def __init__(self, path: Path | None = None) -> None:
         try:
-            from llama_cpp import Llama
+            from llama_cpp import Llama, llama_get_logits
 
             # One thread for the prompt too (its default is every core: on a busy
             # machine the spare thread spins and a 30 ms check takes a second).
             self._llm: Any = Llama(model_path=str(path or gguf_path()), n_ctx=64, n_batch=64,
-                                   n_threads=1, n_threads_batch=1, logits_all=True,
+                                   n_threads=1, n_threads_batch=1, logits_all=False,
                                    verbose=False)
         except ProviderError:
             raise
@@ -60,6 +60,8 @@ class TextTurn:
         self._prefix: list[int] = self._llm.tokenize(_PREFIX.encode(), add_bos=False,
                                                      special=True)
         self._ends = np.array(self._end_tokens(), dtype=np.int64)
+        self._n_vocab = int(self._llm.n_vocab())
+        self._get_logits: Any = llama_get_logits
         self._lock = threading.Lock()
 
     def _end_tokens(self) -> list[int]:
@@ -84,7 +86,10 @@ class TextTurn:
             with self._lock:
                 self._llm.reset()
                 self._llm.eval(tokens)
-                logits = np.array(self._llm.scores[len(tokens) - 1], dtype=np.float64)
+                # Only the last token's logits are computed (logits_all=False: ~20 % less
+                # time), read from llama.cpp itself (the wrapper keeps none then).
+                logits = np.ctypeslib.as_array(self._get_logits(self._llm.ctx),
+                                               shape=(self._n_vocab,)).astype(np.float64)
         except Exception as exc:
             raise ProviderError(f"end-of-turn language model failed: {exc}") from exc
         p = np.exp(logits - logits.max())
