@@ -85,7 +85,8 @@ class STTConfig:
     interim_interval_ms: int = 1000
     # Decode speculatively after this much silence; if the turn then ends with no more
     # speech, that decode is the final transcript (saves stop_ms - early_final_ms). 0: off.
-    early_final_ms: int = 200
+    # 100: the words are ready when the turn check at turn.pause_ms wants them.
+    early_final_ms: int = 100
     # Whisper beam search: on the eval's espeak/Piper callers tiny.en's WER falls from
     # 20 % (greedy) to 13 % for ~30 % more decode time (scripts/bench_stt.py). 1: greedy.
     beam_size: int = 5
@@ -125,10 +126,10 @@ class TurnConfig:
     words: str = "smollm2"
     words_hold: float = 0.02
     words_end: float = 0.2
-    hold_ms: int = 1000
+    hold_ms: int = 900
     # Checks run in their own pool; one that waits longer than wait_ms for a thread (or
     # finds max_waiting ahead of it) is skipped, and that pause ends on vad.stop_ms.
-    threads: int = 1
+    threads: int = 2  # the sound's and the words' checks of one pause run side by side
     max_waiting: int = 8
     wait_ms: int = 150
     # While a pause is judged, synthesise the reply's first sentence for the words

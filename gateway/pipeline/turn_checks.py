@@ -81,11 +81,12 @@ class TurnChecks:
 
     async def _run(self, check: TurnCheck, settings: TurnSettings) -> None:
         started = time.perf_counter()
+        # The words are scored once per pause (kept for its rechecks), starting now: the
+        # scoring waits for the pause's decode, then runs beside the sound's check.
+        scored = self._scored(check) if self.english else None
         p = await self.runtime.turn_probability(check.pcm)
-        # Scored once per pause, kept for its rechecks (asked after the sound: by then the
-        # STT stage has taken the pause's decode).
-        final = p is not None and p >= settings.threshold and check.silence_ms >= settings.hold_ms
-        scored = self._scored(check) if self.english and not final else None
+        if scored is None and self.english:  # the decode was not taken yet at the pause
+            scored = self._scored(check)
         words, text = "", None
         if p is not None and scored is not None and self._words_matter(p, check, settings):
             done, _ = await asyncio.wait({scored}, timeout=_WORDS_WAIT_S)
@@ -121,11 +122,16 @@ class TurnChecks:
 
     async def _score_words(self, decode: asyncio.Task[str]) -> tuple[str, float | None]:
         # The STT stage owns the decode: waited for, never cancelled here.
+        started = time.perf_counter()
         done, _ = await asyncio.wait({decode}, timeout=_WORDS_WAIT_S)
         if not done or decode.cancelled() or decode.exception() is not None:
             return "", None  # late, dropped or failed: the sound's verdict stands
         words = decode.result()
-        return words, await self.runtime.text_end_probability(words)
+        decoded = time.perf_counter()
+        p = await self.runtime.text_end_probability(words)
+        self.log.debug("turn_words", decode_wait_ms=round((decoded - started) * 1000, 1),
+                       score_ms=round((time.perf_counter() - decoded) * 1000, 1))
+        return words, p
 
     def close(self) -> None:
         for task in list(self._tasks):

@@ -113,7 +113,7 @@ class TurnSettings:
     # words_end ends an "incomplete" pause at a recheck.
     words_hold: float = 0.02
     words_end: float = 0.2
-    hold_ms: int = 1000
+    hold_ms: int = 900
 
     @classmethod
     def from_config(cls, t: TurnConfig) -> TurnSettings:
