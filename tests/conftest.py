@@ -54,10 +54,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         params = callspec.params.values() if callspec is not None else ()
         uses_db = "test_databases" in getattr(item, "fixturenames", ())
-        (keep if uses_db and "sqlite" not in params else []).append(item)
+        (keep if uses_db and "sqlite" not in params and _about_the_database(item)
+         else []).append(item)
     if len(keep) < len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in keep])
         items[:] = keep
+
+
+# Voice, provider and page tests start a gateway (so they have a database) but test the
+# audio path: a turn is stored by the same turn writer whatever the backend, and that
+# writer is tested on PostgreSQL in api/, store/ and by @pytest.mark.postgres tests here.
+_AUDIO_PATH_DIRS = frozenset({"transports", "providers", "web", "pipeline", "evaluation",
+                              "audio", "protocol"})
+
+
+def _about_the_database(item: pytest.Item) -> bool:
+    """Whether the PostgreSQL run keeps ``item`` (see _AUDIO_PATH_DIRS)."""
+    if item.get_closest_marker("postgres") is not None:
+        return True
+    parts = Path(str(item.fspath)).relative_to(TESTS).parts
+    return not (len(parts) > 1 and parts[0] in _AUDIO_PATH_DIRS)
 
 
 def free_port() -> int:

@@ -193,6 +193,7 @@ TURNS = {"ws": v1_turn, "twilio": twilio_turn, "realtime": realtime_turn,
          "webrtc": webrtc_turn}
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("prompt", list(TOLD))
 @pytest.mark.parametrize("transport", list(TURNS))
 async def test_a_turn_is_answered_as_the_assistant_and_stored(

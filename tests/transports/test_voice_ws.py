@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import numpy as np
+import pytest
 from voice_client import VoiceClient, silence, wav
 
 from gateway.audio import pcm
@@ -208,6 +209,7 @@ async def test_failing_provider_gives_error_and_session_goes_on(gateway_factory)
     assert "Traceback" not in err["message"]
 
 
+@pytest.mark.postgres
 async def test_voice_turns_are_stored_as_conversation_messages(gateway) -> None:
     from gateway.store.conversations import list_messages
     from gateway.store.db import Database
