@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -215,7 +216,15 @@ def stem(word: str) -> str:
 
 
 def content_words(text: str) -> set[str]:
-    return {stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
+    return {stem(w) for w in _WORD.findall(fold(text)) if w not in _STOP and len(w) > 1}
+
+
+def fold(text: str) -> str:
+    """Lower case without accents: a recogniser writes "cafe" where the text has "café"."""
+    text = text.lower()
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
 
 
 # As ``content_words`` spells them ("price" -> "pric", "allowed" -> "allow"): compared

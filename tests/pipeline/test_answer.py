@@ -226,3 +226,10 @@ def test_kind_words_are_compared_stemmed() -> None:
     units = split_units([PRICES])
     assert choose("What's the price?", units, _sims(units, {"Special": 0.25})).text.startswith(
         "Special exhibitions cost 12 pounds")
+
+
+def test_words_match_without_their_accents() -> None:
+    from gateway.pipeline.answer import content_words
+
+    assert content_words("The café is open") == content_words("the cafe is open")
+    assert "naiv" in content_words("Naïve")
