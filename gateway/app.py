@@ -17,7 +17,7 @@ from gateway import __version__
 from gateway.access.auth import Authenticator, load_token_secret
 from gateway.api import chat, knowledge, oauth, ratelimit
 from gateway.api import sessions as sessions_api
-from gateway.api.errors import install_error_handlers
+from gateway.api.errors import CatchAll, install_error_handlers
 from gateway.api.realtime_secrets import beta_sessions, client_secrets
 from gateway.api.routes import router
 from gateway.api.voice_routes import (
@@ -117,6 +117,7 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
     app = FastAPI(title="gateway", version=__version__, lifespan=lifespan,
                   description="Real-time voice and avatar gateway. WebSocket protocol: "
                   "docs/protocol.md (ws /api/v1/voice/ws).")
+    app.add_middleware(CatchAll)  # first added: innermost (a route's bug: a plain 500)
     if cfg.server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.server.cors_origins),
                            allow_methods=["*"], allow_headers=["*"],

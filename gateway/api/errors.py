@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import ClientError, GatewayError, ProviderError, failure
 from gateway.protocol import errors
@@ -115,6 +116,40 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled_error", path=request.url.path, exc_info=exc)
         return error_response(500, errors.INTERNAL_ERROR, errors.INTERNAL_MESSAGE)
+
+
+class CatchAll:
+    """Pure ASGI, innermost: a bug in an HTTP route becomes the documented 500 here.
+
+    Starlette answers an exception registered for ``Exception`` from its outermost
+    middleware and then re-raises it, so the server drops the connection (a keep-alive
+    client sees a reset on its next request). Caught here, the 500 is an ordinary
+    response and the connection lives on. A response already started cannot be
+    replaced: that exception goes on up.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:
+                raise
+            log.error("unhandled_error", path=scope.get("path", ""), exc_info=exc)
+            response = error_response(500, errors.INTERNAL_ERROR, errors.INTERNAL_MESSAGE)
+            await response(scope, receive, send)
 
 
 def _sqlstate(exc: DBAPIError) -> str:
