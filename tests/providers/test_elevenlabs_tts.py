@@ -110,7 +110,7 @@ async def test_websocket_messages_follow_the_protocol(
                                                    "speed": 1.0}}
     assert "xi_api_key" not in init  # the key travels in the handshake header only
     assert text == {"text": TEXT + " ", "try_trigger_generation": True}
-    assert end == {"text": ""} and rec.outcome == "completed"
+    assert end == {"text": ""} and rec.wait() == "completed"
 
 
 async def test_http_request_shape(elevenlabs_server: LocalElevenLabsServer) -> None:

@@ -84,7 +84,7 @@ async def test_tokens_arrive_in_order(openai_server: LocalOpenAIServer) -> None:
         tokens = await collect(llm)
     assert tokens == ["Echo: ", "When ", "do ", "you ", "open?"]  # role chunk skipped
     assert "".join(tokens) == "Echo: When do you open?"
-    assert openai_server.last.outcome == "completed"
+    assert openai_server.last.wait() == "completed"  # the handler ends just after its last byte
 
 
 async def test_request_carries_params_prompt_passages_and_history(

@@ -52,7 +52,7 @@ async def test_streamed_tool_calls_are_put_together(openai_server: LocalOpenAISe
         {"type": "function", "function": {"name": "get_current_datetime",
                                           "description": "The time",
                                           "parameters": {"type": "object", "properties": {}}}}]
-    assert openai_server.last.outcome == "completed"
+    assert openai_server.last.wait() == "completed"  # the handler ends just after its last byte
 
 
 async def test_default_plan_fills_string_arguments(openai_server: LocalOpenAIServer) -> None:

@@ -54,7 +54,7 @@ async def test_speech_is_24k_pcm_as_sent(openai_server: LocalOpenAIServer) -> No
     assert sent.body == {"input": TEXT, "model": "gpt-4o-mini-tts", "voice": "coral",
                          "response_format": "pcm", "speed": 1.0,
                          "instructions": "Speak warmly."}
-    assert sent.outcome == "completed"
+    assert sent.wait() == "completed"
 
 
 async def test_tts_1_has_no_instructions_and_fewer_voices(
