@@ -77,10 +77,8 @@ class FirstSpeech:
         await asyncio.wait({task})
         return None if task.cancelled() or task.exception() else task.result()
 
-    def cancel(self, key: tuple[int, int] | None = None) -> None:
-        """Drop the speculation (only the one for ``key``, when given)."""
-        if key is not None and key != self._key:
-            return
+    def cancel(self) -> None:
+        """Drop the speculation."""
         if self._task is not None:
             self._task.cancel()
         self._task, self._key, self._text = None, None, ""
