@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 import structlog
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
 
 from gateway.protocol import twilio as tw
 from gateway.protocol import wsframes
-from gateway.server import WebSocketProtocol
+from gateway.server import HttpProtocol, WebSocketProtocol, is_websocket_upgrade
 from gateway.transports.websocket import BINARY_SINK, TEXT_SINK
 
 MAX = 64 * 1024
@@ -387,3 +388,83 @@ async def test_a_dripping_client_is_read_less_often(monkeypatch: pytest.MonkeyPa
     assert holds == reads - server.RX_FREE_READS - 1  # the completing read is not held
     assert received == [("bytes", b"q" * 1000), ("bytes", payload)]
     proto.connection_lost(None)
+
+
+# --- the upgrade request, handed over without h11 --------------------------------------
+
+
+UPGRADES_AND_NOT = {
+    "plain": (HANDSHAKE, True),
+    "lowercase names, token list": (HANDSHAKE.replace(b"Upgrade: websocket", b"upgrade: WebSocket")
+                                    .replace(b"Connection: Upgrade",
+                                             b"connection: keep-alive, Upgrade"), True),
+    "bad version": (HANDSHAKE.replace(b"Version: 13", b"Version: 8"), True),
+    "no key": (HANDSHAKE.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b""), True),
+    "no connection upgrade": (HANDSHAKE.replace(b"Connection: Upgrade", b"Connection: close"),
+                              False),
+    "h2c": (HANDSHAKE.replace(b"Upgrade: websocket", b"Upgrade: h2c"), False),
+    "post": (b"POST" + HANDSHAKE[3:], False),
+    "plain get": (b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n", False),
+    "head not ended": (HANDSHAKE[:-2], False),
+    "frame after the head": (HANDSHAKE + binary(b"early"), False),
+    "folded line": (HANDSHAKE.replace(b"Host: 127.0.0.1\r\n", b"Host: 127.0.0.1\r\n x\r\n"),
+                    False),
+    "line without colon": (HANDSHAKE.replace(b"Host: 127.0.0.1", b"Host 127.0.0.1"), False),
+    "space before colon": (HANDSHAKE.replace(b"Host:", b"Host :"), False),
+    "bare LF": (HANDSHAKE.replace(b"Host: 127.0.0.1\r\n", b"Host: 127.0.0.1\nX: y\r\n"),
+                False),
+    "huge": (HANDSHAKE[:-2] + b"X-Pad: " + b"a" * 9000 + b"\r\n\r\n", False),
+}
+
+
+@pytest.mark.parametrize("name", list(UPGRADES_AND_NOT))
+def test_which_first_reads_skip_h11(name: str) -> None:
+    request, upgrade = UPGRADES_AND_NOT[name]
+    assert is_websocket_upgrade(request) is upgrade
+
+
+class SwitchingTransport(FakeTransport):
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> Any:
+        return self.protocol
+
+
+async def connect(http: type, chunks: list[bytes]) -> tuple[list[Any], bytes]:
+    received: list[Any] = []
+    config = uvicorn.Config(make_app(received, False), http=http, ws=WebSocketProtocol,
+                            ws_max_size=MAX, ws_ping_interval=None,
+                            ws_per_message_deflate=False, log_config=None, lifespan="off")
+    config.load()
+    transport = SwitchingTransport()
+    transport.protocol = http(config, ServerState(), {}, _loop=asyncio.get_running_loop())
+    transport.protocol.connection_made(transport)
+    for chunk in chunks:
+        if transport.closed:
+            break
+        transport.protocol.data_received(chunk)
+        await settle(transport)
+        await asyncio.sleep(0)
+    if not transport.closed:
+        transport.protocol.connection_lost(None)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # The Date header is the only difference the clock makes.
+    written = b"\r\n".join(line for line in bytes(transport.written).split(b"\r\n")
+                           if not line.lower().startswith(b"date:"))
+    return received, written
+
+
+@pytest.mark.parametrize("name", list(UPGRADES_AND_NOT))
+async def test_upgrade_without_h11_is_the_stock_upgrade(name: str) -> None:
+    request, _ = UPGRADES_AND_NOT[name]
+    after = binary(b"audio") + frame(Opcode.TEXT, b'{"type":"stop"}') + \
+        frame(Opcode.CLOSE, struct.pack("!H", 1000))
+    for chunks in ([request, after], [request[:7], request[7:], after]):
+        expected = await connect(H11Protocol, chunks)
+        assert await connect(HttpProtocol, chunks) == expected, name
+    if name == "plain":
+        assert expected[1].startswith(b"HTTP/1.1 101")
+        assert expected[0] == [("bytes", b"audio"), ("text", '{"type":"stop"}'),
+                               ("disconnect", 1000)]
