@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import __version__
 from gateway.access.auth import Authenticator, load_token_secret
@@ -54,6 +55,32 @@ log = structlog.get_logger("gateway.app")
 
 # How long a start waits for the knowledge base's vectors before it serves.
 STARTUP_BACKFILL_WAIT_S = 20.0
+# The voice WebSockets: each also a FastAPI route, reached directly by VoiceSockets.
+VOICE_SOCKETS: dict[str, Callable[[WebSocket], Awaitable[None]]] = {
+    "/api/v1/voice/ws": voice_ws,
+    "/api/v1/voice/twilio": twilio_ws,
+    "/v1/realtime": realtime_ws,  # OpenAI-Realtime-compatible: clients change the base URL
+}
+
+
+class VoiceSockets:
+    """Pure ASGI: a WebSocket to a voice path goes straight to its endpoint.
+
+    None of the HTTP middleware below it acts on WebSockets, yet each connect passed
+    through all of it, the router's matching, FastAPI's dependency solving and an exit
+    stack, and every later wake-up of the session's reader resumed that whole chain of
+    coroutines. Placed inside DrainGate, so a draining node still refuses upgrades.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = VOICE_SOCKETS.get(scope["path"]) if scope["type"] == "websocket" else None
+        if endpoint is None or scope.get("root_path"):
+            await self.app(scope, receive, send)
+            return
+        await endpoint(WebSocket(scope, receive, send))
 
 
 def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastAPI:
@@ -123,14 +150,12 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
                            allow_methods=["*"], allow_headers=["*"],
                            expose_headers=[*ratelimit.HEADER_NAMES, "Retry-After"])
     app.add_middleware(ratelimit.RateLimitHeaders)
+    app.add_middleware(VoiceSockets)
     app.add_middleware(DrainGate)
     install_error_handlers(app)
-    # The WebSockets first: routes match in order, and a connection storm should not
-    # test forty HTTP routes per handshake first.
-    app.add_api_websocket_route("/api/v1/voice/ws", voice_ws)
-    app.add_api_websocket_route("/api/v1/voice/twilio", twilio_ws)
-    # OpenAI-Realtime-compatible endpoint: clients change only their base URL.
-    app.add_api_websocket_route("/v1/realtime", realtime_ws)
+    # Reached through VoiceSockets; routes too, for a mount under a root path.
+    for path, endpoint in VOICE_SOCKETS.items():
+        app.add_api_websocket_route(path, endpoint)
     app.include_router(router)
     app.include_router(knowledge.router)
     app.include_router(chat.router)

@@ -290,33 +290,39 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 UPGRADE_HEAD_MAX = 8192
 
 
-def is_websocket_upgrade(data: bytes) -> bool:
-    """Whether ``data`` is exactly one whole, plainly formed WebSocket upgrade request
-    head: ``GET``, ends at its blank line with nothing after it, every header line a
-    ``name: value``, ``Connection`` listing ``upgrade`` and ``Upgrade: websocket`` (as
-    uvicorn decides an upgrade). Anything else — split over reads, pipelined, folded,
-    oversized — is False, and h11 judges it as before."""
+def websocket_upgrade(data: bytes) -> bytes | None:
+    """``data`` as the WebSocket protocol should get it if it is exactly one whole,
+    plainly formed WebSocket upgrade request head, else None: ``GET``, ending at its
+    blank line with nothing after it, every header line a ``name: value``,
+    ``Connection`` listing ``upgrade`` and ``Upgrade: websocket`` (as uvicorn decides an
+    upgrade). Header names come back lowercased, as h11 gives them (ASGI wants them so).
+    Anything else — split over reads, pipelined, folded, oversized — is None, and h11
+    judges it as before."""
     if (len(data) > UPGRADE_HEAD_MAX or not data.startswith(b"GET ")
             or data.find(b"\r\n\r\n") != len(data) - 4):
-        return False
+        return None
+    lines = data[:-4].split(b"\r\n")
     connection: list[bytes] = []
     upgrade = None
-    for line in data[:-4].split(b"\r\n")[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip() or b"\n" in line:
-            return False
+    for i in range(1, len(lines)):
+        name, colon, value = lines[i].partition(b":")
+        if not colon or not name or name != name.strip() or b"\n" in value:
+            return None
         name, value = name.lower(), value.strip()
+        lines[i] = name + b": " + value
         if name == b"connection":
             connection = [token.strip().lower() for token in value.split(b",")]
         elif name == b"upgrade":
             upgrade = value.lower()
-    return upgrade == b"websocket" and b"upgrade" in connection
+    if upgrade != b"websocket" or b"upgrade" not in connection:
+        return None
+    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 class HttpProtocol(H11Protocol):
     """uvicorn's h11 protocol, except that a connection whose first read is a whole
-    WebSocket upgrade request (``is_websocket_upgrade``) goes to the WebSocket protocol
-    as it came.
+    WebSocket upgrade request (``websocket_upgrade``) goes straight to the WebSocket
+    protocol.
 
     Stock, h11 parses the request, uvicorn writes it out again and the WebSocket
     protocol (websockets' parser) parses it a second time: ~0.1 ms of a voice
@@ -329,13 +335,14 @@ class HttpProtocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._first_read:
             self._first_read = False
-            if self.ws_protocol_class is not None and is_websocket_upgrade(data):
-                self._upgrade(data)
+            request = websocket_upgrade(data) if self.ws_protocol_class is not None else None
+            if request is not None:
+                self._upgrade(request)
                 return
         super().data_received(data)
 
     def _upgrade(self, request: bytes) -> None:
-        # What H11Protocol.handle_websocket_upgrade does, with the request as received.
+        # What H11Protocol.handle_websocket_upgrade does, without h11's parse.
         self._unset_keepalive_if_required()
         self.connections.discard(self)
         protocol = self.ws_protocol_class(  # type: ignore[misc, call-arg]
