@@ -90,7 +90,7 @@ def health(connection: ServerConnection, request: Any) -> Any:
 
 def text_audio(wire: str) -> Any:
     """For the JSON wires: a text message -> PCM at the VAD rate (None: not audio)."""
-    resampler = pcm.Resampler(24000, 16000)
+    resampler = pcm.Resampler(24000, 16000, pcm.CLIENT_AUDIO)
 
     def twilio(message: str) -> bytes | None:
         msg = json.loads(message)

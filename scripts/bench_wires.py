@@ -62,7 +62,7 @@ def server_view(wire: str, payloads: list[bytes]) -> list[bytes]:
     if wire == "v1":
         return payloads
     rate = WIRE_RATE[wire]
-    resampler = pcm.Resampler(rate, 16000)
+    resampler = pcm.Resampler(rate, 16000, pcm.CLIENT_AUDIO)
     out = []
     for p in payloads:
         msg = json.loads(p)

@@ -283,7 +283,8 @@ class Session:
 
     def _vad_push(self, chunk: bytes) -> None:
         if self._resampler is None:
-            self._resampler = pcm.Resampler(self.settings.input.sample_rate, VAD_RATE)
+            self._resampler = pcm.Resampler(self.settings.input.sample_rate, VAD_RATE,
+                                           pcm.CLIENT_AUDIO)
             self._vad = self._vad_stream()
         if self._vad_changed and not self.endpointer.speaking:
             self._vad_changed = False

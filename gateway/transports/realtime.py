@@ -367,7 +367,8 @@ class RealtimeConnection(History):
     def _append(self, event: rt.AudioAppend) -> None:
         assert self.session is not None
         if self._resampler is None or self._resampler.src_rate != event.sample_rate:
-            self._resampler = pcm.Resampler(event.sample_rate, PIPELINE_RATE)
+            self._resampler = pcm.Resampler(event.sample_rate, PIPELINE_RATE,
+                                            pcm.CLIENT_AUDIO)
         pcm16 = self._resampler.process(event.pcm)
         self.input_ms += pcm.duration_ms(len(event.pcm), event.sample_rate)
         if self.parser.config.turn_detection is not None:

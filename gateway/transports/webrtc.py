@@ -244,7 +244,7 @@ class WebRTCPeer:
             if not isinstance(frame, av.AudioFrame):
                 continue
             if resampler is None or resampler.src_rate != frame.sample_rate:
-                resampler = pcm.Resampler(frame.sample_rate, VAD_RATE)
+                resampler = pcm.Resampler(frame.sample_rate, VAD_RATE, pcm.CLIENT_AUDIO)
             data = resampler.process(frames.to_mono_pcm(frame))
             if data:
                 self.session.feed_audio(data)
