@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import structlog
@@ -35,9 +35,11 @@ from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.pipeline.runtime import Runtime
 from gateway.store.assistants import (
+    DEFAULT_ASSISTANT,
     assistant_providers,
     assistant_tools,
     ensure_default_assistant,
+    get_assistant,
 )
 from gateway.store.db import Database
 from gateway.store.keys import KeyStore
@@ -125,6 +127,10 @@ def create_app(cfg: Config, *, providers: dict[str, Any] | None = None) -> FastA
         app.state.cluster = Cluster(cfg, app.state.sessions)
         await app.state.cluster.start()
         app.state.voice_log = VoiceLog(db)
+        # Into the cache, last: the first callers of a burst need not wait for the query
+        # (a failure here is only a cold cache).
+        with suppress(Exception):
+            await get_assistant(db, DEFAULT_ASSISTANT)
         log.info("gateway_ready", host=cfg.server.host, port=cfg.server.port,
                  providers={s: getattr(runtime, s).name for s in ("vad", "stt", "llm", "tts")})
         try:
