@@ -22,7 +22,8 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 async def test_metrics_count_sessions_turns_and_stage_latency(gateway_factory) -> None:
-    gw = gateway_factory(server={"max_sessions": 1})
+    # One turn for "Hello? What is the weather like today?" (see test_barge_in_words).
+    gw = gateway_factory(server={"max_sessions": 1}, turn={"pause_ms": 400})
     client = await VoiceClient.connect(gw.ws_url)
     await client.wait_for("session_started")
     async with httpx.AsyncClient(base_url=gw.base) as http:

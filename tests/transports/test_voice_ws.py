@@ -210,9 +210,12 @@ async def test_failing_provider_gives_error_and_session_goes_on(gateway_factory)
 
 
 @pytest.mark.postgres
-async def test_voice_turns_are_stored_as_conversation_messages(gateway) -> None:
+async def test_voice_turns_are_stored_as_conversation_messages(gateway_factory) -> None:
     from gateway.store.conversations import list_messages
     from gateway.store.db import Database
+
+    # One turn for "Hello? What is the weather like today?" (see test_barge_in_words).
+    gateway = gateway_factory(turn={"pause_ms": 400})
 
     client = await ask(gateway, "tell_me_about_barge_in.wav")
     conv = client.events("session_started")[0]["conversation_id"]
