@@ -56,13 +56,16 @@ def twilio_media(i: int, ulaw: bytes) -> bytes:
         "payload": payload}, "streamSid": STREAM_SID}, separators=(",", ":")).encode()
 
 
+SESSION_RATE = {"v1": 16000, "twilio": 8000, "realtime": 16000}
+
+
 def server_view(wire: str, payloads: list[bytes]) -> list[bytes]:
-    """The 16 kHz PCM the gateway's VAD gets after each wire frame (decoded and
-    resampled as a stream, as the session does): for the bench's offline turn check."""
+    """The PCM the gateway's session gets for each wire frame, at ``SESSION_RATE``
+    (Twilio's μ-law decoded; Realtime's 24 kHz resampled as a stream by its transport):
+    for the bench's offline turn check."""
     if wire == "v1":
         return payloads
-    rate = WIRE_RATE[wire]
-    resampler = pcm.Resampler(rate, 16000, pcm.CLIENT_AUDIO)
+    resampler = pcm.Resampler(WIRE_RATE[wire], SESSION_RATE[wire], pcm.CLIENT_AUDIO)
     out = []
     for p in payloads:
         msg = json.loads(p)

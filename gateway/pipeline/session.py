@@ -83,8 +83,7 @@ from .turns import (
     TurnCheck,
     TurnEvent,
 )
-
-VAD_RATE = 16000
+from .vad_input import PIPELINE_RATE, VadInput
 
 
 class Session:
@@ -115,9 +114,7 @@ class Session:
         self.endpointer = self._make_endpointer(1)
         self._vad_changed = False
         # VAD stage state, made at the first audio (a ``start`` may change the rate).
-        self._vad: Any = None
-        self._resampler: pcm.Resampler | None = None
-        self._reframer = pcm.Reframer(pcm.frame_bytes(VAD_RATE, cfg.vad.frame_ms))
+        self._input: VadInput | None = None
         q = cfg.queues
         self.first_speech = FirstSpeech(self.log)
         self.stt = Transcriber(q.stt, self._decode, self.emit, self._user_said,
@@ -206,13 +203,9 @@ class Session:
     def interruptions(self) -> interruptions.InterruptionSettings:
         return self.settings.interruptions or interruptions.from_config(self.cfg.interruptions)
 
-    def _vad_stream(self) -> Any:
-        threshold = self.settings.vad.threshold if self.settings.vad else None
-        vad: Any = self.runtime.vad  # webrtcvad and silero take an optional threshold
-        if threshold is not None:
-            with contextlib.suppress(TypeError):  # a VAD without a threshold knob
-                return vad.stream(self.cfg.vad.frame_ms, threshold=threshold)
-        return vad.stream(self.cfg.vad.frame_ms)
+    @property
+    def _vad_threshold(self) -> float | None:
+        return self.settings.vad.threshold if self.settings.vad else None
 
     def emit(self, event: ev.Event) -> None:
         self.outbox.put(event)
@@ -282,23 +275,24 @@ class Session:
     # --- VAD stage --------------------------------------------------------------------
 
     def _vad_push(self, chunk: bytes) -> None:
-        if self._resampler is None:
-            self._resampler = pcm.Resampler(self.settings.input.sample_rate, VAD_RATE,
-                                           pcm.CLIENT_AUDIO)
-            self._vad = self._vad_stream()
+        vin = self._input
+        if vin is None:
+            vin = self._input = VadInput(self.runtime.vad, self.cfg.vad.frame_ms,
+                                         self.settings.input.sample_rate, self._vad_threshold)
         if self._vad_changed and not self.endpointer.speaking:
             self._vad_changed = False
-            self._vad = self._vad_stream()
+            vin.stream = vin.new_stream(self._vad_threshold)
             self.endpointer = self._make_endpointer(self.endpointer.new_turn_id())
             self._turn_ended_ms = float("-inf")  # the new endpointer's clock starts at 0
-        for frame in self._reframer.push(self._resampler.process(chunk)):
-            speech = self._vad.is_speech(frame) and (self.settings.barge_in or not self.replying)
+        for frame in vin.frames(chunk):
+            speech = vin.stream.is_speech(frame) and (self.settings.barge_in or not self.replying)
             events = self.endpointer.push(frame, speech, self.replying)
             if events:
                 self._turn_events(events)
 
     def _turn_events(self, events: list[TurnEvent]) -> None:
-        for te in events:
+        for event in events:
+            te = self._at_pipeline_rate(event)
             if isinstance(te, SpeechStarted):
                 if not te.during_reply:
                     self.current_turn = te.turn_id
@@ -326,6 +320,15 @@ class Session:
                 self.log.debug("turn_end", turn_id=te.turn_id, silence_ms=te.silence_ms)
                 self.stt.put(SttJob(te.turn_id, te.pcm, final=True, stopped_at=_ms(),
                                   use_early=te.pause_is_final))
+
+    def _at_pipeline_rate(self, te: TurnEvent) -> TurnEvent:
+        """The event's audio (cut from VAD frames) at the rate the models take."""
+        vin = self._input
+        if vin is None or vin.rate == PIPELINE_RATE or isinstance(te, SpeechStarted | BargeIn):
+            return te
+        if isinstance(te, SpeechStopped) and te.discarded:
+            return te  # dropped unheard: not worth converting
+        return dataclasses.replace(te, pcm=vin.to_pipeline(te.pcm))
 
     def _verdict(self, check: TurnCheck, complete: bool | None) -> None:
         if self.outbox.closed:

@@ -26,7 +26,7 @@ from gateway.errors import ProviderError as ProviderError  # where providers fin
 
 @runtime_checkable
 class VADStream(Protocol):
-    """Per-session VAD state, fed 16 kHz mono s16le frames of ``frame_ms``."""
+    """Per-session VAD state, fed mono s16le frames of ``frame_ms`` at its rate."""
 
     def is_speech(self, frame: bytes) -> bool: ...
 
@@ -34,7 +34,9 @@ class VADStream(Protocol):
 @runtime_checkable
 class VAD(Protocol):
     name: str
-    sample_rate: int  # always 16000 here
+    sample_rate: int  # streams' default rate: always 16000 here
+    # A VAD may also have ``rates``: every rate ``stream(frame_ms, rate=...)`` takes
+    # (telephony audio is then judged at 8 kHz as it comes, not resampled per frame).
 
     def stream(self, frame_ms: int) -> VADStream: ...
 

@@ -35,12 +35,13 @@ _NULL_STREAM = NullVADStream()
 class NullVAD:
     name = "null"
     sample_rate = SAMPLE_RATE
+    rates = (8000, SAMPLE_RATE)  # a mean-energy gate: the rate does not matter
 
     @classmethod
     def from_config(cls, cfg: Config) -> NullVAD:
         return cls()
 
-    def stream(self, frame_ms: int) -> NullVADStream:
+    def stream(self, frame_ms: int, rate: int = SAMPLE_RATE) -> NullVADStream:
         return _NULL_STREAM  # stateless, so one instance serves every session
 
 

@@ -35,6 +35,7 @@ from gateway.pipeline.outbox import OutboxClosed
 from gateway.pipeline.prompt import assistant_source, system_prompt
 from gateway.pipeline.session import Session
 from gateway.pipeline.session_items import SessionSettings, VadOverrides
+from gateway.pipeline.vad_input import PIPELINE_RATE
 from gateway.protocol import errors
 from gateway.protocol import realtime as rt
 from gateway.protocol.realtime_events import ResponseInfo, ServerEvents, VadDefaults
@@ -52,7 +53,6 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_RATE_LIMITED = 4429
 CLOSE_IDLE = 4408
 CLOSE_SLOW_CONSUMER = 4413
-PIPELINE_RATE = 16000
 KEY_PROTOCOL = "openai-insecure-api-key."
 MIN_COMMIT_MS = 100  # as OpenAI: a shorter buffer cannot be committed
 REQUEST_WAIT_S = 5.0  # a response.create's turn reaches stream_start well within this

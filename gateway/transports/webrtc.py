@@ -42,8 +42,8 @@ from gateway.audio import frames, pcm
 from gateway.errors import ClientError, GatewayError
 from gateway.pipeline import events as ev
 from gateway.pipeline.outbox import AudioOut, OutboxClosed
-from gateway.pipeline.session import VAD_RATE
 from gateway.pipeline.session_items import SessionSettings
+from gateway.pipeline.vad_input import PIPELINE_RATE
 from gateway.protocol import v1
 from gateway.protocol import webrtc as channel_wire
 from gateway.protocol.webrtc import OPUS
@@ -136,7 +136,7 @@ class WebRTCPeer:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers(self.cfg.webrtc)))
         self.outbox = host.outbox
         self.track = ReplyTrack(self.cfg.webrtc.output_sample_rate)
-        self.proto = v1.ProtocolState(input=v1.AudioFormat("pcm_s16le", VAD_RATE),
+        self.proto = v1.ProtocolState(input=v1.AudioFormat("pcm_s16le", PIPELINE_RATE),
                                       max_chunk_ms=self.cfg.audio.max_chunk_ms)
         self.session = host.open(self._settings(None))
         host.close_wire, host.wire = self._close_wire, self
@@ -155,7 +155,7 @@ class WebRTCPeer:
         self.pc.on("connectionstatechange", self._on_connection_state)
 
     def _settings(self, start: v1.Start | None) -> SessionSettings:
-        pcm_in = v1.AudioFormat("pcm_s16le", VAD_RATE)
+        pcm_in = v1.AudioFormat("pcm_s16le", PIPELINE_RATE)
         pcm_out = v1.AudioFormat("pcm_s16le", self.cfg.webrtc.output_sample_rate)
         if start is None:
             return self.host.settings(pcm_in, pcm_out)
@@ -244,7 +244,7 @@ class WebRTCPeer:
             if not isinstance(frame, av.AudioFrame):
                 continue
             if resampler is None or resampler.src_rate != frame.sample_rate:
-                resampler = pcm.Resampler(frame.sample_rate, VAD_RATE, pcm.CLIENT_AUDIO)
+                resampler = pcm.Resampler(frame.sample_rate, PIPELINE_RATE, pcm.CLIENT_AUDIO)
             data = resampler.process(frames.to_mono_pcm(frame))
             if data:
                 self.session.feed_audio(data)

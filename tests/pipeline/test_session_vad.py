@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -125,3 +126,29 @@ async def test_unsure_words_soon_after_the_turn_ended_are_the_users_continuation
     late = OverlapAudio(3, b"", final=True, started_ms=10_000.0 + s.continuation_ms + 900)
     assert classify(unsure, session._overlap_settings(soon), 0.23) is Overlap.WORDS
     assert classify(unsure, session._overlap_settings(late), 0.23) is Overlap.NO_WORDS
+
+
+async def test_telephony_audio_is_judged_at_8khz_and_decoded_at_16khz(runtime: Runtime) -> None:
+    """An 8 kHz session's VAD takes its frames as they come (no per-frame resampling)
+    and still finds the same turn; the STT gets that utterance at 16 kHz."""
+    wide, _ = make_session(runtime)
+    fmt8 = pcm.AudioFormat("pcm16", 8000)
+    narrow = Session(runtime, SessionSettings(fmt8, fmt8), Outbox(512), session_id="sess_8",
+                     conversation_id="conv_8")
+    audio16 = speech() + bytes(FRAME * 50)
+    audio8 = pcm.resample(audio16, 16000, 8000)
+    for session, audio, frame in ((wide, audio16, FRAME), (narrow, audio8, FRAME // 2)):
+        for i in range(0, len(audio) - frame + 1, frame):
+            session.feed_audio(audio[i : i + frame])
+    assert narrow._input is not None and narrow._input.rate == 8000
+    finals = []
+    for session in (wide, narrow):
+        jobs = [session.stt_q.get_nowait() for _ in range(session.stt_q.qsize())]
+        finals.append([j.pcm for j in jobs if j.final])
+    assert len(finals[0]) == len(finals[1]) == 1
+    a, b = (np.frombuffer(f[0], "<i2").astype(np.float64) for f in finals)
+    assert abs(len(a) - len(b)) <= 2 * FRAME // 2  # the same utterance, +-2 frames
+    n = min(len(a), len(b))
+    lag = int(np.argmax(np.correlate(a[: n // 2], b[: n // 2 - 64], "valid")))
+    x, y = a[lag : lag + n // 2 - 64], b[: n // 2 - 64]
+    assert np.corrcoef(x, y)[0, 1] > 0.9  # 16 kHz audio of the same speech (band-limited)
