@@ -133,6 +133,14 @@ _FOLLOW_UP = re.compile(r"^\s*(?:and|what about|how about|and what about|and how
                         r"also|or|what if|same for|then)\b", re.IGNORECASE)
 
 
+# "Is there a water slide?", "do you sell second-hand books?": whether a thing exists or
+# is on offer. A sentence that never names the thing (nor a near word for it) does not
+# answer that, however close the rest of it is: the base does not say. ("Can I get ...?"
+# is left out: it asks for a service as often as for a thing.)
+_OFFER = re.compile(r"(?:^|[.?!]\s+)(?:is there|are there|do you (?:have|sell|offer|lend|rent|"
+                    r"hire|do)|have you got|can i (?:buy|borrow|hire|rent))\s+(?P<thing>[^.?!]+)")
+
+
 @dataclass(frozen=True, slots=True)
 class Unit:
     """A sentence (or a clause of a long one) of a passage: what an answer is made of."""
@@ -171,6 +179,9 @@ class Weights:
     off_topic: float = 0.12
     # ... unless the best one holds most of the question's telling words itself.
     on_topic: float = 0.5
+    # An "is there ...?" question's thing not in the passages must have a word this near
+    # it (MiniLM, word to word) in the answer: "kids" -> "children" 0.6, "slide" -> 0.3.
+    offer_neighbour: float = 0.42
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,3 +364,31 @@ def speakable(text: str) -> str:
         return text
     text = text[0].upper() + text[1:]
     return text if text[-1] in ".!?" else text + "."
+
+
+def offered_thing(question: str) -> list[str]:
+    """The words naming what an "is there / do you sell ...?" question asks about, as
+    said (content words, without those that only say what kind of fact is wanted:
+    "a reduction for groups" -> groups); [] for any other question."""
+    m = _OFFER.search(fold(question))
+    if m is None:
+        return []
+    thing = m.group("thing")
+    for _kind, cue in _KIND_CUES[:-1]:  # not RULE's: its cues are the question's opening
+        thing = cue.sub(" ", thing)
+    words = [w for w in _WORD.findall(thing) if w not in _STOP and len(w) > 1]
+    return [w for w in dict.fromkeys(words) if stem(w) not in _KIND_STEMS]
+
+
+def unnamed(words: Sequence[str], units: Sequence[Unit]) -> list[str]:
+    """Those of ``words`` that no unit contains (compared by stem)."""
+    have: set[str] = set()
+    for u in units:
+        have |= content_words(f"{u.heading} {u.text}")
+    return [w for w in words if stem(w) not in have]
+
+
+def unit_words(unit: Unit) -> list[str]:
+    """A unit's content words as written (for comparing word with word)."""
+    words = _WORD.findall(fold(f"{unit.heading} {unit.text}"))
+    return list(dict.fromkeys(w for w in words if w not in _STOP and len(w) > 1))

@@ -18,7 +18,18 @@ import numpy.typing as npt
 import structlog
 
 from gateway.config import Config
-from gateway.pipeline.answer import Answer, Unit, Weights, choose, query_text, split_units
+from gateway.pipeline.answer import (
+    ABSTAIN,
+    Answer,
+    Unit,
+    Weights,
+    choose,
+    offered_thing,
+    query_text,
+    split_units,
+    unit_words,
+    unnamed,
+)
 
 from .base import ChatRequest, Embedder, ProviderError
 
@@ -63,7 +74,25 @@ class GroundedLLM:
         units = split_units(request.passages)
         if not units:
             return choose(query, [], [], self.weights)
-        return choose(query, units, self.similarities(query, units), self.weights)
+        answer = choose(query, units, self.similarities(query, units), self.weights)
+        if answer.abstained or answer.best is None:
+            return answer
+        missing = unnamed(offered_thing(query), units)
+        if missing and not self._named_nearby(missing, answer.best.unit):
+            return Answer(ABSTAIN, True, answer.best)
+        return answer
+
+    def _named_nearby(self, words: Sequence[str], unit: Unit) -> bool:
+        """Whether each of ``words`` (absent from the passages) has a near word in
+        ``unit`` ("kids" -> "children"): then the unit may still be about that thing."""
+        theirs = unit_words(unit)
+        if self.embedder is None or not theirs:
+            return False
+        vectors = self.embedder.embed([*words, *theirs])
+        if vectors.shape[0] != len(words) + len(theirs):
+            raise ProviderError("the embedder returned the wrong number of vectors")
+        nearest = (vectors[: len(words)] @ vectors[len(words):].T).max(axis=1)
+        return bool(nearest.min() >= self.weights.offer_neighbour)
 
     def similarities(self, query: str, units: Sequence[Unit]) -> list[float]:
         """The mean of the query's cosine to each sentence alone (what it says) and under

@@ -10,12 +10,14 @@ from gateway.pipeline.answer import (
     Weights,
     choose,
     content_words,
+    offered_thing,
     query_text,
     question_kind,
     score_units,
     speakable,
     split_units,
     stem,
+    unnamed,
 )
 from gateway.providers.base import Message, Passage
 
@@ -233,3 +235,15 @@ def test_words_match_without_their_accents() -> None:
 
     assert content_words("The café is open") == content_words("the cafe is open")
     assert "naiv" in content_words("Naïve")
+
+
+def test_an_is_there_question_names_the_thing_it_asks_about() -> None:
+    assert offered_thing("Is there a water slide for the kids?") == ["water", "slide", "kids"]
+    assert offered_thing("Do you sell second-hand books?") == ["second", "hand", "books"]
+    # Words that only say which kind of fact is wanted are not the thing.
+    assert offered_thing("Is there a reduction for groups?") == ["groups"]
+    assert offered_thing("I forgot my towel. Have you got one?") == []  # no content word
+    assert offered_thing("What time do you open?") == []
+    assert offered_thing("Can I get my money back?") == []  # a service as often as a thing
+    units = split_units([HOURS, PRICES, HALL])
+    assert unnamed(["weddings", "slide", "exhibition"], units) == ["slide"]

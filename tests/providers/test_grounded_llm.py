@@ -118,6 +118,27 @@ async def test_answer_is_ready_within_milliseconds_of_retrieval(
     assert cpu_ms < 60, cpu_ms
 
 
+async def test_is_there_questions_need_the_thing_or_a_near_word_for_it(
+        grounded: GroundedLLM) -> None:
+    """A sentence about the same place that never names what is asked about ("slide")
+    does not answer "is there ...?"; one with a near word for it ("kids" -> children)
+    does."""
+    from gateway.providers.base import Passage
+
+    rules = Passage("Pool rules", "Children under 8 must be accompanied in the water by an "
+                    "adult aged 16 or over. Diving is allowed only in the deep end.", "kb")
+    lessons = Passage("Lessons", "Swimming lessons for children aged 4 to 12 run on Saturday "
+                      "mornings.", "kb")
+
+    def answer(question: str) -> str:
+        request = ChatRequest(messages=[Message("user", question)], passages=[rules, lessons])
+        return grounded.answer(request).text
+
+    assert abstained(answer("Is there a water slide for the kids?"))
+    assert "Saturday" in answer("Are there swimming lessons for kids?")
+    assert "deep end" in answer("Is there a deep end for diving?")
+
+
 async def test_without_passages_or_embedder() -> None:
     request = ChatRequest(messages=[Message("user", "Can I bring my dog?")])
     assert abstained("".join(GroundedLLM(None).generate(request)))
