@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from gateway.pipeline import days
+from gateway.pipeline import ages, days
 from gateway.providers.base import Message, Passage
 
 ABSTAIN = "I'm sorry, I don't know that."
@@ -170,6 +170,7 @@ class Weights:
     kind: float = 0.12
     rank: float = 0.03  # the retriever's order breaks near-ties
     day: float = 0.15  # the question names a day: a unit naming it (+), only others (-)
+    age: float = 0.15  # ... an age: the narrowest range holding it (+), only others (-)
     floor: float = 0.36  # below this best score: abstain
     min_similarity: float = 0.3  # below this similarity: abstain whatever the words
     second: float = 0.8  # a neighbour joins if it scores this share of the best
@@ -191,6 +192,7 @@ class Scored:
     similarity: float
     lexical: float
     kind_match: bool
+    age_fit: int = 0  # see ages.fits
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,16 +295,17 @@ def score_units(question: str, units: Sequence[Unit], similarities: Sequence[flo
     have = [content_words(f"{u.heading} {u.text}") for u in units]
     idf = _idf(content_words(question) - _KIND_STEMS, have)
     total = sum(idf.values())
+    age_fit = ages.fits(question, [u.text for u in units])
     scored = []
-    for unit, words, sim in zip(units, have, similarities, strict=True):
+    for unit, words, sim, age in zip(units, have, similarities, age_fit, strict=True):
         lexical = sum(v for w, v in idf.items() if w in words) / total if total else 0.0
         match = bool(pattern and pattern.search(unit.text))
         if strict and kind in STRICT and not match:
             continue
         score = (weights.similarity * sim + weights.lexical * lexical
                  + weights.kind * match - weights.rank * unit.passage
-                 + weights.day * days.fit(question, unit.text))
-        scored.append(Scored(unit, score, float(sim), lexical, match))
+                 + weights.day * days.fit(question, unit.text) + weights.age * age)
+        scored.append(Scored(unit, score, float(sim), lexical, match, age))
     return sorted(scored, key=lambda s: -s.score)
 
 
@@ -337,7 +340,9 @@ def choose(question: str, units: Sequence[Unit], similarities: Sequence[float],
     # So does the right kind of fact for a question with no subject of its own ("where
     # exactly are you?", "what time do you open?"): it asks about the place itself.
     subjectless = best.kind_match and not content_words(question) - _KIND_STEMS
-    named = ((best.lexical >= 0.99 or subjectless)
+    # And so does the narrowest age range holding the age asked about ("my two year
+    # old": "children under 3 swim free").
+    named = ((best.lexical >= 0.99 or subjectless or best.age_fit > 0)
              and best.similarity >= weights.min_similarity / 2)
     if not named and (best.score < weights.floor
                       or best.similarity < weights.min_similarity):
@@ -392,3 +397,37 @@ def unit_words(unit: Unit) -> list[str]:
     """A unit's content words as written (for comparing word with word)."""
     words = _WORD.findall(fold(f"{unit.heading} {unit.text}"))
     return list(dict.fromkeys(w for w in words if w not in _STOP and len(w) > 1))
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``b`` is ``a`` with one letter changed, added or dropped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    i = next((k for k, (x, y) in enumerate(zip(short, long, strict=False)) if x != y),
+             len(short))
+    return short[i:] == long[i + 1:]
+
+
+def heard_as(question: str, units: Sequence[Unit]) -> str:
+    """The question with each word the passages lack replaced by the one word of theirs
+    a letter away, when there is exactly one: what a recogniser most likely misheard
+    ("how long is the big tool?" over a text about the pool -> "... big pool?")."""
+    have = set()
+    for u in units:
+        have |= content_words(f"{u.heading} {u.text}")
+    theirs = {w for u in units for w in _WORD.findall(fold(f"{u.heading} {u.text}"))
+              if len(w) >= 4 and w not in _STOP and not w.isdigit()}
+
+    def fix(m: re.Match[str]) -> str:
+        word = m[0]
+        low = word.lower()
+        if (len(low) < 4 or low in _STOP or low.isdigit() or stem(low) in have
+                or stem(low) in _KIND_STEMS):  # "how late" is not "lane"
+            return word
+        near = [w for w in theirs if _one_edit(low, w)]
+        return near[0] if len(near) == 1 else word
+
+    return _WORD.sub(fix, fold(question))

@@ -24,6 +24,8 @@ from gateway.pipeline.answer import (
     Unit,
     Weights,
     choose,
+    fold,
+    heard_as,
     offered_thing,
     query_text,
     split_units,
@@ -70,10 +72,20 @@ class GroundedLLM:
         return cls(embedder)
 
     def answer(self, request: ChatRequest) -> Answer:
-        query = query_text(request.messages, request.question)
         units = split_units(request.passages)
+        query = query_text(request.messages, request.question)
         if not units:
             return choose(query, [], [], self.weights)
+        answer = self._choose(query, units)
+        if answer.abstained:
+            # Nothing answers the words as heard: try the base's own words a letter away
+            # from those it lacks (a recogniser's "big tool" for "big pool").
+            fixed = heard_as(query, units)
+            if fixed != fold(query):
+                return self._choose(fixed, units)
+        return answer
+
+    def _choose(self, query: str, units: Sequence[Unit]) -> Answer:
         answer = choose(query, units, self.similarities(query, units), self.weights)
         if answer.abstained or answer.best is None:
             return answer

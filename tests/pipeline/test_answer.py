@@ -10,6 +10,7 @@ from gateway.pipeline.answer import (
     Weights,
     choose,
     content_words,
+    heard_as,
     offered_thing,
     query_text,
     question_kind,
@@ -247,3 +248,22 @@ def test_an_is_there_question_names_the_thing_it_asks_about() -> None:
     assert offered_thing("Can I get my money back?") == []  # a service as often as a thing
     units = split_units([HOURS, PRICES, HALL])
     assert unnamed(["weddings", "slide", "exhibition"], units) == ["slide"]
+
+
+def test_a_word_the_passages_lack_is_heard_as_theirs_a_letter_away() -> None:
+    pool = [Passage("Facilities", "The main pool is 25 metres long and has 6 lanes.", "kb")]
+    units = split_units(pool)
+    assert heard_as("How long is the big tool?", units) == "how long is the big pool?"
+    # Words the text has, kind words ("late" is not "lane") and ambiguous ones stay.
+    assert heard_as("How late is the pool open?", units) == "how late is the pool open?"
+    two = split_units([Passage("x", "The lanes and the lines are new.", "kb")])
+    assert heard_as("Are the lones open?", two) == "are the lones open?"
+
+
+def test_the_narrowest_age_range_answers_a_question_about_an_age() -> None:
+    prices = Passage("Prices", "Children under 16 pay £3.20, and children under 3 swim "
+                     "free. Children under 8 must be accompanied by an adult.", "kb")
+    units = split_units([prices])
+    q = "Does my two year old need a ticket?"
+    answer = choose(q, units, [0.3, 0.4])
+    assert not answer.abstained and "under 3 swim free" in answer.text
