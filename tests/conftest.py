@@ -89,6 +89,9 @@ def models() -> dict[str, Any]:
     return {
         "vad": registry.create("vad", "webrtcvad", cfg),
         "stt": registry.create("stt", "whisper", cfg),
+        # As the runtime loads it: turn-taking's decodes on the quick model ([stt]).
+        "stt_quick": registry.create(
+            "stt", "whisper", registry.with_model(cfg, "stt", "whisper", cfg.stt.quick_model)),
         "tts": registry.create("tts", "piper", cfg),
         "turn": SmartTurn.from_config(cfg),
         "embedder": registry.create("embedder", "minilm", cfg),
@@ -189,6 +192,8 @@ def gateway_factory(
         cfg = Config().replace(server=server, **base)
         injected = dict(models)
         injected["llm"] = registry.create("llm", cfg.llm.provider, cfg)
+        if providers and "stt" in providers and "stt_quick" not in providers:
+            injected.pop("stt_quick")  # a test's own STT decodes everything
         injected.update(providers or {})
         gw = start_gateway(cfg, injected)
         running.append(gw)

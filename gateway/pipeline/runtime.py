@@ -64,6 +64,9 @@ class Runtime:
     # The end-of-turn language model (the words at a pause; [turn] words); None: the
     # sound alone decides.
     text_turn: TextTurnDetector | None = None
+    # The quick STT ([stt] quick_model): what turn-taking waits on is decoded with it, and
+    # only finals with the configured model; None: one model for all.
+    quick_stt: Chain | None = None
     # Sentence embeddings (semantic search, hybrid retrieval); None: full-text search only.
     embedder: Embedder | None = None
     # Set by the app once the database is up: async (assistant_id) -> {stage: provider
@@ -116,9 +119,13 @@ class Runtime:
         pools["turn"] = InferencePool("turn", t.threads, t.max_waiting, t.wait_ms / 1000)
         embedder = (overrides["embedder"] if "embedder" in overrides
                     else _load_embedder(cfg))
+        quick = _quick_stt(cfg, overrides)
+        quick_chain = None if quick is None else Chain(
+            "stt", [quick], pools["stt"], timeouts["stt"],
+            [Breaker(cfg.failover.breaker_threshold, cfg.failover.breaker_cooldown_s)])
         return cls(cfg=cfg, vad=vad, chains=chains, pools=pools, tools=ToolRunner(cfg),
                    turn_detector=_turn_detector(cfg, overrides), embedder=embedder,
-                   text_turn=_text_turn(cfg, overrides))
+                   text_turn=_text_turn(cfg, overrides), quick_stt=quick_chain)
 
     def health(self) -> dict[str, str]:
         """Per stage "ok" or "error: …" (the primary's state; every provider in details)."""
@@ -136,7 +143,9 @@ class Runtime:
                 for stage, chain in self.chains.items()}
 
     def _all_chains(self) -> list[Chain]:
-        return [*self.chains.values(), *(c for c in self._extra.values() if c is not None)]
+        quick = [self.quick_stt] if self.quick_stt is not None else []
+        return [*self.chains.values(), *quick,
+                *(c for c in self._extra.values() if c is not None)]
 
     async def chain(self, stage: str, assistant_id: str | None) -> Chain:
         """The failover chain of ``stage`` for an assistant: its own provider (with its
@@ -227,10 +236,13 @@ class Runtime:
 
     async def transcribe(self, pcm16k: bytes, language: str | None,
                          on_partial: Callable[[str], None] | None = None, *,
-                         assistant_id: str | None = None) -> str:
-        """``on_partial(text so far)`` is called by STTs that stream (OpenAI gpt-4o-*)."""
+                         assistant_id: str | None = None, quick: bool = False) -> str:
+        """``on_partial(text so far)`` is called by STTs that stream (OpenAI gpt-4o-*).
+        ``quick``: a decode turn-taking waits on (the quick model, where there is one)."""
         hints = {"on_partial": on_partial} if on_partial is not None else None
         chain = await self.chain("stt", assistant_id)
+        if quick and self.quick_stt is not None and chain is self.chains["stt"]:
+            chain = self.quick_stt
         text: str = await chain.call("transcribe", pcm16k, language=language, hints=hints)
         return text
 
@@ -327,6 +339,13 @@ class Runtime:
         return ToolLoop(functools.partial(self.reply_tokens, chain=chain), request, toolbox,
                         self.cfg.tools, client=client, tool_choice=tool_choice)
 
+    async def quick_decodes(self, assistant_id: str | None) -> bool:
+        """Whether the assistant's quick decodes run on a model of their own (else a
+        pause needs one decode, not two)."""
+        if self.quick_stt is None:
+            return False
+        return await self.chain("stt", assistant_id) is self.chains["stt"]
+
     async def speculative(self, assistant_id: str | None) -> bool:
         """Whether the assistant's LLM may be run ahead of a turn's end (it calls no
         tools and costs nothing: its provider says ``speculative``)."""
@@ -345,6 +364,17 @@ def _load(cfg: Config, stage: str, name: str) -> Any:
     log.info("provider_loaded", stage=stage, provider=obj.name,
              ms=round((time.perf_counter() - started) * 1000))
     return obj
+
+
+def _quick_stt(cfg: Config, overrides: dict[str, Any]) -> Any:
+    """The quick STT: injected, or Whisper's ``quick_model`` when it differs from the
+    configured one (not when the STT itself was injected: tests pass their own)."""
+    if "stt_quick" in overrides:
+        return overrides["stt_quick"]
+    s = cfg.stt
+    if "stt" in overrides or s.provider != "whisper" or s.quick_model in ("", s.model):
+        return None
+    return _load(registry.with_model(cfg, "stt", "whisper", s.quick_model), "stt", "whisper")
 
 
 def _text_turn(cfg: Config, overrides: dict[str, Any]) -> TextTurnDetector | None:

@@ -119,7 +119,8 @@ class Session:
         self.first_speech = FirstSpeech(self.log)
         self.stt = Transcriber(q.stt, self._decode, self.emit, self._user_said,
                                self._provider_error, self.turn_checks, self.log,
-                               self._speculate if cfg.turn.speculate else None)
+                               self._speculate if cfg.turn.speculate else None,
+                               lambda: runtime.quick_decodes(self.settings.assistant_id))
         self.stt_q = self.stt.q
         self.llm_q: asyncio.Queue[UserTurn] = asyncio.Queue(q.llm)
         self.tts_q: asyncio.Queue[Sentence | EndOfReply] = asyncio.Queue(q.tts)
@@ -346,8 +347,10 @@ class Session:
         return s
 
     async def _decode_overlap(self, pcm16k: bytes) -> str:
+        # Quick: the reply plays on while this decides whether it was an interruption.
         return await self.runtime.transcribe(pcm16k, self.settings.language,
-                                             assistant_id=self.settings.assistant_id)
+                                             assistant_id=self.settings.assistant_id,
+                                             quick=True)
 
     def _overlap(self, job: OverlapAudio, text: str, kind: Overlap) -> None:
         """Speech over the reply was decoded: real words interrupt and become the next
@@ -374,12 +377,12 @@ class Session:
     # --- STT stage (transcriber.py) ---------------------------------------------------
 
     async def _decode(self, pcm16k: bytes, turn_id: int,
-                      on_partial: Callable[[str], None] | None) -> str:
+                      on_partial: Callable[[str], None] | None, quick: bool) -> str:
         """A transcription; a streaming STT's partial text goes to ``on_partial``."""
         partial = None if on_partial is None else (lambda text: on_partial(clean(text)))
         text: str = await self.runtime.transcribe(
             pcm16k, self.settings.language, on_partial=partial,
-            assistant_id=self.settings.assistant_id)
+            assistant_id=self.settings.assistant_id, quick=quick)
         return clean(text)  # an upstream STT's text, like an LLM's
 
     def _speculate(self, turn_id: int, pause: int, text: str) -> None:

@@ -21,8 +21,9 @@ from . import events as ev
 from .session_items import SttJob, push_stt
 from .turn_checks import TurnChecks
 
-# (pcm 16 kHz, turn id, partial-text callback or None) -> transcript
-Decode = Callable[[bytes, int, Callable[[str], None] | None], Awaitable[str]]
+# (pcm 16 kHz, turn id, partial-text callback or None, quick) -> transcript. ``quick``:
+# a decode turn-taking waits on (words at a pause, interim text), on the quick model.
+Decode = Callable[[bytes, int, Callable[[str], None] | None, bool], Awaitable[str]]
 
 
 class Transcriber:
@@ -30,8 +31,13 @@ class Transcriber:
                  on_final: Callable[[int, str, float], None],
                  on_error: Callable[[str, ProviderError], None],
                  turn_checks: TurnChecks, log: Any,
-                 on_pause_words: Callable[[int, int, str], None] | None = None) -> None:
+                 on_pause_words: Callable[[int, int, str], None] | None = None,
+                 two_models: Callable[[], Awaitable[bool]] | None = None) -> None:
         self.q: asyncio.Queue[SttJob] = asyncio.Queue(size)
+        # Whether quick decodes run on a model of their own (asked once, at the first
+        # pause): then a pause is decoded twice, quick for its words, fully for the final.
+        self._two_models = two_models
+        self._two: bool | None = None if two_models is not None else False
         self._on_pause_words = on_pause_words  # (turn id, pause, words) of a pause's decode
         self._decode_fn = decode
         self._emit = emit
@@ -64,17 +70,21 @@ class Transcriber:
         self._finalized_turn = turn_id
 
     async def run(self) -> None:
-        early: tuple[int, asyncio.Task[str]] | None = None
+        early: tuple[int, asyncio.Task[str], asyncio.Task[str]] | None = None
         while True:
             job = await self.q.get()
             if job.early:
                 # A pause: decode now; if the turn ends here, this is its transcript.
                 if early is not None:
                     early[1].cancel()
-                early = (job.turn_id, asyncio.create_task(self._decode(job)))
-                self._turn_checks.pause_decode = (job.turn_id, job.pause, early[1])
+                    early[2].cancel()
+                full = asyncio.create_task(self._decode(job))
+                words = (asyncio.create_task(self._decode(job, quick=True))
+                         if await self._quick_too() else full)
+                early = (job.turn_id, full, words)
+                self._turn_checks.pause_decode = (job.turn_id, job.pause, words)
                 if self._on_pause_words is not None:
-                    early[1].add_done_callback(functools.partial(self._pause_done, job))
+                    words.add_done_callback(functools.partial(self._pause_done, job))
                 continue
             if not job.final:
                 if self._interim_task is None or self._interim_task.done():
@@ -84,17 +94,27 @@ class Transcriber:
             if early is not None and (reuse is None or not job.use_early):
                 early[1].cancel()
                 reuse = None
+            if early is not None and early[2] is not early[1]:
+                early[2].cancel()  # its words were for the turn checks, now over
             early = None
             await self._final(job, reuse[1] if reuse else None)
 
+    async def _quick_too(self) -> bool:
+        if self._two is None:
+            try:
+                self._two = await self._two_models()  # type: ignore[misc]
+            except Exception:  # one model then: never a lost pause
+                self._two = False
+        return self._two
     def _pause_done(self, job: SttJob, task: asyncio.Task[str]) -> None:
         if self._on_pause_words is None or task.cancelled() or task.exception() is not None:
             return
         self._on_pause_words(job.turn_id, job.pause, task.result())
 
-    async def _decode(self, job: SttJob) -> str:
+    async def _decode(self, job: SttJob, *, quick: bool = False) -> str:
         turn_id = job.turn_id
-        return await self._decode_fn(job.pcm, turn_id, lambda text: self._partial(turn_id, text))
+        return await self._decode_fn(job.pcm, turn_id,
+                                     lambda text: self._partial(turn_id, text), quick)
 
     def _partial(self, turn_id: int, text: str) -> None:
         if text.strip() and turn_id > self._finalized_turn:
@@ -113,7 +133,7 @@ class Transcriber:
 
     async def _interim(self, job: SttJob) -> None:
         try:
-            text = await self._decode_fn(job.pcm, job.turn_id, None)
+            text = await self._decode_fn(job.pcm, job.turn_id, None, True)
         except ProviderError:
             return  # an interim result is best effort; the final one reports errors
         # Shown until the final transcript of its turn is out (even after speech_stopped).

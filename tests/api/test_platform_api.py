@@ -62,7 +62,7 @@ async def test_speech_providers(gateway) -> None:
     async with client(gateway) as http:
         body = (await http.get("/api/speech/providers")).json()
     assert list(body["providers"]) == ["whisper"]
-    assert "tiny.en" in body["providers"]["whisper"]
+    assert "Whisper base" in body["providers"]["whisper"]  # the default final model
 
 
 async def test_websocket_config_points_at_a_working_socket(gateway) -> None:
@@ -75,7 +75,9 @@ async def test_websocket_config_points_at_a_working_socket(gateway) -> None:
     assert body["tts"]["voices"] == [{"provider": "piper", "id": "joe", "name": "Joe",
                                       "gender": "male"}]
     assert list(body["stt"]["providers"]) == ["whisper"]
-    assert body["languages"] == [{"code": "en", "name": "English"}]
+    # Whisper base is multilingual: English first, then the others it transcribes.
+    assert body["languages"][0] == {"code": "en", "name": "English"}
+    assert {"code": "de", "name": "German"} in body["languages"]
     defaults = body["defaults"]
     assert defaults["tts_provider"] == "piper" and defaults["piper_voice"] == "joe"
     assert defaults["language"] == "en"

@@ -16,7 +16,7 @@ from gateway.providers.whisper_stt import WhisperSTT, base_dir, resolve_model_di
 
 @pytest.fixture(scope="module")
 def tiny() -> WhisperSTT:
-    return WhisperSTT.from_config(Config())
+    return WhisperSTT.from_config(Config().replace(stt={"model": "tiny.en"}))
 
 
 @pytest.fixture(scope="module")
