@@ -83,6 +83,7 @@ class Transcriber:
                          if await self._quick_too() else full)
                 early = (job.turn_id, full, words)
                 self._turn_checks.pause_decode = (job.turn_id, job.pause, words)
+                self._turn_checks.pause_final = (job.turn_id, job.pause, full)
                 if self._on_pause_words is not None:
                     words.add_done_callback(functools.partial(self._pause_done, job))
                 continue

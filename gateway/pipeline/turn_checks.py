@@ -69,10 +69,12 @@ class TurnChecks:
         self.on_verdict = on_verdict
         self.log = log
         self._tasks: set[asyncio.Task[Any]] = set()
-        # (turn id, pause, decode) of the STT stage's latest decode at a pause.
+        # (turn id, pause, decode) of the STT stage's latest decode at a pause: the quick
+        # model's, and (two models) the final model's, whose words rechecks use once done.
         self.pause_decode: tuple[int, int, asyncio.Task[str]] | None = None
+        self.pause_final: tuple[int, int, asyncio.Task[str]] | None = None
         self.english = True  # the words rules (and the language model) are English
-        self._score: tuple[tuple[int, int], asyncio.Task[tuple[str, float | None]]] | None = None
+        self._score: tuple[asyncio.Task[str], asyncio.Task[tuple[str, float | None]]] | None = None
 
     def submit(self, check: TurnCheck, settings: TurnSettings) -> None:
         task = asyncio.create_task(self._run(check, settings))
@@ -107,18 +109,29 @@ class TurnChecks:
         return check.silence_ms > s.pause_ms
 
     def _scored(self, check: TurnCheck) -> asyncio.Task[tuple[str, float | None]] | None:
-        """The words decoded at this pause and their score, once per pause."""
-        key = (check.turn_id, check.pause)
-        if self._score is not None and self._score[0] == key:
-            return self._score[1]
-        found = self.pause_decode
-        if found is None or found[:2] != key:
+        """The words decoded at this pause and their score, once per decode."""
+        decode = self._words_of((check.turn_id, check.pause))
+        if decode is None:
             return None  # no decode at this pause (yet): the sound alone decides
-        task = asyncio.create_task(self._score_words(found[2]))
+        if self._score is not None and self._score[0] is decode:
+            return self._score[1]
+        task = asyncio.create_task(self._score_words(decode))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        self._score = (key, task)
+        self._score = (decode, task)
         return task
+
+    def _words_of(self, key: tuple[int, int]) -> asyncio.Task[str] | None:
+        """The pause's best decode so far: the final model's once it is done (a recheck
+        then judges what the reply will answer: "does my two year old need a ticket?",
+        not the quick model's "that's my two year old needed ticket"), else the quick
+        model's."""
+        final = self.pause_final
+        if final is not None and final[:2] == key and final[2].done() \
+                and not final[2].cancelled() and final[2].exception() is None:
+            return final[2]
+        found = self.pause_decode
+        return found[2] if found is not None and found[:2] == key else None
 
     async def _score_words(self, decode: asyncio.Task[str]) -> tuple[str, float | None]:
         # The STT stage owns the decode: waited for, never cancelled here.

@@ -131,3 +131,30 @@ def test_ends_mid_sentence() -> None:
     for text in ("What time do you open on Sundays?", "", "Where are you from?",
                  "Can I bring my dog along?", "The one."):
         assert not ends_mid_sentence(text), text
+
+
+async def test_a_recheck_judges_the_final_models_words_once_they_are_done(
+        runtime: Runtime) -> None:
+    """Two models: the first check has only the quick model's words (here misheard into
+    an unfinished sentence, so "complete" is held); a recheck of the same pause, once the
+    final model's decode is done, judges those words instead and ends the turn."""
+    got: list[bool | None] = []
+    checks = TurnChecks(runtime, lambda _c, v: got.append(v), structlog.get_logger())
+
+    async def words(text: str, delay: float) -> str:
+        await asyncio.sleep(delay)
+        return text
+
+    checks.pause_decode = (3, 2, asyncio.create_task(words("Until what time is the?", 0.0)))
+    final = asyncio.create_task(words("Until what time is the cafe open?", 0.3))
+    checks.pause_final = (3, 2, final)
+    for silence_ms in (200, 600):
+        if silence_ms == 600:
+            await final  # by the recheck, the final model has finished
+        checks.submit(TurnCheck(turn_id=3, pause=2, pcm=finished_question(),
+                                silence_ms=silence_ms), SETTINGS)
+        for _ in range(1000):
+            if len(got) == (1 if silence_ms == 200 else 2) and not checks._tasks:
+                break
+            await asyncio.sleep(0.01)
+    assert got == [False, True]
