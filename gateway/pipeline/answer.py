@@ -385,11 +385,17 @@ def offered_thing(question: str) -> list[str]:
     return [w for w in dict.fromkeys(words) if stem(w) not in _KIND_STEMS]
 
 
-def unnamed(words: Sequence[str], units: Sequence[Unit]) -> list[str]:
-    """Those of ``words`` that no unit contains (compared by stem)."""
+def _stems(units: Sequence[Unit]) -> set[str]:
+    """Every content word (stemmed) of the units and their headings."""
     have: set[str] = set()
     for u in units:
         have |= content_words(f"{u.heading} {u.text}")
+    return have
+
+
+def unnamed(words: Sequence[str], units: Sequence[Unit]) -> list[str]:
+    """Those of ``words`` that no unit contains (compared by stem)."""
+    have = _stems(units)
     return [w for w in words if stem(w) not in have]
 
 
@@ -415,9 +421,7 @@ def heard_as(question: str, units: Sequence[Unit]) -> str:
     """The question with each word the passages lack replaced by the one word of theirs
     a letter away, when there is exactly one: what a recogniser most likely misheard
     ("how long is the big tool?" over a text about the pool -> "... big pool?")."""
-    have = set()
-    for u in units:
-        have |= content_words(f"{u.heading} {u.text}")
+    have = _stems(units)
     theirs = {w for u in units for w in _WORD.findall(fold(f"{u.heading} {u.text}"))
               if len(w) >= 4 and w not in _STOP and not w.isdigit()}
 

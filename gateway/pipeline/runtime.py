@@ -111,8 +111,7 @@ class Runtime:
         chains: dict[str, Chain] = {}
         for stage in ("stt", "llm", "tts"):
             providers = _stage_providers(cfg, stage, overrides.get(stage))
-            breakers = [Breaker(cfg.failover.breaker_threshold, cfg.failover.breaker_cooldown_s)
-                        for _ in providers]
+            breakers = [_breaker(cfg) for _ in providers]
             chains[stage] = Chain(stage, providers, pools[stage], timeouts[stage], breakers)
         vad = overrides.get("vad") or _load(cfg, "vad", cfg.vad.provider)
         t = cfg.turn
@@ -122,7 +121,7 @@ class Runtime:
         quick = _quick_stt(cfg, overrides)
         quick_chain = None if quick is None else Chain(
             "stt", [quick], pools["stt"], timeouts["stt"],
-            [Breaker(cfg.failover.breaker_threshold, cfg.failover.breaker_cooldown_s)])
+            [_breaker(cfg)])
         return cls(cfg=cfg, vad=vad, chains=chains, pools=pools, tools=ToolRunner(cfg),
                    turn_detector=_turn_detector(cfg, overrides), embedder=embedder,
                    text_turn=_text_turn(cfg, overrides), quick_stt=quick_chain)
@@ -203,8 +202,7 @@ class Runtime:
                             note="the configured providers answer instead")
                 self._extra[(stage, name, model)] = None
                 return None
-            f = self.cfg.failover
-            mine = [(provider, Breaker(f.breaker_threshold, f.breaker_cooldown_s))]
+            mine = [(provider, _breaker(self.cfg))]
         rest = [pair for pair in pairs if pair[0] is not mine[0][0]]
         ordered = [mine[0], *rest]  # breakers of shared providers are shared too
         chain = Chain(stage, [p for p, _ in ordered], default.pool, default.timeouts,
@@ -364,6 +362,10 @@ def _load(cfg: Config, stage: str, name: str) -> Any:
     log.info("provider_loaded", stage=stage, provider=obj.name,
              ms=round((time.perf_counter() - started) * 1000))
     return obj
+
+
+def _breaker(cfg: Config) -> Breaker:
+    return Breaker(cfg.failover.breaker_threshold, cfg.failover.breaker_cooldown_s)
 
 
 def _quick_stt(cfg: Config, overrides: dict[str, Any]) -> Any:

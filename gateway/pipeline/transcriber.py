@@ -107,6 +107,7 @@ class Transcriber:
             except Exception:  # one model then: never a lost pause
                 self._two = False
         return self._two
+
     def _pause_done(self, job: SttJob, task: asyncio.Task[str]) -> None:
         if self._on_pause_words is None or task.cancelled() or task.exception() is not None:
             return
