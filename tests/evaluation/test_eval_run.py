@@ -1,9 +1,10 @@
 """``gateway eval`` end to end: the CI scenario set against a real gateway.
 
 The gateway is the real app on real sockets with the embedded models (webrtcvad,
-Whisper tiny.en, Piper; the extractive answer engine of the test gateways); the runner
-is the real CLI in its own process, speaking with Piper and espeak-ng in real time. The
-figures are checked for shape and sense, not against latency targets (CI is noisy).
+Whisper base with tiny.en for quick decodes, Piper; the extractive answer engine of the
+test gateways); the runner is the real CLI in its own process, speaking with Piper and
+espeak-ng in real time. The figures are checked for shape and sense, not against latency
+targets (CI is noisy).
 """
 
 from __future__ import annotations
