@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError
 
 
 async def _with_db(cfg: Config, job: Callable[[Any], Awaitable[int]]) -> int:

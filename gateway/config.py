@@ -130,9 +130,12 @@ class TurnConfig:
     # words_hold the sentence cannot end there (a "complete" is held while the pause is
     # under hold_ms); from words_end it clearly does (an "incomplete" ends at a recheck).
     words: str = "smollm2"
-    words_hold: float = 0.02
+    words_hold: float = 0.01
     words_end: float = 0.2
     hold_ms: int = 900
+    # The recogniser's probability of the last word at the pause: under this it was a
+    # guess ("how much is a" heard as "how much is that?") and a "complete" is held too.
+    last_word_min: float = 0.35
     # Checks run in their own pool; one that waits longer than wait_ms for a thread (or
     # finds max_waiting ahead of it) is skipped, and that pause ends on vad.stop_ms.
     threads: int = 2  # the sound's and the words' checks of one pause run side by side
@@ -651,6 +654,8 @@ def _validate_turn(t: TurnConfig) -> None:
         raise ConfigError("turn.words must be smollm2 or none")
     if not 0.0 <= t.words_hold <= t.words_end <= 1.0 or t.hold_ms < 0:
         raise ConfigError("turn: 0 <= words_hold <= words_end <= 1 and hold_ms >= 0")
+    if not 0.0 <= t.last_word_min <= 1.0:
+        raise ConfigError("turn: last_word_min must be within 0..1")
 
 
 def _validate_interruptions(i: InterruptionsConfig) -> None:

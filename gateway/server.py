@@ -197,9 +197,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # absent when the handshake was refused
         if scope is not None:
-            scope["extensions"][BINARY_SINK] = self._set_sink  # type: ignore[index]
-            scope["extensions"][TEXT_SINK] = self._set_text_sink  # type: ignore[index]
-            scope["extensions"][FRAME_WRITER] = (self._can_write, self._write)  # type: ignore[index]
+            extensions: Any = scope["extensions"]
+            extensions[BINARY_SINK] = self._set_sink
+            extensions[TEXT_SINK] = self._set_text_sink
+            extensions[FRAME_WRITER] = (self._can_write, self._write)
 
     def _can_write(self) -> bool:
         """Whether messages may go straight out: open, and the client keeps reading."""

@@ -99,7 +99,7 @@ def utterances(path: Path) -> list[tuple[str, str, Utterance]]:
 
 def render(voices: Voices, u: Utterance, cache: Path) -> bytes:
     key = hashlib.sha1(repr((u.text, u.wav, u.noise, str(u.voice), u.speed,
-                             u.pause_ms)).encode()).hexdigest()[:16]
+                             u.pause_ms, u.apart)).encode()).hexdigest()[:16]
     f = cache / f"{key}.pcm"
     if not f.is_file():
         f.write_bytes(voices.clip(u).audio)

@@ -234,14 +234,19 @@ class Runtime:
 
     async def transcribe(self, pcm16k: bytes, language: str | None,
                          on_partial: Callable[[str], None] | None = None, *,
-                         assistant_id: str | None = None, quick: bool = False) -> str:
+                         assistant_id: str | None = None, quick: bool = False,
+                         last_word: bool = False) -> str:
         """``on_partial(text so far)`` is called by STTs that stream (OpenAI gpt-4o-*).
-        ``quick``: a decode turn-taking waits on (the quick model, where there is one)."""
-        hints = {"on_partial": on_partial} if on_partial is not None else None
+        ``quick``: a decode turn-taking waits on (the quick model, where there is one).
+        ``last_word``: asks STTs that can for the last word's probability (a hint)."""
+        hints: dict[str, Any] = {"on_partial": on_partial} if on_partial is not None else {}
+        if last_word:
+            hints["last_word"] = True
         chain = await self.chain("stt", assistant_id)
         if quick and self.quick_stt is not None and chain is self.chains["stt"]:
             chain = self.quick_stt
-        text: str = await chain.call("transcribe", pcm16k, language=language, hints=hints)
+        text: str = await chain.call("transcribe", pcm16k, language=language,
+                                     hints=hints or None)
         return text
 
     async def turn_probability(self, pcm16k: bytes) -> float | None:

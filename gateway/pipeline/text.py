@@ -124,11 +124,12 @@ class SentenceSplitter:
 
 
 # English words a finished sentence does not end on: articles, possessives, conjunctions,
-# a few prepositions that need an object, hesitations. ("on" can end one, as "from" often
-# does: a wrong hold costs one more check, 400 ms.) Whisper keeps them when a speaker
-# pauses after one ("until what time is the"), though it tends to add a "?".
+# a few prepositions that need an object, hesitations. Whisper keeps them when a speaker
+# pauses after one ("until what time is the"), though it tends to add a "?". Not "on",
+# "from", "for": phrasal verbs end on them ("what number can I ring you on?" waited the
+# full 2.5 s when "on" was here); the language model judges those.
 _DANGLING = frozenset(
-    "a an the my your our their its and or but if because than whether of into onto on "
+    "a an the my your our their its and or but if because than whether of into onto "
     "um uh erm er".split()
 )
 

@@ -21,9 +21,10 @@ from . import events as ev
 from .session_items import SttJob, push_stt
 from .turn_checks import TurnChecks
 
-# (pcm 16 kHz, turn id, partial-text callback or None, quick) -> transcript. ``quick``:
-# a decode turn-taking waits on (words at a pause, interim text), on the quick model.
-Decode = Callable[[bytes, int, Callable[[str], None] | None, bool], Awaitable[str]]
+# (pcm 16 kHz, turn id, partial-text callback or None, quick, last word) -> transcript.
+# ``quick``: a decode turn-taking waits on (words at a pause, interim text), on the quick
+# model; ``last word``: with the last word's probability, for the turn checks.
+Decode = Callable[[bytes, int, Callable[[str], None] | None, bool, bool], Awaitable[str]]
 
 
 class Transcriber:
@@ -78,8 +79,9 @@ class Transcriber:
                 if early is not None:
                     early[1].cancel()
                     early[2].cancel()
-                full = asyncio.create_task(self._decode(job))
-                words = (asyncio.create_task(self._decode(job, quick=True))
+                # Both with the last word's probability: the turn checks judge them.
+                full = asyncio.create_task(self._decode(job, pause=True))
+                words = (asyncio.create_task(self._decode(job, quick=True, pause=True))
                          if await self._quick_too() else full)
                 early = (job.turn_id, full, words)
                 self._turn_checks.pause_decode = (job.turn_id, job.pause, words)
@@ -113,10 +115,10 @@ class Transcriber:
             return
         self._on_pause_words(job.turn_id, job.pause, task.result())
 
-    async def _decode(self, job: SttJob, *, quick: bool = False) -> str:
+    async def _decode(self, job: SttJob, *, quick: bool = False, pause: bool = False) -> str:
         turn_id = job.turn_id
         return await self._decode_fn(job.pcm, turn_id,
-                                     lambda text: self._partial(turn_id, text), quick)
+                                     lambda text: self._partial(turn_id, text), quick, pause)
 
     def _partial(self, turn_id: int, text: str) -> None:
         if text.strip() and turn_id > self._finalized_turn:
@@ -135,7 +137,7 @@ class Transcriber:
 
     async def _interim(self, job: SttJob) -> None:
         try:
-            text = await self._decode_fn(job.pcm, job.turn_id, None, True)
+            text = await self._decode_fn(job.pcm, job.turn_id, None, True, False)
         except ProviderError:
             return  # an interim result is best effort; the final one reports errors
         # Shown until the final transcript of its turn is out (even after speech_stopped).

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.config import Config
+from gateway.providers.base import last_word_of
 
 from .runtime import Runtime
 from .text import ends_mid_sentence
@@ -41,19 +42,25 @@ def combine(audio: float | None, words: str, text: float | None, silence_ms: flo
     sound could not be judged), the silence timer decides.
 
     Early in a pause (under ``hold_ms``) a "complete" is held when the words cannot end a
-    sentence ("what time do you", "... is the"): Smart Turn scores a mid-sentence pause
-    complete once it lasts ~600 ms. Later the sound alone decides, so a question that
-    does end oddly waits ``hold_ms``, not ``max_wait_ms``. An "incomplete" is overruled
-    by words that clearly end a sentence, but only from the first recheck on: the sound
-    gets the first say.
+    sentence ("what time do you", "... is the") or their last word was the recogniser's
+    guess (``last_word_min``: Whisper ends "how much is a" as "how much is that?"):
+    Smart Turn scores a mid-sentence pause complete once it lasts ~600 ms. Later the
+    sound alone decides, so a question that does end oddly waits ``hold_ms``, not
+    ``max_wait_ms``. An "incomplete" is overruled by words that clearly end a sentence
+    (and not with a guessed word), but only from the first recheck on: the sound gets
+    the first say.
     """
     if audio is None:
         return None
+    last = last_word_of(words)
+    guessed = last is not None and last < s.last_word_min  # the words' end is unsure
     if audio >= s.threshold:
         if silence_ms >= s.hold_ms:
             return True
-        return not (ends_mid_sentence(words) or (text is not None and text < s.words_hold))
-    return text is not None and text >= s.words_end and silence_ms > s.pause_ms
+        return not (ends_mid_sentence(words) or (text is not None and text < s.words_hold)
+                    or guessed)
+    return text is not None and text >= s.words_end and silence_ms > s.pause_ms \
+        and not guessed
 
 
 class TurnChecks:

@@ -59,7 +59,8 @@ _EOT_RULES = overrides.rules(
     choices={"detector": DETECTORS},
     ints={"pause_ms": (50, 5000), "recheck_ms": (50, 5000), "max_wait_ms": (100, 10000),
           "hold_ms": (0, 10000)},
-    numbers={"threshold": (0.01, 0.99), "words_hold": (0.0, 1.0), "words_end": (0.0, 1.0)})
+    numbers={"threshold": (0.01, 0.99), "words_hold": (0.0, 1.0), "words_end": (0.0, 1.0),
+             "last_word_min": (0.0, 1.0)})
 
 
 def _end_of_turn(cfg: Config, raw: Mapping[str, Any]) -> TurnSettings:

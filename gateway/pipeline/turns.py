@@ -111,16 +111,19 @@ class TurnSettings:
     # The words at the pause (see turn_checks.combine): a sentence-end probability
     # under words_hold holds a "complete" while the pause is under hold_ms; one from
     # words_end ends an "incomplete" pause at a recheck.
-    words_hold: float = 0.02
+    words_hold: float = 0.01
     words_end: float = 0.2
     hold_ms: int = 900
+    # A last word the recogniser gave less than this probability holds a "complete" too.
+    last_word_min: float = 0.35
 
     @classmethod
     def from_config(cls, t: TurnConfig) -> TurnSettings:
         """The config's ``[turn]`` (what an assistant's ``end_of_turn`` overrides)."""
         return cls(detector=t.detector, pause_ms=t.pause_ms, recheck_ms=t.recheck_ms,
                    max_wait_ms=t.max_wait_ms, threshold=t.threshold,
-                   words_hold=t.words_hold, words_end=t.words_end, hold_ms=t.hold_ms)
+                   words_hold=t.words_hold, words_end=t.words_end, hold_ms=t.hold_ms,
+                   last_word_min=t.last_word_min)
 
     @property
     def semantic(self) -> bool:

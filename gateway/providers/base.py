@@ -69,18 +69,28 @@ class TextTurnDetector(Protocol):
 class Transcript(str):
     """A transcription that knows how sure the recogniser was (0..1), when it can say.
 
-    A ``str``, so every caller that only wants the text is unaffected."""
+    A ``str``, so every caller that only wants the text is unaffected. ``last_word``:
+    the recogniser's probability of the last word alone, where asked for and known (a
+    word it guessed at the end of a fragment: "how much is a" heard as "how much is
+    that?", the last word ~0.2; a word it heard, 0.4-1.0)."""
 
     confidence: float | None
+    last_word: float | None
 
-    def __new__(cls, text: str, confidence: float | None = None) -> Transcript:
+    def __new__(cls, text: str, confidence: float | None = None,
+                last_word: float | None = None) -> Transcript:
         obj = super().__new__(cls, text)
         obj.confidence = confidence
+        obj.last_word = last_word
         return obj
 
 
 def confidence_of(text: str) -> float | None:
     return getattr(text, "confidence", None)
+
+
+def last_word_of(text: str) -> float | None:
+    return getattr(text, "last_word", None)
 
 
 @runtime_checkable

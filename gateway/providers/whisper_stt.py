@@ -146,17 +146,19 @@ class WhisperSTT:
         )
 
     def transcribe(self, pcm: bytes, *, language: str | None = None,
-                   prompt: str | None = None) -> str:
+                   prompt: str | None = None, last_word: bool = False) -> str:
         """Text of a 16 kHz mono s16le utterance ("" for silence). ``prompt``: text the
         decoder reads as what came before (Whisper's ``<|startofprev|>``), e.g. the names
         and rare words of the assistant's knowledge base: it biases the decoder towards
-        them ("swimming cap", not "swimming cat")."""
+        them ("swimming cap", not "swimming cat"). ``last_word``: also the last word's
+        probability (``Transcript.last_word``; one alignment pass, ~7 % of the decode;
+        utterances up to ``fit_window_s`` only)."""
         if len(pcm) < 2:
             return ""
         audio = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32)
         audio *= 1.0 / 32768.0
         if len(audio) <= self.fit_window_s * SAMPLE_RATE:
-            return self._transcribe_fitted(audio, language, prompt)
+            return self._transcribe_fitted(audio, language, prompt, last_word)
         kwargs: dict[str, Any] = {"initial_prompt": prompt or None}
         if self.multilingual:
             # English-only models reject other languages; only multilingual ones take it.
@@ -179,7 +181,7 @@ class WhisperSTT:
 
 
     def _transcribe_fitted(self, audio: np.ndarray, language: str | None,
-                           prompt: str | None = None) -> str:
+                           prompt: str | None = None, last_word: bool = False) -> str:
         """One greedy/beam decode with the encoder fed only the audio's own mel frames
         (plus a margin), not a 30 s window of mostly padding: CTranslate2's Whisper
         encoder accepts fewer than 3000 frames, and its cost is about linear in them
@@ -198,8 +200,10 @@ class WhisperSTT:
             sot[1] = fitted.tokenizer.tokenizer.token_to_id(f"<|{lang}|>") or sot[1]
         head = [*self._previous(fitted, prompt), *sot]
         try:
+            # Encoded once: the alignment pass for the last word reads the same output.
+            encoded = self._model.model.encode(ctranslate2.StorageView.from_array(padded))
             result = self._model.model.generate(
-                ctranslate2.StorageView.from_array(padded), [head],
+                encoded, [head],
                 beam_size=self.beam_size, return_scores=True,
                 max_length=len(head) + _FIT_TOKENS + int(_FIT_TOKENS_PER_S * n / 100),
                 return_no_speech_prob=True, suppress_blank=True,
@@ -213,7 +217,20 @@ class WhisperSTT:
         text = " ".join(fitted.tokenizer.decode(tokens).split())
         if not any(ch.isalnum() for ch in text):
             return Transcript("")  # "." or "..." for silence: no words
-        return Transcript(text, round(math.exp(avg_logprob), 3))
+        tail = self._last_word(fitted, encoded, sot, tokens, n) if last_word else None
+        return Transcript(text, round(math.exp(avg_logprob), 3), tail)
+
+    def _last_word(self, fitted: _Fitted, encoded: Any, sot: list[int], tokens: list[int],
+                   frames: int) -> float | None:
+        """The probability of the decoded last word: its least likely token, read from
+        Whisper's alignment pass (faster-whisper's word timestamps use the same pass).
+        None if the pass fails: it only ever adds a hint."""
+        try:
+            aligned = self._model.model.align(encoded, sot, [tokens], [frames])[0]
+        except Exception:
+            return None
+        pieces = [fitted.tokenizer.decode([t]) for t in tokens]
+        return last_word_probability(pieces, list(aligned.text_token_probs))
 
     @staticmethod
     def _previous(fitted: _Fitted, prompt: str | None) -> list[int]:
@@ -250,6 +267,20 @@ _FIT_MIN_FRAMES = 1000
 _FIT_TOKENS = 16
 _FIT_TOKENS_PER_S = 8
 _PROMPT_TOKENS = 223  # (448 // 2) - 1, as faster-whisper and openai-whisper cut it
+
+
+def last_word_probability(pieces: list[str], probs: list[float]) -> float | None:
+    """The lowest token probability of the last word of a decode (its tokens' texts and
+    probabilities). A word starts at a token that begins with a space (Whisper's BPE);
+    tokens without a letter or digit (punctuation) are no word. None: no word."""
+    word: list[float] = []
+    for piece, p in zip(pieces, probs, strict=False):
+        if not any(ch.isalnum() for ch in piece):
+            continue
+        if piece.startswith(" ") or not word:
+            word = []
+        word.append(p)
+    return round(min(word), 3) if word else None
 
 
 def _confidence(segments: list[Any]) -> float | None:

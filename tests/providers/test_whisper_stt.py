@@ -10,8 +10,13 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config
-from gateway.providers.base import STT, ProviderError, confidence_of
-from gateway.providers.whisper_stt import WhisperSTT, base_dir, resolve_model_dir
+from gateway.providers.base import STT, ProviderError, confidence_of, last_word_of
+from gateway.providers.whisper_stt import (
+    WhisperSTT,
+    base_dir,
+    last_word_probability,
+    resolve_model_dir,
+)
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +136,43 @@ def test_decoder_prompt(tiny: WhisperSTT, speech_wavs: dict[str, bytes]) -> None
     assert fitted is not None
     head = WhisperSTT._previous(fitted, "x " * 500)
     assert head[0] == fitted.tokenizer.sot_prev and len(head) == 224  # cut to 223 tokens
+
+
+def test_last_word_probability_of_pieces() -> None:
+    pieces = [" How", " much", " is", " that", "?"]
+    assert last_word_probability(pieces, [0.5, 0.9, 0.3, 0.25, 0.8]) == 0.25
+    # A word of several tokens: its least likely one; punctuation is no word.
+    assert last_word_probability([" Ten", " sw", "im", "."], [0.9, 0.8, 0.4, 0.1]) == 0.4
+    assert last_word_probability(["What", "'s"], [0.6, 0.9]) == 0.6
+    assert last_word_probability(["..."], [0.2]) is None
+    assert last_word_probability([], []) is None
+
+
+@pytest.mark.parametrize("said, voice", [
+    ("How much is a | ten swim card?", "espeak:en-gb"),  # "How much is that?" (0.26)
+    ("Until what time is the | cafe open?", "espeak:en-us"),  # "until what time is that"
+    ("How long before closing is the | last entry?", "espeak:en-gb"),  # "... is that?"
+    ("Can I bring my | dog along?", "espeak:en-us+f2"),  # "Can I bring my eyes?"
+])
+def test_a_guessed_last_word_is_unsure(tiny: WhisperSTT, said: str, voice: str) -> None:
+    """Whisper completes a sentence cut after "a" / "the" / "my" with a word it did not
+    hear: the words end like a sentence, but the recogniser was unsure of that last word,
+    which is what the turn checks hold on (``turn.last_word_min``). The whole sentence's
+    last word is sure."""
+    from gateway.evaluation.audio import FRAME_BYTES, Voices, frame_levels
+    from gateway.evaluation.scenario import Utterance, Voice
+    from gateway.pipeline.text import ends_mid_sentence
+
+    clip = Voices().clip(Utterance(text=said, voice=Voice.parse(voice), pause_ms=700)).audio
+    quiet = frame_levels(clip) < -55
+    # The 700 ms pause: the first run of 25 quiet frames after speech began.
+    start = next(i for i in range(int(quiet.argmin()), len(quiet) - 25)
+                 if quiet[i : i + 25].all())
+    head = clip[: (start + 5) * FRAME_BYTES]  # the first half and 100 ms of its pause
+    heard = tiny.transcribe(head, last_word=True)
+    last = last_word_of(heard)
+    assert not ends_mid_sentence(heard), heard  # the words alone would not hold it
+    assert last is not None and last < Config().turn.last_word_min, (heard, last)
+    whole = tiny.transcribe(clip, last_word=True)
+    assert last_word_of(whole) >= Config().turn.last_word_min, whole  # type: ignore[operator]
+    assert last_word_of(tiny.transcribe(clip)) is None  # not asked: no extra pass
