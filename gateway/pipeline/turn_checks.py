@@ -105,6 +105,7 @@ class TurnChecks:
         self.log.debug("turn_check", turn_id=check.turn_id, pause=check.pause,
                        probability=None if p is None else round(p, 3), complete=complete,
                        text_probability=None if text is None else round(text, 4),
+                       last_word=last_word_of(words),
                        ms=round((time.perf_counter() - started) * 1000, 1))
         self.on_verdict(check, complete)
 
