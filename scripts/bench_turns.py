@@ -12,7 +12,8 @@ of audio later (a verdict on a pause the caller has since ended is stale, as liv
 What it prints per scenario: the silence at which the turn ended (``cut`` where a pause
 scenario's turn ended in its pause) and every check's figures; then pause scenarios
 not cut, and the questions' end-of-turn silence p50 / p95 / how many waited for
-``max_wait_ms``. Decodes and model scores are cached on disk, so comparing settings
+``max_wait_ms``, and its p50 from the caller's last voiced frame (what the eval reports;
+``--set detector=silence`` gives the old fixed timer's on the same audio). Decodes and model scores are cached on disk, so comparing settings
 (``--set hold_ms=700``) reruns in seconds; so is the rendered audio (Piper's voices
 differ a little each time they speak: ``--fresh`` for another take). Not timed: this
 measures the decisions, the live ``gateway eval`` measures the latency.
@@ -35,7 +36,7 @@ from typing import Any
 from bench_stt import render  # the same rendered audio, cached
 
 from gateway.config import Config
-from gateway.evaluation.audio import Voices
+from gateway.evaluation.audio import FRAME_MS, Voices, voiced_span
 from gateway.evaluation.scenario import Utterance, load
 from gateway.pipeline.turn_checks import combine
 from gateway.pipeline.turns import (
@@ -188,15 +189,19 @@ def main() -> None:
     quick = cfg.stt.quick_model or cfg.stt.model
     models = (f"{quick}:{cfg.stt.beam_size}", f"{cfg.stt.model}:{cfg.stt.beam_size}")
     scores, voices = Scores(cfg, args.cache), Voices()
-    question_ends, waited, pauses, cut = [], [], 0, []
+    question_ends, after_voiced, waited, pauses, cut = [], [], [], 0, []
     try:
         for sid, kind, u in _scenarios(args.set):
             audio = voices.clip(u).audio if args.fresh else render(voices, u, args.cache)
             r = replay(audio, cfg, turn, scores, models, args.final_ms, args.verdict_ms)
             end = r.ends[-1] if r.ends else float("nan")
+            # As the eval measures it: from the caller's last voiced frame.
+            after_voice = (r.stops_at[-1] - (voiced_span(audio)[1] + 1) * FRAME_MS
+                           if r.stops_at else float("nan"))
             broken = len(r.ends) > 1
             if kind == "question":
                 question_ends.append(end)
+                after_voiced.append(after_voice)
                 if end >= turn.max_wait_ms:
                     waited.append(sid)
             else:
@@ -214,7 +219,8 @@ def main() -> None:
     print(f"\n{turn}\npauses not cut: {pauses - len(cut)}/{pauses} (cut: {', '.join(cut)})")
     print(f"questions' end-of-turn silence: p50 {statistics.median(q):.0f} ms, "
           f"p95 {q[int(0.95 * (len(q) - 1))]:.0f} ms, max_wait: {len(waited)} "
-          f"({', '.join(waited)})")
+          f"({', '.join(waited)}); from the last voiced frame p50 "
+          f"{statistics.median(after_voiced):.0f} ms")
 
 
 if __name__ == "__main__":
