@@ -12,8 +12,9 @@ of audio later (a verdict on a pause the caller has since ended is stale, as liv
 What it prints per scenario: the silence at which the turn ended (``cut`` where a pause
 scenario's turn ended in its pause) and every check's figures; then pause scenarios
 not cut, and the questions' end-of-turn silence p50 / p95 / how many waited for
-``max_wait_ms``, and its p50 from the caller's last voiced frame (what the eval reports;
-``--set detector=silence`` gives the old fixed timer's on the same audio). Decodes and model scores are cached on disk, so comparing settings
+``max_wait_ms``, and its p50 from the caller's last voiced frame (what the eval
+reports; ``--set detector=silence`` gives the old fixed timer's on the same audio).
+Decodes and model scores are cached on disk, so comparing settings
 (``--set hold_ms=700``) reruns in seconds; so is the rendered audio (Piper's voices
 differ a little each time they speak: ``--fresh`` for another take). Not timed: this
 measures the decisions, the live ``gateway eval`` measures the latency.
