@@ -112,7 +112,7 @@ class AssistantFields(BaseModel):
         # A name the gateway cannot load would only show up as a silent fallback later.
         stage = (info.field_name or "").partition("_")[0]
         if value is not None and value not in registry.names(stage):
-            raise ValueError(f"unknown {stage} provider {value!r}; one of "
+            raise ValueError(f"unknown {stage} provider; one of "
                              f"{', '.join(registry.names(stage))}")
         return value
 
@@ -122,7 +122,7 @@ class AssistantFields(BaseModel):
     def _known_whisper_model(cls, value: str | None, info: ValidationInfo) -> str | None:
         if (value is not None and info.data.get("stt_provider") == "whisper"
                 and value not in registry.WHISPER_MODELS):
-            raise ValueError(f"unknown whisper model {value!r}; one of "
+            raise ValueError("unknown whisper model; one of "
                              f"{', '.join(registry.WHISPER_MODELS)}")
         return value
 
@@ -243,7 +243,7 @@ async def _visible(s: AsyncSession, principal: Principal, assistant_id: str) -> 
     assistant_of(principal, assistant_id)
     assistant = await s.get(Assistant, assistant_id)
     if assistant is None:
-        raise ApiError(404, "INVALID_MODEL_ID", f"unknown chat model id: {assistant_id}")
+        raise ApiError(404, "INVALID_MODEL_ID", "unknown chat model id")
     return assistant
 
 
@@ -294,7 +294,7 @@ async def create_assistant(request: Request, principal: Caller,
     fields.setdefault("name", assistant_id)
     async with request.app.state.db.session() as s:
         if await s.get(Assistant, assistant_id) is not None:
-            raise ApiError(409, "CONFLICT", f"an assistant with id {assistant_id} exists")
+            raise ApiError(409, "CONFLICT", "an assistant with this id exists")
         assistant = Assistant(id=assistant_id, **fields)
         s.add(assistant)
         try:
@@ -307,7 +307,7 @@ async def create_assistant(request: Request, principal: Caller,
         except IntegrityError:  # created concurrently by another request
             await s.rollback()
             raise ApiError(409, "CONFLICT",
-                           f"an assistant with id {assistant_id} exists") from None
+                           "an assistant with this id exists") from None
         await s.refresh(assistant)
     _prepare_providers(request, assistant_id, fields)
     return {"success": True, "assistant": _out(assistant, len(docs))}
@@ -424,7 +424,7 @@ async def revoke_key(request: Request, principal: Caller,
     """Revoke a key: it stops working at once, on every gateway sharing the database."""
     require_admin(principal)
     if not await request.app.state.keys.revoke(key_id):
-        raise ApiError(404, "NOT_FOUND", f"no active key with id {key_id}")
+        raise ApiError(404, "NOT_FOUND", "no active key with this id")
     # Sessions opened with it (or with tokens it minted) end on every node.
     await request.app.state.cluster.publish(KEY_REVOKED, key_id)
     return {"success": True, "revoked": key_id}

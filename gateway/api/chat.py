@@ -257,7 +257,7 @@ async def voice_settings(request: Request, assistant_id: str, voice: str | None,
     """The request's voice and language, else the assistant's, else the configured ones.
     An unknown requested voice is a 400; an assistant's that is not loaded is skipped."""
     if voice and not voice_known(request, voice):
-        raise ApiError(400, "INVALID_REQUEST", f"unknown voice {voice!r}")
+        raise ApiError(400, "INVALID_REQUEST", "unknown voice")
     assistant = await get_assistant(request.app.state.db, assistant_id)
     if assistant is not None:
         if not voice and assistant.voice and voice_known(request, assistant.voice):

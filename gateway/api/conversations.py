@@ -168,7 +168,7 @@ class TemplateSet(BaseModel):
 async def set_template(request: Request, conversation_id: ConvId, body: TemplateChoice,
                        principal: Caller, user_id: UserId = None) -> dict[str, Any]:
     if body.template_name not in TEMPLATE_BY_NAME:
-        raise ApiError(400, "INVALID_REQUEST", f"unknown template {body.template_name!r}")
+        raise ApiError(400, "INVALID_REQUEST", "unknown template name")
     async with request.app.state.db.session() as s:
         conv = await owned(request, principal, conversation_id, s, user_id)
         conv.template_name = body.template_name

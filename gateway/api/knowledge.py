@@ -194,7 +194,7 @@ async def _owned_document(session: AsyncSession, principal: Principal, doc_id: s
     """The document, if the caller's credential covers its assistant (403 otherwise)."""
     doc = await session.get(Document, doc_id)
     if doc is None:
-        raise ApiError(404, "NOT_FOUND", f"no document with id {doc_id}")
+        raise ApiError(404, "NOT_FOUND", "no document with this id")
     assistant_of(principal, doc.assistant_id)
     return doc
 

@@ -206,7 +206,7 @@ async def template(template_name: str,
                    principal: Caller) -> dict[str, Any]:
     found = TEMPLATE_BY_NAME.get(template_name)
     if found is None:
-        raise ApiError(404, "NOT_FOUND", f"unknown template {template_name[:100]!r}")
+        raise ApiError(404, "NOT_FOUND", "unknown template name")
     return template_detail(found)
 
 

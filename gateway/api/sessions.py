@@ -74,7 +74,7 @@ async def end_session(request: Request, principal: Caller,
     holder = next((node for node, st in nodes.items()
                    if any(s["session_id"] == session_id for s in st["sessions"])), None)
     if holder is None:
-        raise ApiError(404, "NOT_FOUND", f"no live session with id {session_id}")
+        raise ApiError(404, "NOT_FOUND", "no live session with this id")
     await request.app.state.cluster.publish(SESSION_ENDED, session_id)
     return {"success": True, "ended": session_id, "node": holder}
 
