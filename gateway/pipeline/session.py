@@ -305,6 +305,8 @@ class Session:
                 self.stt.put_interim(SttJob(te.turn_id, te.pcm, final=False))
             elif isinstance(te, PauseAudio):
                 self.stt.put(SttJob(te.turn_id, te.pcm, final=False, early=True, pause=te.pause))
+                if self.endpointer.settings.turn.semantic:
+                    self.turn_checks.paused(te.turn_id, te.pause)
             elif isinstance(te, OverlapAudio):
                 s = self._overlap_settings(te)
                 if s.on_overlap == "pause" and self.response is not None and not te.final:

@@ -84,8 +84,7 @@ class Transcriber:
                 words = (asyncio.create_task(self._decode(job, quick=True, pause=True))
                          if await self._quick_too() else full)
                 early = (job.turn_id, full, words)
-                self._turn_checks.pause_decode = (job.turn_id, job.pause, words)
-                self._turn_checks.pause_final = (job.turn_id, job.pause, full)
+                self._turn_checks.decoding(job.turn_id, job.pause, words, full)
                 if self._on_pause_words is not None:
                     words.add_done_callback(functools.partial(self._pause_done, job))
                 continue

@@ -82,9 +82,30 @@ class TurnChecks:
         self.pause_final: tuple[int, int, asyncio.Task[str]] | None = None
         self.english = True  # the words rules (and the language model) are English
         self._score: tuple[asyncio.Task[str], asyncio.Task[tuple[str, float | None]]] | None = None
+        self._paused: tuple[int, int] | None = None  # the pause that will be judged
+
+    def paused(self, turn_id: int, pause: int) -> None:
+        """The caller paused (``PauseAudio``, ``stt.early_final_ms`` before the pause's
+        first check): its words are scored as soon as their decode is done
+        (``decoding``), so the first check waits only for the sound's model. (Judging
+        the sound here too was measured and not kept: with 100 ms less trailing silence
+        Smart Turn scores finished questions lower, and more of them waited for a
+        recheck: scripts/bench_turns.py.)"""
+        self._paused = (turn_id, pause)
+
+    def decoding(self, turn_id: int, pause: int, words: asyncio.Task[str],
+                 final: asyncio.Task[str]) -> None:
+        """The STT stage's decodes of a pause: the quick model's words and the final
+        model's (the same task with one model)."""
+        self.pause_decode = (turn_id, pause, words)
+        self.pause_final = (turn_id, pause, final)
+        if self.english and self._paused == (turn_id, pause):
+            self._scored((turn_id, pause))
 
     def submit(self, check: TurnCheck, settings: TurnSettings) -> None:
-        task = asyncio.create_task(self._run(check, settings))
+        self._track(asyncio.create_task(self._run(check, settings)))
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -92,10 +113,11 @@ class TurnChecks:
         started = time.perf_counter()
         # The words are scored once per pause (kept for its rechecks), starting now: the
         # scoring waits for the pause's decode, then runs beside the sound's check.
-        scored = self._scored(check) if self.english else None
+        key = (check.turn_id, check.pause)
+        scored = self._scored(key) if self.english else None
         p = await self.runtime.turn_probability(check.pcm)
         if scored is None and self.english:  # the decode was not taken yet at the pause
-            scored = self._scored(check)
+            scored = self._scored(key)
         words, text = "", None
         if p is not None and scored is not None and self._words_matter(p, check, settings):
             done, _ = await asyncio.wait({scored}, timeout=_WORDS_WAIT_S)
@@ -116,16 +138,15 @@ class TurnChecks:
             return check.silence_ms < s.hold_ms
         return check.silence_ms > s.pause_ms
 
-    def _scored(self, check: TurnCheck) -> asyncio.Task[tuple[str, float | None]] | None:
+    def _scored(self, key: tuple[int, int]) -> asyncio.Task[tuple[str, float | None]] | None:
         """The words decoded at this pause and their score, once per decode."""
-        decode = self._words_of((check.turn_id, check.pause))
+        decode = self._words_of(key)
         if decode is None:
             return None  # no decode at this pause (yet): the sound alone decides
         if self._score is not None and self._score[0] is decode:
             return self._score[1]
         task = asyncio.create_task(self._score_words(decode))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(task)
         self._score = (decode, task)
         return task
 

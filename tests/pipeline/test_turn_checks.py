@@ -165,3 +165,70 @@ async def test_a_recheck_judges_the_final_models_words_once_they_are_done(
                 break
             await asyncio.sleep(0.01)
     assert got == [False, True]
+
+
+
+class Judged:
+    """A runtime that records what each model was asked (the sound by its length)."""
+
+    def __init__(self) -> None:
+        self.sounds: list[int] = []
+        self.texts: list[str] = []
+
+    async def turn_probability(self, pcm: bytes) -> float | None:
+        self.sounds.append(len(pcm))
+        await asyncio.sleep(0.02)
+        return 0.9
+
+    async def text_end_probability(self, text: str) -> float | None:
+        self.texts.append(text)
+        return 0.5
+
+
+async def settle(checks: TurnChecks, got: list[bool | None], n: int) -> None:
+    for _ in range(500):
+        if len(got) >= n and not checks._tasks:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no verdict")
+
+
+async def test_the_words_of_a_pause_are_scored_before_its_check_is_asked() -> None:
+    """At ``PauseAudio`` (``paused``) the words are scored once their decode is done:
+    the pause's first check finds the score ready and runs only the sound's model; its
+    rechecks reuse the score."""
+    judged, got = Judged(), []
+    checks = TurnChecks(judged, lambda _c, v: got.append(v),  # type: ignore[arg-type]
+                        structlog.get_logger())
+
+    async def words() -> str:
+        return "What time do you open?"
+
+    checks.paused(3, 2)
+    decode = asyncio.create_task(words())
+    checks.decoding(3, 2, decode, decode)
+    await asyncio.sleep(0.05)
+    assert judged.texts == ["What time do you open?"] and judged.sounds == []
+    for silence_ms in (200, 600):
+        checks.submit(TurnCheck(3, 2, b"\0" * 1200, silence_ms), SETTINGS)
+        await settle(checks, got, 1 if silence_ms == 200 else 2)
+    assert got == [True, True] and judged.sounds == [1200, 1200]
+    assert judged.texts == ["What time do you open?"]  # scored once for the pause
+
+
+async def test_words_are_not_scored_ahead_for_a_pause_not_judged() -> None:
+    """A decode of a pause the session does not judge (the silence timer is on, or
+    another pause) is not scored ahead."""
+    judged = Judged()
+    checks = TurnChecks(judged, lambda _c, _v: None,  # type: ignore[arg-type]
+                        structlog.get_logger())
+
+    async def words() -> str:
+        return "What time do you open?"
+
+    decode = asyncio.create_task(words())
+    checks.decoding(3, 2, decode, decode)
+    checks.paused(3, 3)
+    checks.decoding(3, 2, decode, decode)
+    await asyncio.sleep(0.05)
+    assert judged.texts == []
