@@ -48,19 +48,24 @@ def combine(audio: float | None, words: str, text: float | None, silence_ms: flo
     sound alone decides, so a question that does end oddly waits ``hold_ms``, not
     ``max_wait_ms``. An "incomplete" is overruled by words that clearly end a sentence
     (and not with a guessed word), but only from the first recheck on: the sound gets
-    the first say.
+    the first say. From ``hold_ms`` on, words that can end a sentence at all (as a
+    "complete" needs early in a pause) end an "incomplete" pause too: a question Smart
+    Turn never calls complete (p 0.01 at every check on some voices) waits ``hold_ms``,
+    not ``max_wait_ms``, while a sentence broken off ("I'd like to book a") still waits.
     """
     if audio is None:
         return None
     last = last_word_of(words)
     guessed = last is not None and last < s.last_word_min  # the words' end is unsure
+    held = ends_mid_sentence(words) or (text is not None and text < s.words_hold)
     if audio >= s.threshold:
         if silence_ms >= s.hold_ms:
             return True
-        return not (ends_mid_sentence(words) or (text is not None and text < s.words_hold)
-                    or guessed)
+        return not (held or guessed)
+    if silence_ms >= s.hold_ms and text is not None and not held:
+        return True
     return text is not None and text >= s.words_end and silence_ms > s.pause_ms \
-        and not guessed
+        and not (guessed or held)
 
 
 class TurnChecks:

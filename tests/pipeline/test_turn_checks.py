@@ -109,6 +109,13 @@ def test_the_language_model_scores_where_a_sentence_can_end(runtime: Runtime) ->
     (0.9, Transcript("how much is a ten swim card", None, 0.97), 0.3, 200, True),
     (0.2, Transcript("how much is that", None, 0.26), 0.4, 600, False),  # no overruling
     (0.2, Transcript("can i get my money back", None, 0.99), 0.4, 600, True),
+    # From hold_ms on, words that can end a sentence end a pause the sound never calls
+    # complete (towel: p 0.01 at every check, "can I get one pair?" with a guessed "pair")
+    (0.01, Transcript("can i get one pair", None, 0.25), 0.054, 600, False),
+    (0.01, Transcript("can i get one pair", None, 0.25), 0.054, 1000, True),
+    (0.01, "i'd like to book a", 0.3, 1000, False),  # broken off: waits on
+    (0.01, "i'd like to book", 0.001, 1000, False),  # the model says it goes on
+    (0.01, "can i get one", None, 1000, False),  # no score: waits on
 ])
 def test_combine(audio: float | None, words: str, text: float | None, silence_ms: float,
                  expected: bool | None) -> None:
