@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,13 +28,27 @@ class PoolBusy(ProviderError):
         super().__init__(f"{name} workers are all busy; try again", retryable=True)
 
 
+def _lower_priority(nice: int) -> None:
+    """Runs in each new worker thread of a background pool: Linux keeps a nice value per
+    thread, and raising one's own needs no privilege (lowering it back would)."""
+    with contextlib.suppress(OSError, AttributeError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+
+
 class InferencePool:
-    def __init__(self, name: str, threads: int, max_waiting: int, wait_timeout_s: float) -> None:
+    """``nice`` > 0: the pool's threads run at a lower CPU priority (work done ahead of
+    need, which should not slow what a caller is waiting for)."""
+
+    def __init__(self, name: str, threads: int, max_waiting: int, wait_timeout_s: float,
+                 nice: int = 0) -> None:
         self.name = name
         self.threads = threads
         self.max_waiting = max_waiting
         self.wait_timeout_s = wait_timeout_s
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix=f"pool-{name}")
+        self._executor = ThreadPoolExecutor(
+            threads, thread_name_prefix=f"pool-{name}",
+            initializer=functools.partial(_lower_priority, nice) if nice > 0 else None)
         self._slots = asyncio.Semaphore(threads)
         self._waiting = 0
         self.refused = 0

@@ -67,6 +67,7 @@ class Runtime:
     # The quick STT ([stt] quick_model): what turn-taking waits on is decoded with it, and
     # only finals with the configured model; None: one model for all.
     quick_stt: Chain | None = None
+    ahead_stt: Chain | None = None  # the STT chain in nicer threads (decodes ahead of need)
     # Sentence embeddings (semantic search, hybrid retrieval); None: full-text search only.
     embedder: Embedder | None = None
     # Set by the app once the database is up: async (assistant_id) -> {stage: provider
@@ -122,9 +123,18 @@ class Runtime:
         quick_chain = None if quick is None else Chain(
             "stt", [quick], pools["stt"], timeouts["stt"],
             [_breaker(cfg)])
+        ahead_chain = None
+        if quick is not None and w.ahead_nice > 0:
+            # The same providers and breakers as the STT chain, in nicer threads.
+            pools["stt_ahead"] = InferencePool("stt_ahead", w.threads, w.max_waiting,
+                                               w.wait_timeout_s, nice=w.ahead_nice)
+            stt = chains["stt"]
+            ahead_chain = Chain("stt", stt.providers, pools["stt_ahead"], stt.timeouts,
+                                stt.breakers)
         return cls(cfg=cfg, vad=vad, chains=chains, pools=pools, tools=ToolRunner(cfg),
                    turn_detector=_turn_detector(cfg, overrides), embedder=embedder,
-                   text_turn=_text_turn(cfg, overrides), quick_stt=quick_chain)
+                   text_turn=_text_turn(cfg, overrides), quick_stt=quick_chain,
+                   ahead_stt=ahead_chain)
 
     def health(self) -> dict[str, str]:
         """Per stage "ok" or "error: …" (the primary's state; every provider in details)."""
@@ -235,16 +245,20 @@ class Runtime:
     async def transcribe(self, pcm16k: bytes, language: str | None,
                          on_partial: Callable[[str], None] | None = None, *,
                          assistant_id: str | None = None, quick: bool = False,
-                         last_word: bool = False) -> str:
+                         last_word: bool = False, ahead: bool = False) -> str:
         """``on_partial(text so far)`` is called by STTs that stream (OpenAI gpt-4o-*).
         ``quick``: a decode turn-taking waits on (the quick model, where there is one).
-        ``last_word``: asks STTs that can for the last word's probability (a hint)."""
+        ``last_word``: asks STTs that can for the last word's probability (a hint).
+        ``ahead``: a decode made ahead of need, beside a quick one (nicer threads)."""
         hints: dict[str, Any] = {"on_partial": on_partial} if on_partial is not None else {}
         if last_word:
             hints["last_word"] = True
         chain = await self.chain("stt", assistant_id)
-        if quick and self.quick_stt is not None and chain is self.chains["stt"]:
-            chain = self.quick_stt
+        if chain is self.chains["stt"]:
+            if quick and self.quick_stt is not None:
+                chain = self.quick_stt
+            elif ahead and self.ahead_stt is not None:
+                chain = self.ahead_stt
         text: str = await chain.call("transcribe", pcm16k, language=language,
                                      hints=hints or None)
         return text

@@ -380,12 +380,13 @@ class Session:
 
     async def _decode(self, pcm16k: bytes, turn_id: int,
                       on_partial: Callable[[str], None] | None, quick: bool,
-                      last_word: bool) -> str:
+                      last_word: bool, ahead: bool) -> str:
         """A transcription; a streaming STT's partial text goes to ``on_partial``."""
         partial = None if on_partial is None else (lambda text: on_partial(clean(text)))
         text: str = await self.runtime.transcribe(
             pcm16k, self.settings.language, on_partial=partial,
-            assistant_id=self.settings.assistant_id, quick=quick, last_word=last_word)
+            assistant_id=self.settings.assistant_id, quick=quick, last_word=last_word,
+            ahead=ahead)
         return clean(text)  # an upstream STT's text, like an LLM's
 
     def _speculate(self, turn_id: int, pause: int, text: str) -> None:

@@ -24,7 +24,10 @@ from .turn_checks import TurnChecks
 # (pcm 16 kHz, turn id, partial-text callback or None, quick, last word) -> transcript.
 # ``quick``: a decode turn-taking waits on (words at a pause, interim text), on the quick
 # model; ``last word``: with the last word's probability, for the turn checks.
-Decode = Callable[[bytes, int, Callable[[str], None] | None, bool, bool], Awaitable[str]]
+# (pcm, turn id, on_partial, quick, last_word, ahead): ``ahead`` marks the final model's
+# decode of a pause beside the quick one (made ahead of need: nicer threads).
+Decode = Callable[[bytes, int, Callable[[str], None] | None, bool, bool, bool],
+                  Awaitable[str]]
 
 
 class Transcriber:
@@ -116,8 +119,10 @@ class Transcriber:
 
     async def _decode(self, job: SttJob, *, quick: bool = False, pause: bool = False) -> str:
         turn_id = job.turn_id
+        ahead = pause and not quick and bool(self._two)
         return await self._decode_fn(job.pcm, turn_id,
-                                     lambda text: self._partial(turn_id, text), quick, pause)
+                                     lambda text: self._partial(turn_id, text), quick, pause,
+                                     ahead)
 
     def _partial(self, turn_id: int, text: str) -> None:
         if text.strip() and turn_id > self._finalized_turn:
@@ -136,7 +141,7 @@ class Transcriber:
 
     async def _interim(self, job: SttJob) -> None:
         try:
-            text = await self._decode_fn(job.pcm, job.turn_id, None, True, False)
+            text = await self._decode_fn(job.pcm, job.turn_id, None, True, False, False)
         except ProviderError:
             return  # an interim result is best effort; the final one reports errors
         # Shown until the final transcript of its turn is out (even after speech_stopped).

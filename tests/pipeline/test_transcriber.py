@@ -21,9 +21,9 @@ class Decodes:
         self.log: list[str] = []
 
     async def __call__(self, pcm: bytes, turn_id: int, on_partial: Callable[[str], None] | None,
-                       quick: bool, last_word: bool) -> str:
+                       quick: bool, last_word: bool, ahead: bool) -> str:
         name = "quick" if quick else "full"
-        self.log.append(f"{name} start last_word={last_word}")
+        self.log.append(f"{name} start last_word={last_word}" + (" ahead" if ahead else ""))
         await asyncio.sleep(0.05)
         self.log.append(f"{name} end")
         return f"{name} words"
@@ -58,7 +58,8 @@ async def run_pause_then_final(two_models: bool, gap: float = 0.08
 async def test_two_models_decode_a_pause_at_once_and_the_final_one_is_the_transcript(
         ) -> None:
     decodes, finals, checks = await run_pause_then_final(two_models=True)
-    assert sorted(decodes.log[:2]) == ["full start last_word=True", "quick start last_word=True"]
+    assert sorted(decodes.log[:2]) == ["full start last_word=True ahead",
+                                       "quick start last_word=True"]
     assert len(decodes.log) == 4  # no second final decode: the pause's is reused
     assert finals == ["full words"]
     assert checks.pause_decode is not None and checks.pause_final is not None
@@ -68,7 +69,7 @@ async def test_two_models_decode_a_pause_at_once_and_the_final_one_is_the_transc
 async def test_a_turn_ending_while_the_pause_is_decoded_reuses_that_decode() -> None:
     decodes, finals, _ = await run_pause_then_final(two_models=True, gap=0.01)
     assert [e for e in decodes.log if "start" in e and "full" in e] == \
-        ["full start last_word=True"]
+        ["full start last_word=True ahead"]
     assert finals == ["full words"]
 
 
