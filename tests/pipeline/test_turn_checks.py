@@ -91,6 +91,21 @@ def test_the_language_model_scores_where_a_sentence_can_end(runtime: Runtime) ->
     assert normalise("Hi, what's ON?!  At the Café...") == "hi what's on at the café"
 
 
+def test_the_language_model_reuses_the_words_it_has_scored() -> None:
+    """Scoring reuses the cache of the prefix shared with the last words scored (the
+    pauses of one utterance): the same probabilities as scored afresh."""
+    model = TextTurn()
+    texts = ["what time do you", "what time do you open", "what time do you open on sundays",
+             "how much is a", "how much is a ten swim card", "can i bring my dog along",
+             "can i bring my dog", "can i bring my dog"]
+    reused = [model.end_probability(t) for t in texts]
+    fresh = []
+    for t in texts:
+        model._llm.n_tokens = 0  # nothing cached
+        fresh.append(model.end_probability(t))
+    assert reused == pytest.approx(fresh, rel=1e-4, abs=1e-7)
+
+
 @pytest.mark.parametrize("audio, words, text, silence_ms, expected", [
     (None, "what time", 0.5, 200, None),  # the sound could not be judged: the timer
     (0.9, "what time do you open", 0.3, 200, True),  # both say complete
