@@ -9,12 +9,13 @@ busy, the model failed) comes back as ``None`` and that pause ends on the silenc
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from gateway.config import Config
-from gateway.providers.base import last_word_of
+from gateway.providers.base import Transcript, confidence_of, last_word_of
 
 from .runtime import Runtime
 from .text import ends_mid_sentence
@@ -22,6 +23,7 @@ from .turns import TurnCheck, TurnSettings
 
 Verdict = Callable[[TurnCheck, bool | None], None]
 _WORDS_WAIT_S = 2.0
+_WORD = re.compile(r"[a-z0-9']+")
 
 
 def turn_settings(cfg: Config, runtime: Runtime, override: TurnSettings | None,
@@ -32,6 +34,18 @@ def turn_settings(cfg: Config, runtime: Runtime, override: TurnSettings | None,
     if runtime.turn_detector is None or stop_ms_override is not None:
         return TurnSettings(detector="silence")
     return settings
+
+
+def with_doubt(words: str, other: str) -> str:
+    """``words`` with the lower of the two last-word probabilities when ``other`` (another
+    recogniser's words of the same audio) has as many words, so their last words stand
+    in the same place (the same word, or two guesses at it: "is that?" and "is there?");
+    else ``words``."""
+    mine, theirs = last_word_of(words), last_word_of(other)
+    if mine is None or theirs is None or theirs >= mine \
+            or len(_WORD.findall(words.lower())) != len(_WORD.findall(other.lower())):
+        return words
+    return Transcript(words, confidence_of(words), theirs)
 
 
 def combine(audio: float | None, words: str, text: float | None, silence_ms: float,
@@ -167,13 +181,26 @@ class TurnChecks:
         found = self.pause_decode
         return found[2] if found is not None and found[:2] == key else None
 
+    def _both_heard(self, decode: asyncio.Task[str], words: str) -> str:
+        """The final model's words at a pause, with the quick model's doubt about their
+        last word kept: "until what time is the" heard by tiny.en as "... is that?" at
+        p 0.26 and by base as "... is there?" at 0.42 (a recheck then cut the caller off
+        mid-sentence). A word one recogniser guessed and the other heard otherwise or
+        barely was not heard."""
+        final, quick = self.pause_final, self.pause_decode
+        if final is None or quick is None or final[2] is not decode or quick[2] is decode \
+                or final[:2] != quick[:2] or not quick[2].done() or quick[2].cancelled() \
+                or quick[2].exception() is not None:
+            return words
+        return with_doubt(words, quick[2].result())
+
     async def _score_words(self, decode: asyncio.Task[str]) -> tuple[str, float | None]:
         # The STT stage owns the decode: waited for, never cancelled here.
         started = time.perf_counter()
         done, _ = await asyncio.wait({decode}, timeout=_WORDS_WAIT_S)
         if not done or decode.cancelled() or decode.exception() is not None:
             return "", None  # late, dropped or failed: the sound's verdict stands
-        words = decode.result()
+        words = self._both_heard(decode, decode.result())
         decoded = time.perf_counter()
         p = await self.runtime.text_end_probability(words)
         self.log.debug("turn_words", decode_wait_ms=round((decoded - started) * 1000, 1),

@@ -14,7 +14,7 @@ import structlog
 from gateway.config import Config
 from gateway.pipeline.runtime import Runtime
 from gateway.pipeline.text import ends_mid_sentence
-from gateway.pipeline.turn_checks import TurnChecks, combine
+from gateway.pipeline.turn_checks import TurnChecks, combine, with_doubt
 from gateway.pipeline.turns import TurnCheck, TurnSettings
 from gateway.providers import registry
 from gateway.providers.base import Transcript
@@ -254,3 +254,34 @@ async def test_words_are_not_scored_ahead_for_a_pause_not_judged() -> None:
     checks.decoding(3, 2, decode, decode)
     await asyncio.sleep(0.05)
     assert judged.texts == []
+
+
+def test_a_last_word_one_recogniser_guessed_stays_doubtful() -> None:
+    base = Transcript("Until what time is there?", 0.6, 0.42)
+    assert with_doubt(base, Transcript("Until what time is there.", 0.5, 0.26)).last_word == 0.26
+    assert with_doubt(base, Transcript("until what time is there", 0.5, 0.9)).last_word == 0.42
+    assert with_doubt(base, Transcript("Until what time is that?", 0.5, 0.26)).last_word == 0.26
+    assert with_doubt(base, Transcript("Until what time is", 0.5, 0.1)).last_word == 0.42
+    assert with_doubt(base, "Until what time is there?") is base  # no probability: as is
+    assert with_doubt("there", Transcript("there", None, 0.1)) == "there"
+
+
+async def test_a_recheck_keeps_the_quick_models_doubt_about_the_same_last_word() -> None:
+    """The first check held a "complete" on tiny.en's guessed "that"; the recheck judges
+    base's words, which end on another guess at that word, surer (0.42): held."""
+    judged, got = Judged(), []
+    checks = TurnChecks(judged, lambda _c, v: got.append(v),  # type: ignore[arg-type]
+                        structlog.get_logger())
+
+    async def words(text: Transcript) -> str:
+        return text
+
+    quick = asyncio.create_task(words(Transcript("Until what time is that.", 0.5, 0.26)))
+    final = asyncio.create_task(words(Transcript("Until what time is there?", 0.6, 0.42)))
+    checks.paused(3, 2)
+    checks.decoding(3, 2, quick, final)
+    await asyncio.sleep(0.05)
+    for silence_ms in (200, 600):
+        checks.submit(TurnCheck(3, 2, b"\0" * 1200, silence_ms), SETTINGS)
+        await settle(checks, got, 1 if silence_ms == 200 else 2)
+    assert got == [False, False]  # Judged: the sound says complete (0.9), text 0.5
