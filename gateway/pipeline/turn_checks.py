@@ -9,7 +9,6 @@ busy, the model failed) comes back as ``None`` and that pause ends on the silenc
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,13 +16,13 @@ from typing import Any
 from gateway.config import Config
 from gateway.providers.base import Transcript, confidence_of, last_word_of
 
+from .interruptions import words as split_words
 from .runtime import Runtime
 from .text import ends_mid_sentence
 from .turns import TurnCheck, TurnSettings
 
 Verdict = Callable[[TurnCheck, bool | None], None]
 _WORDS_WAIT_S = 2.0
-_WORD = re.compile(r"[a-z0-9']+")
 
 
 def turn_settings(cfg: Config, runtime: Runtime, override: TurnSettings | None,
@@ -43,7 +42,7 @@ def with_doubt(words: str, other: str) -> str:
     else ``words``."""
     mine, theirs = last_word_of(words), last_word_of(other)
     if mine is None or theirs is None or theirs >= mine \
-            or len(_WORD.findall(words.lower())) != len(_WORD.findall(other.lower())):
+            or len(split_words(words)) != len(split_words(other)):
         return words
     return Transcript(words, confidence_of(words), theirs)
 
