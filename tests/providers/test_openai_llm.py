@@ -46,8 +46,10 @@ async def make_llm(server: LocalOpenAIServer, **llm: Any) -> AsyncIterator[OpenA
         "base_url": server.base_url,
         "api_key": server.api_key,
         "model": "gpt-test",
-        "first_token_timeout_s": 0.5,
-        "total_timeout_s": 1.5,
+        # Generous unless a test is about timeouts: the first request of a busy CI run
+        # (both databases' suites at once) once took over 0.5 s to its first token.
+        "first_token_timeout_s": 5.0,
+        "total_timeout_s": 10.0,
         **llm,
     }
     provider = OpenAILLM.from_config(Config().replace(llm=settings))
@@ -202,7 +204,8 @@ async def test_mid_stream_stall_fails_within_total_timeout(
     openai_server: LocalOpenAIServer,
 ) -> None:
     tokens: list[str] = []
-    async with make_llm(openai_server, model="stall", total_timeout_s=1.5) as llm:
+    async with make_llm(openai_server, model="stall", first_token_timeout_s=0.5,
+                        total_timeout_s=1.5) as llm:
         began = time.monotonic()
         err = await failure(llm, tokens)
         elapsed = time.monotonic() - began
