@@ -39,7 +39,7 @@ from bench_stt import render  # the same rendered audio, cached
 from gateway.config import Config
 from gateway.evaluation.audio import FRAME_MS, Voices, voiced_span
 from gateway.evaluation.scenario import Utterance, load
-from gateway.pipeline.turn_checks import combine
+from gateway.pipeline.turn_checks import combine, with_doubt
 from gateway.pipeline.turns import (
     Endpointer,
     EndpointerSettings,
@@ -153,6 +153,8 @@ def _judge(check: TurnCheck, pause_pcm: bytes | None, turn: TurnSettings, scores
     p = scores.sound(check.pcm)
     model = models[1] if check.silence_ms >= final_ms else models[0]
     words = scores.words(model, pause_pcm) if pause_pcm else Transcript("")
+    if pause_pcm and model != models[0]:  # the quick model's doubt is kept, as live
+        words = with_doubt(words, scores.words(models[0], pause_pcm))
     text = scores.text(words)
     verdict = combine(p, words, text, check.silence_ms, turn)
     out.checks.append(f"{check.silence_ms:.0f}ms p={p:.2f} {model.split(':')[0]} "

@@ -184,6 +184,8 @@ class Session:
         cfg = self.cfg
         o = self.settings.vad or VadOverrides()
         self.turn_checks.english = (self.settings.language or cfg.stt.language).startswith("en")
+        turn = turn_settings(cfg, self.runtime, self.settings.turn, o.stop_ms)
+        self.turn_checks.semantic = turn.semantic
         return Endpointer(
             EndpointerSettings(
                 frame_ms=cfg.vad.frame_ms, start_ms=cfg.vad.start_ms,
@@ -193,7 +195,7 @@ class Session:
                 interim_interval_ms=cfg.stt.interim_interval_ms,
                 early_final_ms=cfg.stt.early_final_ms,
                 max_utterance_ms=int(cfg.stt.max_utterance_s * 1000),
-                turn=turn_settings(cfg, self.runtime, self.settings.turn, o.stop_ms),
+                turn=turn,
                 barge_in_words=self.interruptions.by_words,
                 overlap_check_ms=self.interruptions.check_interval_ms,
             ),
@@ -305,8 +307,6 @@ class Session:
                 self.stt.put_interim(SttJob(te.turn_id, te.pcm, final=False))
             elif isinstance(te, PauseAudio):
                 self.stt.put(SttJob(te.turn_id, te.pcm, final=False, early=True, pause=te.pause))
-                if self.endpointer.settings.turn.semantic:
-                    self.turn_checks.paused(te.turn_id, te.pause)
             elif isinstance(te, OverlapAudio):
                 s = self._overlap_settings(te)
                 if s.on_overlap == "pause" and self.response is not None and not te.final:

@@ -21,11 +21,11 @@ from . import events as ev
 from .session_items import SttJob, push_stt
 from .turn_checks import TurnChecks
 
-# (pcm 16 kHz, turn id, partial-text callback or None, quick, last word) -> transcript.
-# ``quick``: a decode turn-taking waits on (words at a pause, interim text), on the quick
-# model; ``last word``: with the last word's probability, for the turn checks.
-# (pcm, turn id, on_partial, quick, last_word, ahead): ``ahead`` marks the final model's
-# decode of a pause beside the quick one (made ahead of need: nicer threads).
+# (pcm 16 kHz, turn id, partial-text callback or None, quick, last word, ahead) ->
+# transcript. ``quick``: a decode turn-taking waits on (words at a pause, interim text),
+# on the quick model; ``last word``: with the last word's probability, for the turn
+# checks; ``ahead``: the final model's decode of a pause beside the quick one (made
+# ahead of need: nicer threads).
 Decode = Callable[[bytes, int, Callable[[str], None] | None, bool, bool, bool],
                   Awaitable[str]]
 

@@ -100,24 +100,20 @@ class TurnChecks:
         self.pause_final: tuple[int, int, asyncio.Task[str]] | None = None
         self.english = True  # the words rules (and the language model) are English
         self._score: tuple[asyncio.Task[str], asyncio.Task[tuple[str, float | None]]] | None = None
-        self._paused: tuple[int, int] | None = None  # the pause that will be judged
-
-    def paused(self, turn_id: int, pause: int) -> None:
-        """The caller paused (``PauseAudio``, ``stt.early_final_ms`` before the pause's
-        first check): its words are scored as soon as their decode is done
-        (``decoding``), so the first check waits only for the sound's model. (Judging
-        the sound here too was measured and not kept: with 100 ms less trailing silence
-        Smart Turn scores finished questions lower, and more of them waited for a
-        recheck: scripts/bench_turns.py.)"""
-        self._paused = (turn_id, pause)
+        self.semantic = True  # the session's pauses are judged (not the silence timer)
 
     def decoding(self, turn_id: int, pause: int, words: asyncio.Task[str],
                  final: asyncio.Task[str]) -> None:
-        """The STT stage's decodes of a pause: the quick model's words and the final
-        model's (the same task with one model)."""
+        """The STT stage's decodes of a pause (``stt.early_final_ms`` before its first
+        check): the quick model's words and the final model's (the same task with one
+        model). The words are scored as soon as they are decoded, so the first check
+        waits only for the sound's model. (Judging the sound at this point too was
+        measured and not kept: with 100 ms less trailing silence Smart Turn scores
+        finished questions lower, and more of them waited for a recheck:
+        scripts/bench_turns.py.)"""
         self.pause_decode = (turn_id, pause, words)
         self.pause_final = (turn_id, pause, final)
-        if self.english and self._paused == (turn_id, pause):
+        if self.english and self.semantic:
             self._scored((turn_id, pause))
 
     def submit(self, check: TurnCheck, settings: TurnSettings) -> None:

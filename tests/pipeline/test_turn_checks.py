@@ -216,9 +216,9 @@ async def settle(checks: TurnChecks, got: list[bool | None], n: int) -> None:
 
 
 async def test_the_words_of_a_pause_are_scored_before_its_check_is_asked() -> None:
-    """At ``PauseAudio`` (``paused``) the words are scored once their decode is done:
-    the pause's first check finds the score ready and runs only the sound's model; its
-    rechecks reuse the score."""
+    """The words of a pause are scored once their decode is done: the pause's first
+    check finds the score ready and runs only the sound's model; its rechecks reuse the
+    score."""
     judged, got = Judged(), []
     checks = TurnChecks(judged, lambda _c, v: got.append(v),  # type: ignore[arg-type]
                         structlog.get_logger())
@@ -226,7 +226,6 @@ async def test_the_words_of_a_pause_are_scored_before_its_check_is_asked() -> No
     async def words() -> str:
         return "What time do you open?"
 
-    checks.paused(3, 2)
     decode = asyncio.create_task(words())
     checks.decoding(3, 2, decode, decode)
     await asyncio.sleep(0.05)
@@ -238,9 +237,9 @@ async def test_the_words_of_a_pause_are_scored_before_its_check_is_asked() -> No
     assert judged.texts == ["What time do you open?"]  # scored once for the pause
 
 
-async def test_words_are_not_scored_ahead_for_a_pause_not_judged() -> None:
-    """A decode of a pause the session does not judge (the silence timer is on, or
-    another pause) is not scored ahead."""
+async def test_words_are_not_scored_ahead_when_the_silence_timer_decides() -> None:
+    """A session on the silence timer (a client's own ``stop_ms``) has no checks to
+    score words for."""
     judged = Judged()
     checks = TurnChecks(judged, lambda _c, _v: None,  # type: ignore[arg-type]
                         structlog.get_logger())
@@ -248,9 +247,8 @@ async def test_words_are_not_scored_ahead_for_a_pause_not_judged() -> None:
     async def words() -> str:
         return "What time do you open?"
 
+    checks.semantic = False
     decode = asyncio.create_task(words())
-    checks.decoding(3, 2, decode, decode)
-    checks.paused(3, 3)
     checks.decoding(3, 2, decode, decode)
     await asyncio.sleep(0.05)
     assert judged.texts == []
@@ -278,7 +276,6 @@ async def test_a_recheck_keeps_the_quick_models_doubt_about_the_same_last_word()
 
     quick = asyncio.create_task(words(Transcript("Until what time is that.", 0.5, 0.26)))
     final = asyncio.create_task(words(Transcript("Until what time is there?", 0.6, 0.42)))
-    checks.paused(3, 2)
     checks.decoding(3, 2, quick, final)
     await asyncio.sleep(0.05)
     for silence_ms in (200, 600):
