@@ -171,7 +171,7 @@ def _parameters(fn: Callable[..., Any]) -> frozenset[str]:
 
 
 def _bind(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], T]:
-    return lambda: fn(*args, **kwargs)
+    return functools.partial(fn, *args, **kwargs)
 
 
 def _as_error(exc: Exception, timeout: float) -> ProviderError:

@@ -13,11 +13,16 @@ import contextlib
 import functools
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import structlog
+
 from gateway.providers.base import ProviderError
+
+log = structlog.get_logger("gateway.pool")
 
 T = TypeVar("T")
 _DONE = object()
@@ -34,6 +39,29 @@ def _lower_priority(nice: int) -> None:
     with contextlib.suppress(OSError, AttributeError):
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+
+
+def in_nicer_thread(nice: int, fn: Callable[[], T]) -> T:
+    """``fn()`` run in a new thread ``nice`` steps nicer, its result (or exception) here.
+    Threads inherit their maker's nice value: a provider that computes in threads of
+    its own, made when it loads (CTranslate2's), is made nicer by loading it this way
+    (a nicer pool thread that only waits for those threads is not)."""
+    box: list[Any] = []
+
+    def run() -> None:
+        _lower_priority(nice)
+        try:
+            box.append((True, fn()))
+        except BaseException as exc:  # raised again in the caller's thread
+            box.append((False, exc))
+
+    thread = threading.Thread(target=run, name="nicer-loader")
+    thread.start()
+    thread.join()
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 class InferencePool:
@@ -80,8 +108,9 @@ class InferencePool:
 
     async def run(self, fn: Callable[..., T], *args: Any, timeout: float) -> T:
         """Run ``fn(*args)`` in a worker thread; ProviderError if it takes over ``timeout``."""
+        asked = time.perf_counter()
         await self._acquire()
-        fut = self._submit(fn, *args)
+        fut = self._submit(_timed(fn, self.name, asked), *args)
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(fut)
@@ -125,6 +154,30 @@ class InferencePool:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _timed(fn: Callable[..., T], name: str, asked: float) -> Callable[..., T]:
+    """``fn`` logging (debug) how long it waited for its thread, ran, and held a CPU:
+    wall time well over CPU time is a job starved by others."""
+    def run(*args: Any) -> T:
+        started, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return fn(*args)
+        finally:
+            end = time.perf_counter()
+            log.debug("pool_job", pool=name, job=_job_name(fn),
+                      wait_ms=round((started - asked) * 1000, 1),
+                      run_ms=round((end - started) * 1000, 1),
+                      cpu_ms=round((time.thread_time() - cpu) * 1000, 1))
+    return run
+
+
+def _job_name(fn: Callable[..., Any]) -> str:
+    target = getattr(fn, "func", fn)  # a functools.partial's function
+    owner = getattr(target, "__self__", None)
+    model = getattr(owner, "model_dir", None)
+    name = getattr(target, "__qualname__", "?")
+    return f"{name}[{model.name}]" if model is not None else name
 
 
 async def _drain(

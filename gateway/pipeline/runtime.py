@@ -39,7 +39,7 @@ from gateway.providers.base import (
 
 from .breaker import Breaker
 from .failover import Chain, Timeouts
-from .pool import InferencePool, PoolBusy
+from .pool import InferencePool, PoolBusy, in_nicer_thread
 from .telemetry import TurnObserver
 from .tools import Toolbox, ToolContext, ToolLoop, ToolRunner
 
@@ -125,12 +125,13 @@ class Runtime:
             [_breaker(cfg)])
         ahead_chain = None
         if quick is not None and w.ahead_nice > 0:
-            # The same providers and breakers as the STT chain, in nicer threads.
+            # The STT chain's providers and breakers in nicer threads; a provider that
+            # computes in threads of its own gets a nicer copy of its own.
             pools["stt_ahead"] = InferencePool("stt_ahead", w.threads, w.max_waiting,
                                                w.wait_timeout_s, nice=w.ahead_nice)
             stt = chains["stt"]
-            ahead_chain = Chain("stt", stt.providers, pools["stt_ahead"], stt.timeouts,
-                                stt.breakers)
+            ahead_chain = Chain("stt", _nicer_copies(cfg, stt.providers, w.ahead_nice),
+                                pools["stt_ahead"], stt.timeouts, stt.breakers)
         return cls(cfg=cfg, vad=vad, chains=chains, pools=pools, tools=ToolRunner(cfg),
                    turn_detector=_turn_detector(cfg, overrides), embedder=embedder,
                    text_turn=_text_turn(cfg, overrides), quick_stt=quick_chain,
@@ -381,6 +382,23 @@ def _load(cfg: Config, stage: str, name: str) -> Any:
     log.info("provider_loaded", stage=stage, provider=obj.name,
              ms=round((time.perf_counter() - started) * 1000))
     return obj
+
+
+def _nicer_copies(cfg: Config, providers: list[Any], nice: int) -> list[Any]:
+    """``providers``, each one that computes in threads made at load (``own_threads``:
+    Whisper's CTranslate2 workers) replaced by a copy loaded in a nicer thread, so its
+    workers are nicer too (one more copy of the model in memory: ~75 MB for base).
+    A copy that cannot be loaded leaves the shared provider (at normal priority)."""
+    out = []
+    for provider in providers:
+        name = getattr(provider, "name", None)
+        if getattr(provider, "own_threads", False) and name is not None:
+            try:
+                provider = in_nicer_thread(nice, functools.partial(_load, cfg, "stt", name))
+            except ProviderError as exc:
+                log.warning("nicer_copy_unavailable", provider=name, error=str(exc))
+        out.append(provider)
+    return out
 
 
 def _breaker(cfg: Config) -> Breaker:

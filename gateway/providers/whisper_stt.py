@@ -97,6 +97,9 @@ class WhisperSTT:
     """Thread-safe: CTranslate2 runs up to ``workers`` transcriptions in parallel."""
 
     name = "whisper"
+    # Decodes run in CTranslate2's worker threads, made when the model loads (the
+    # calling thread only waits): priority is theirs, set by the thread that loads it.
+    own_threads = True
 
     def __init__(
         self,

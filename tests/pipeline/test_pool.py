@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
+
+import pytest
 
 from gateway.config import Config
-from gateway.pipeline.pool import InferencePool
+from gateway.pipeline.pool import InferencePool, in_nicer_thread
 from gateway.pipeline.runtime import Runtime
 from gateway.providers import registry
+from gateway.providers.base import ProviderError
 
 
 def _nice() -> int:
@@ -50,5 +54,69 @@ async def test_only_the_final_models_decode_ahead_runs_nicer() -> None:
                  for q, a in ((True, False), (False, True), (False, False))]
         assert heard == [f"quick nice={base}", f"final nice={min(19, base + 5)}",
                          f"final nice={base}"]
+    finally:
+        runtime.close()
+
+
+def _task_nices() -> dict[int, int]:
+    """Nice value of each thread of this process, by thread id."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                out[int(tid)] = int(f.read().rsplit(")", 1)[1].split()[16])
+        except OSError:  # the thread ended meanwhile
+            continue
+    return out
+
+
+def test_threads_made_in_a_nicer_thread_are_nicer_and_errors_come_back() -> None:
+    base = _nice()
+    made: list[int] = []
+    stop = threading.Event()
+
+    def work() -> None:
+        made.append(threading.get_native_id())
+        stop.wait(5)
+
+    def load() -> str:
+        worker = threading.Thread(target=work)
+        worker.start()
+        while not made:
+            stop.wait(0.001)
+        return "loaded"
+
+    try:
+        assert in_nicer_thread(5, load) == "loaded"
+        assert _task_nices()[made[0]] == min(19, base + 5)
+        assert _nice() == base
+    finally:
+        stop.set()
+
+    def broken() -> None:
+        raise ProviderError("no model here")
+
+    with pytest.raises(ProviderError, match="no model here"):
+        in_nicer_thread(5, broken)
+
+
+def test_whispers_decodes_ahead_run_in_a_nicer_copy_of_the_final_model(tmp_path: Path) -> None:
+    """CTranslate2 decodes in worker threads it makes at load; a nicer pool thread that
+    waits for them changes nothing, so the decodes ahead get a copy loaded nicer."""
+    cfg = Config().replace(stt={"provider": "whisper", "model": "tiny.en", "quick_model": ""},
+                           llm={"provider": "null"}, tts={"provider": "null"},
+                           turn={"detector": "silence"}, workers={"threads": 1},
+                           server={"data_dir": str(tmp_path)})
+    before = set(_task_nices())
+    quick = registry.create("stt", "null", cfg)
+    runtime = Runtime.load(cfg, overrides={"stt_quick": quick})
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        final, ahead = runtime.chains["stt"].primary, runtime.ahead_stt.primary if \
+            runtime.ahead_stt is not None else None
+        assert ahead is not None and ahead is not final and ahead.name == final.name
+        new = {tid: n for tid, n in _task_nices().items() if tid not in before}
+        assert sorted(new.values()).count(min(19, base + 5)) >= 1  # the copy's worker
+        assert base in new.values()  # the shared model's worker
     finally:
         runtime.close()
