@@ -110,9 +110,10 @@ class TurnSettings:
     threshold: float = 0.5  # probability of "complete" that ends the turn
     # The words at the pause (see turn_checks.combine): a sentence-end probability
     # under words_hold holds a "complete" while the pause is under hold_ms; one from
-    # words_end ends an "incomplete" pause at a recheck.
+    # words_end ends an "incomplete" pause at a recheck, one from words_sure at once.
     words_hold: float = 0.01
     words_end: float = 0.2
+    words_sure: float = 0.4
     hold_ms: int = 900
     # A last word the recogniser gave less than this probability holds a "complete" too.
     last_word_min: float = 0.35
@@ -122,7 +123,8 @@ class TurnSettings:
         """The config's ``[turn]`` (what an assistant's ``end_of_turn`` overrides)."""
         return cls(detector=t.detector, pause_ms=t.pause_ms, recheck_ms=t.recheck_ms,
                    max_wait_ms=t.max_wait_ms, threshold=t.threshold,
-                   words_hold=t.words_hold, words_end=t.words_end, hold_ms=t.hold_ms,
+                   words_hold=t.words_hold, words_end=t.words_end,
+                   words_sure=t.words_sure, hold_ms=t.hold_ms,
                    last_word_min=t.last_word_min)
 
     @property
@@ -287,7 +289,9 @@ class Endpointer:
         if self._check_due():
             events.append(TurnCheck(self.turn_id, self._pause, bytes(self._utterance),
                                     self._silence_run * self.settings.frame_ms))
-        elif not pause and self._since_interim >= self._interim_frames:
+        elif not self._pause_sent and self._since_interim >= self._interim_frames:
+            # (Not in a pause already decoded: that decode is the newer text, and the
+            # CPU is the pause's checks' and final decode's.)
             self._since_interim = 0
             events.append(InterimAudio(self.turn_id, bytes(self._utterance)))
         return events

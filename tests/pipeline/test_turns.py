@@ -385,11 +385,15 @@ def test_pause_audio_after_a_barge_in() -> None:
     assert isinstance(stopped, SpeechStopped) and stopped.pause_is_final
 
 
-def test_pause_takes_the_frame_and_the_interim_follows() -> None:
+def test_no_interim_in_a_pause_already_decoded_until_speech_resumes() -> None:
+    """The pause's own decode is newer text than an interim could give, and the CPU
+    is its turn checks' and final decode's (an interim there slowed both)."""
     f = Feeder(EndpointerSettings(interim_interval_ms=100))  # interim every 5 frames
-    f.feed([T] * 13 + [F] * 20)  # start at frame 2; silence from frame 13; pause at frame 22
+    f.feed([T] * 13 + [F] * 15)  # start at frame 2; silence from frame 13; pause at frame 22
     assert [i for i, _ in f.of(PauseAudio)] == [22]
-    assert [i for i, _ in f.of(InterimAudio)] == [7, 12, 17, 23, 28]
+    assert [i for i, _ in f.of(InterimAudio)] == [7, 12, 17]
+    f.feed([T] * 6)  # speech resumes at frame 28: the interim that was due comes with it
+    assert [i for i, _ in f.of(InterimAudio)] == [7, 12, 17, 28, 33]
 
 
 # --- semantic end of turn: TurnCheck out, a fake verdict back in --------------------
