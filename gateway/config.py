@@ -128,10 +128,12 @@ class TurnConfig:
     threshold: float = 0.5  # probability of "complete" that ends the turn
     # The words at a pause, scored by a small language model (smollm2 | none): under
     # words_hold the sentence cannot end there (a "complete" is held while the pause is
-    # under hold_ms); from words_end it clearly does (an "incomplete" ends at a recheck).
+    # under hold_ms); from words_end it clearly does (an "incomplete" ends at a recheck),
+    # and from words_sure an "incomplete" ends at the first check already.
     words: str = "smollm2"
     words_hold: float = 0.01
     words_end: float = 0.2
+    words_sure: float = 0.4
     hold_ms: int = 900
     # The recogniser's probability of the last word at the pause: under this it was a
     # guess ("how much is a" heard as "how much is that?") and a "complete" is held too.
@@ -656,8 +658,9 @@ def _validate_turn(t: TurnConfig) -> None:
         raise ConfigError("turn.threshold must be between 0 and 1")
     if t.words not in ("smollm2", "none"):
         raise ConfigError("turn.words must be smollm2 or none")
-    if not 0.0 <= t.words_hold <= t.words_end <= 1.0 or t.hold_ms < 0:
-        raise ConfigError("turn: 0 <= words_hold <= words_end <= 1 and hold_ms >= 0")
+    if not 0.0 <= t.words_hold <= t.words_end <= t.words_sure <= 1.0 or t.hold_ms < 0:
+        raise ConfigError("turn: 0 <= words_hold <= words_end <= words_sure <= 1 "
+                          "and hold_ms >= 0")
     if not 0.0 <= t.last_word_min <= 1.0:
         raise ConfigError("turn: last_word_min must be within 0..1")
 

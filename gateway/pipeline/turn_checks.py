@@ -60,11 +60,14 @@ def combine(audio: float | None, words: str, text: float | None, silence_ms: flo
     Smart Turn scores a mid-sentence pause complete once it lasts ~600 ms. Later the
     sound alone decides, so a question that does end oddly waits ``hold_ms``, not
     ``max_wait_ms``. An "incomplete" is overruled by words that clearly end a sentence
-    (and not with a guessed word), but only from the first recheck on: the sound gets
-    the first say. From ``hold_ms`` on, words that can end a sentence at all (as a
-    "complete" needs early in a pause) end an "incomplete" pause too: a question Smart
-    Turn never calls complete (p 0.01 at every check on some voices) waits ``hold_ms``,
-    not ``max_wait_ms``, while a sentence broken off ("I'd like to book a") still waits.
+    (``words_end``, and not with a guessed word) from the first recheck on, and by words
+    that surely do (``words_sure``) at the first check already: Smart Turn calls some
+    finished questions incomplete at every check on some voices ("Can we have a picnic
+    next to the pool?" p 0.06), and they waited the recheck. From ``hold_ms`` on, words
+    that can end a sentence at all (as a "complete" needs early in a pause) end an
+    "incomplete" pause too: a question Smart Turn never calls complete (p 0.01 at every
+    check on some voices) waits ``hold_ms``, not ``max_wait_ms``, while a sentence
+    broken off ("I'd like to book a") still waits.
     """
     if audio is None:
         return None
@@ -77,8 +80,9 @@ def combine(audio: float | None, words: str, text: float | None, silence_ms: flo
         return not (held or guessed)
     if silence_ms >= s.hold_ms and text is not None and not held:
         return True
-    return text is not None and text >= s.words_end and silence_ms > s.pause_ms \
-        and not (guessed or held)
+    if text is None or guessed or held:
+        return False
+    return text >= (s.words_end if silence_ms > s.pause_ms else s.words_sure)
 
 
 class TurnChecks:
@@ -150,7 +154,7 @@ class TurnChecks:
         """Whether ``combine`` can decide otherwise with the words than without."""
         if p >= s.threshold:
             return check.silence_ms < s.hold_ms
-        return check.silence_ms > s.pause_ms
+        return check.silence_ms > s.pause_ms or s.words_sure < 1.0
 
     def _scored(self, key: tuple[int, int]) -> asyncio.Task[tuple[str, float | None]] | None:
         """The words decoded at this pause and their score, once per decode."""

@@ -60,6 +60,7 @@ _EOT_RULES = overrides.rules(
     ints={"pause_ms": (50, 5000), "recheck_ms": (50, 5000), "max_wait_ms": (100, 10000),
           "hold_ms": (0, 10000)},
     numbers={"threshold": (0.01, 0.99), "words_hold": (0.0, 1.0), "words_end": (0.0, 1.0),
+             "words_sure": (0.0, 1.0),
              "last_word_min": (0.0, 1.0)})
 
 

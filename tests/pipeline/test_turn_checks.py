@@ -114,7 +114,11 @@ def test_the_language_model_reuses_the_words_it_has_scored() -> None:
     (0.9, "what time do you", 0.001, 1000, True),  # past it: the sound decides
     (0.9, "until what time is the", None, 200, False),  # no model: the last-word rule
     (0.9, "what time do you", None, 200, True),  # no model, no rule: the sound
-    (0.2, "can i get my money back", 0.4, 200, False),  # the sound has the first say
+    (0.2, "can i get my money back", 0.3, 200, False),  # the sound has the first say
+    # ...unless the words surely end a sentence (words_sure) and were heard, not guessed
+    (0.06, "can we have a picnic next to the pool", 0.56, 200, True),
+    (0.06, Transcript("until what time is that", None, 0.23), 0.49, 200, False),
+    (0.06, "i'd like to book the", 0.5, 200, False),
     (0.2, "can i get my money back", 0.4, 600, True),  # clearly complete: at the recheck
     (0.2, "can i get my money", 0.1, 600, False),  # not clearly: wait on
     (0.2, "can i get my money back", None, 600, False),  # no score: wait on
@@ -135,7 +139,7 @@ def test_the_language_model_reuses_the_words_it_has_scored() -> None:
 def test_combine(audio: float | None, words: str, text: float | None, silence_ms: float,
                  expected: bool | None) -> None:
     s = TurnSettings(pause_ms=200, recheck_ms=400, hold_ms=1000, words_hold=0.02,
-                     words_end=0.2, last_word_min=0.35)
+                     words_end=0.2, words_sure=0.4, last_word_min=0.35)
     assert combine(audio, words, text, silence_ms, s) is expected
 
 
