@@ -96,6 +96,11 @@ class STTConfig:
     # Whisper beam search: on the eval's espeak/Piper callers tiny.en's WER falls from
     # 20 % (greedy) to 13 % for ~30 % more decode time (scripts/bench_stt.py). 1: greedy.
     beam_size: int = 5
+    # The quick model's beam (its decodes are what turn-taking waits on). Greedy tiny.en
+    # decodes the eval's questions in 110 ms against 142 (median, one core), but live it
+    # misheard more last words ("Containers use the sauna.", last word p 0.20): those
+    # questions waited hold_ms (eval p95 841 -> 1066 ms). 1: greedy.
+    quick_beam_size: int = 5
     # Whisper: utterances up to this long are decoded in a window of max(10 s, twice the
     # audio) instead of 30 s (~4x faster for a short question, same WER). 0: off.
     fit_window_s: float = 15.0
@@ -111,6 +116,7 @@ class InterruptionsConfig:
     mode: str = "words"
     backchannels: tuple[str, ...] = ()  # empty: the built-in list (interruptions.py)
     min_words: int = 1  # words that are not backchannels needed to interrupt
+    partial_min_words: int = 3  # ...heard while the speech goes on (or a word like "wait")
     min_confidence: float = 0.45  # less sure transcripts count as noise (whisper: 0..1)
     check_interval_ms: int = 500  # re-decode this often while the overlap goes on
     continuation_ms: int = 800  # speech this soon after the user's turn ended: their words

@@ -11,6 +11,11 @@ says what it was (see ``classify``):
   they are spelled: "M. H. M.", "hmm", "uh huh"): the reply goes on.
 - ``Overlap.NO_WORDS``: a cough, a door, noise (or words the recogniser itself doubts,
   below ``min_confidence``: Whisper turns hums into words): the reply goes on.
+- ``Overlap.UNSURE``: a decode of speech still going on that heard fewer than
+  ``partial_min_words`` words, none of them a word people interrupt with ("wait",
+  "sorry", "stop" ...): the reply goes on and a later decode decides. tiny.en hears the
+  first 250 ms of a hummed "Mhm" as "and make." at the confidence of a real "Wait,"
+  (0.475 against 0.477 in one eval run); the whole hum, decoded when it ends, is a hum.
 
 Why keep playing instead of pausing at the onset and resuming: backchannels and noises
 are the common case while someone listens, and a listener hears them cost nothing at
@@ -40,6 +45,12 @@ DEFAULT_BACKCHANNELS: tuple[str, ...] = (
     "makes sense", "that makes sense", "fine", "good",
 )
 
+# Words people open an interruption with: heard alone in a decode of speech still going
+# on, they interrupt at once (other short decodes wait for more words, see UNSURE).
+INTERRUPT_WORDS = frozenset({
+    "wait", "stop", "sorry", "actually", "hold", "hang", "excuse", "pardon", "hey", "no",
+    "but", "hello", "listen"})
+
 MODES = ("words", "speech")
 ON_OVERLAP = ("play", "pause")
 
@@ -57,6 +68,7 @@ class Overlap(Enum):
     WORDS = "words"
     BACKCHANNEL = "backchannel"
     NO_WORDS = "no_words"
+    UNSURE = "unsure"  # too few words yet (speech still going on): a later decode decides
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +76,8 @@ class InterruptionSettings:
     mode: str = "words"  # words: decided from the transcript | speech: any speech
     backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS
     min_words: int = 1  # words beyond backchannels that make an interruption
+    # ...in a decode of speech still going on (none of them an INTERRUPT_WORDS word)
+    partial_min_words: int = 3
     min_confidence: float = 0.45  # transcripts the STT is less sure of count as no words
     check_interval_ms: int = 500  # re-decode this often while overlapping speech goes on
     # Speech that starts this soon after the user's own turn ended is them going on (a
@@ -110,22 +124,27 @@ def content_words(text: str, backchannels: tuple[str, ...]) -> list[str]:
 
 
 def classify(text: str, settings: InterruptionSettings,
-             confidence: float | None = None) -> Overlap:
-    """What the overlapping speech was, from its transcript."""
+             confidence: float | None = None, *, partial: bool = False) -> Overlap:
+    """What the overlapping speech was, from its transcript (``partial``: of speech
+    still going on; its final decode comes when it ends)."""
     if not words(text):
         return Overlap.NO_WORDS
-    if len(content_words(text, settings.backchannels)) < settings.min_words:
+    content = content_words(text, settings.backchannels)
+    if len(content) < settings.min_words:
         return Overlap.BACKCHANNEL
     # Words that would interrupt, heard unsure: likely a hum or noise misheard.
     if confidence is not None and confidence < settings.min_confidence:
         return Overlap.NO_WORDS
+    if partial and len(content) < settings.partial_min_words \
+            and not INTERRUPT_WORDS.intersection(content):
+        return Overlap.UNSURE
     return Overlap.WORDS
 
 
 _RULES = overrides.rules(
     "interruptions", (f.name for f in fields(InterruptionSettings)),
     choices={"mode": MODES, "on_overlap": ON_OVERLAP},
-    ints={"min_words": (1, 20), "check_interval_ms": (100, 10000),
+    ints={"min_words": (1, 20), "partial_min_words": (1, 20), "check_interval_ms": (100, 10000),
           "continuation_ms": (0, 5000), "resume_ms": (100, 10000)},
     numbers={"min_confidence": (0.0, 1.0)})
 
@@ -143,6 +162,7 @@ def parse_settings(base: InterruptionSettings, raw: Mapping[str, Any]) -> Interr
 def from_config(c: Any) -> InterruptionSettings:
     """The defaults from the config's ``[interruptions]`` (validated like an override)."""
     raw: dict[str, Any] = {"mode": c.mode, "min_words": c.min_words,
+                           "partial_min_words": c.partial_min_words,
                            "min_confidence": c.min_confidence,
                            "check_interval_ms": c.check_interval_ms,
                            "continuation_ms": c.continuation_ms,
@@ -154,6 +174,7 @@ def from_config(c: Any) -> InterruptionSettings:
 
 def as_dict(s: InterruptionSettings) -> dict[str, Any]:
     return {"mode": s.mode, "backchannels": list(s.backchannels), "min_words": s.min_words,
+            "partial_min_words": s.partial_min_words,
             "min_confidence": s.min_confidence, "check_interval_ms": s.check_interval_ms,
             "continuation_ms": s.continuation_ms, "on_overlap": s.on_overlap,
             "resume_ms": s.resume_ms}

@@ -342,10 +342,11 @@ class Session:
             self._crashed("vad", exc)
 
     def _overlap_settings(self, ev: OverlapAudio) -> InterruptionSettings:
-        """A continuation of the user's own sentence is not doubted for low confidence."""
+        """A continuation of the user's own sentence is not doubted (low confidence, few
+        words yet)."""
         s = self.interruptions
         if ev.started_ms - self._turn_ended_ms <= s.continuation_ms:
-            return dataclasses.replace(s, min_confidence=0.0)
+            return dataclasses.replace(s, min_confidence=0.0, partial_min_words=s.min_words)
         return s
 
     async def _decode_overlap(self, pcm16k: bytes) -> str:

@@ -63,6 +63,21 @@ def test_min_words_and_confidence() -> None:
     assert classify("and momentum", sure, confidence=None) is Overlap.WORDS
 
 
+def test_a_decode_of_speech_going_on_needs_more_words_or_an_interrupting_one() -> None:
+    """tiny.en hears the first 250 ms of a hummed "Mhm" as "and make." (confidence
+    0.475, a real "Wait," 0.477): while the speech goes on, one or two words that are not
+    words people interrupt with leave the verdict to a later decode."""
+    assert classify("and make.", S, confidence=0.475, partial=True) is Overlap.UNSURE
+    assert classify("and make.", S, confidence=0.475) is Overlap.WORDS  # its final decode
+    for opening in ("Wait,", "Sorry,", "Actually,", "Stop.", "Hold on", "Excuse me,", "No."):
+        assert classify(opening, S, confidence=0.48, partial=True) is Overlap.WORDS, opening
+    assert classify("How deep is", S, partial=True) is Overlap.WORDS  # three words
+    assert classify("Mhm.", S, partial=True) is Overlap.BACKCHANNEL
+    assert classify("", S, partial=True) is Overlap.NO_WORDS
+    one = itr.parse_settings(S, {"partial_min_words": 1})
+    assert classify("and make.", one, confidence=0.475, partial=True) is Overlap.WORDS
+
+
 def test_own_backchannel_list() -> None:
     s = itr.parse_settings(S, {"backchannels": ["d'accord", "genau", "na ja"]})
     assert classify("Genau.", s) is Overlap.BACKCHANNEL
