@@ -181,7 +181,7 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true",
                         help="synthesise anew (Piper's voices differ run to run), not cached")
     parser.add_argument("--quick-beam", type=int,
-                        help="the quick model's beam (default: the config's)")
+                        help="the quick model's beam (default: stt.quick_beam_size)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -192,7 +192,7 @@ def main() -> None:
         kind = type(getattr(turn, key))
         turn = dataclasses.replace(turn, **{key: kind(value)})
     quick = cfg.stt.quick_model or cfg.stt.model
-    models = (f"{quick}:{args.quick_beam or cfg.stt.beam_size}",
+    models = (f"{quick}:{args.quick_beam or cfg.stt.quick_beam_size}",
               f"{cfg.stt.model}:{cfg.stt.beam_size}")
     scores, voices = Scores(cfg, args.cache), Voices()
     question_ends, after_voiced, waited, pauses, cut = [], [], [], 0, []

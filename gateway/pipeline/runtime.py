@@ -413,7 +413,8 @@ def _quick_stt(cfg: Config, overrides: dict[str, Any]) -> Any:
     s = cfg.stt
     if "stt" in overrides or s.provider != "whisper" or s.quick_model in ("", s.model):
         return None
-    return _load(registry.with_model(cfg, "stt", "whisper", s.quick_model), "stt", "whisper")
+    quick = registry.with_model(cfg, "stt", "whisper", s.quick_model)
+    return _load(quick.replace(stt={"beam_size": s.quick_beam_size}), "stt", "whisper")
 
 
 def _text_turn(cfg: Config, overrides: dict[str, Any]) -> TextTurnDetector | None:

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.config import Config
 from gateway.pipeline.pool import InferencePool, in_nicer_thread
-from gateway.pipeline.runtime import Runtime
+from gateway.pipeline.runtime import Runtime, _quick_stt
 from gateway.providers import registry
 from gateway.providers.base import ProviderError
 
@@ -120,3 +120,14 @@ def test_whispers_decodes_ahead_run_in_a_nicer_copy_of_the_final_model(tmp_path:
         assert base in new.values()  # the shared model's worker
     finally:
         runtime.close()
+
+
+def test_the_quick_model_has_its_own_beam(tmp_path: Path) -> None:
+    """What turn-taking waits on is decoded with stt.quick_beam_size, the final
+    transcript with stt.beam_size."""
+    cfg = Config().replace(stt={"provider": "whisper", "model": "base", "quick_model": "tiny.en"},
+                           workers={"threads": 1}, server={"data_dir": str(tmp_path)})
+    quick = _quick_stt(cfg, {})
+    assert quick is not None and quick.beam_size == cfg.stt.quick_beam_size == 5
+    greedy = _quick_stt(cfg.replace(stt={"quick_beam_size": 1, "beam_size": 4}), {})
+    assert greedy is not None and greedy.beam_size == 1
