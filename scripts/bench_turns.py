@@ -182,10 +182,14 @@ def main() -> None:
                         help="synthesise anew (Piper's voices differ run to run), not cached")
     parser.add_argument("--quick-beam", type=int,
                         help="the quick model's beam (default: stt.quick_beam_size)")
+    parser.add_argument("--early-final-ms", type=int,
+                        help="decode the pause from this much silence (stt.early_final_ms)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     cfg = Config()
+    if args.early_final_ms is not None:
+        cfg = cfg.replace(stt={"early_final_ms": args.early_final_ms})
     turn = TurnSettings.from_config(cfg.turn)
     for item in args.overrides:
         key, _, value = item.partition("=")
