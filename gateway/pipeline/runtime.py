@@ -68,6 +68,7 @@ class Runtime:
     # only finals with the configured model; None: one model for all.
     quick_stt: Chain | None = None
     ahead_stt: Chain | None = None  # the STT chain in nicer threads (decodes ahead of need)
+    ahead_tts: Chain | None = None  # the TTS chain in nicer threads (speech made ahead)
     # Sentence embeddings (semantic search, hybrid retrieval); None: full-text search only.
     embedder: Embedder | None = None
     # Set by the app once the database is up: async (assistant_id) -> {stage: provider
@@ -132,10 +133,17 @@ class Runtime:
             stt = chains["stt"]
             ahead_chain = Chain("stt", _nicer_copies(cfg, stt.providers, w.ahead_nice),
                                 pools["stt_ahead"], stt.timeouts, stt.breakers)
+        ahead_tts = None
+        if w.ahead_nice > 0:
+            pools["tts_ahead"] = InferencePool("tts_ahead", w.threads, w.max_waiting,
+                                               w.wait_timeout_s, nice=w.ahead_nice)
+            tts = chains["tts"]
+            ahead_tts = Chain("tts", _nicer_copies(cfg, tts.providers, w.ahead_nice, "tts"),
+                              pools["tts_ahead"], tts.timeouts, tts.breakers)
         return cls(cfg=cfg, vad=vad, chains=chains, pools=pools, tools=ToolRunner(cfg),
                    turn_detector=_turn_detector(cfg, overrides), embedder=embedder,
                    text_turn=_text_turn(cfg, overrides), quick_stt=quick_chain,
-                   ahead_stt=ahead_chain)
+                   ahead_stt=ahead_chain, ahead_tts=ahead_tts)
 
     def health(self) -> dict[str, str]:
         """Per stage "ok" or "error: …" (the primary's state; every provider in details)."""
@@ -153,9 +161,17 @@ class Runtime:
                 for stage, chain in self.chains.items()}
 
     def _all_chains(self) -> list[Chain]:
-        quick = [self.quick_stt] if self.quick_stt is not None else []
-        return [*self.chains.values(), *quick,
+        own = [c for c in (self.quick_stt, self.ahead_stt, self.ahead_tts) if c is not None]
+        return [*self.chains.values(), *own,
                 *(c for c in self._extra.values() if c is not None)]
+
+    def _all_providers(self) -> list[Any]:
+        """Every provider of every chain, once (chains share providers)."""
+        seen: dict[int, Any] = {}
+        for chain in self._all_chains():
+            for provider in chain.providers:
+                seen.setdefault(id(provider), provider)
+        return list(seen.values())
 
     async def chain(self, stage: str, assistant_id: str | None) -> Chain:
         """The failover chain of ``stage`` for an assistant: its own provider (with its
@@ -224,19 +240,17 @@ class Runtime:
     def close(self) -> None:
         for pool in self.pools.values():
             pool.shutdown()
-        for chain in self._all_chains():
-            for provider in chain.providers:
-                closer = getattr(provider, "close", None)
-                if callable(closer) and not inspect.iscoroutinefunction(closer):
-                    closer()
+        for provider in self._all_providers():
+            closer = getattr(provider, "close", None)
+            if callable(closer) and not inspect.iscoroutinefunction(closer):
+                closer()
 
     async def aclose(self) -> None:
-        for chain in self._all_chains():
-            for provider in chain.providers:
-                closer = getattr(provider, "aclose", None)
-                if closer is not None:
-                    with contextlib.suppress(Exception):
-                        await closer()
+        for provider in self._all_providers():
+            closer = getattr(provider, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
         if self.tools is not None:
             await self.tools.aclose()
         self.close()
@@ -289,9 +303,13 @@ class Runtime:
             return None
 
     async def synthesize(self, text: str, voice: str | None, out_rate: int, *,
-                         assistant_id: str | None = None) -> Speech:
+                         assistant_id: str | None = None, ahead: bool = False) -> Speech:
+        """``ahead``: speech made ahead of need (speculation.py), in nicer threads: it
+        must not slow the turn checks of the pause it was made at."""
         # A TTS that can produce the session's rate itself (ElevenLabs) is asked to.
         chain = await self.chain("tts", assistant_id)
+        if ahead and chain is self.chains["tts"] and self.ahead_tts is not None:
+            chain = self.ahead_tts
         speech: Speech = await chain.call("synthesize", text, voice=voice,
                                           hints={"sample_rate": out_rate})
         if speech.sample_rate == out_rate:
@@ -384,7 +402,8 @@ def _load(cfg: Config, stage: str, name: str) -> Any:
     return obj
 
 
-def _nicer_copies(cfg: Config, providers: list[Any], nice: int) -> list[Any]:
+def _nicer_copies(cfg: Config, providers: list[Any], nice: int,
+                  stage: str = "stt") -> list[Any]:
     """``providers``, each one that computes in threads made at load (``own_threads``:
     Whisper's CTranslate2 workers) replaced by a copy loaded in a nicer thread, so its
     workers are nicer too (one more copy of the model in memory: ~75 MB for base).
@@ -394,7 +413,7 @@ def _nicer_copies(cfg: Config, providers: list[Any], nice: int) -> list[Any]:
         name = getattr(provider, "name", None)
         if getattr(provider, "own_threads", False) and name is not None:
             try:
-                provider = in_nicer_thread(nice, functools.partial(_load, cfg, "stt", name))
+                provider = in_nicer_thread(nice, functools.partial(_load, cfg, stage, name))
             except ProviderError as exc:
                 log.warning("nicer_copy_unavailable", provider=name, error=str(exc))
         out.append(provider)

@@ -346,7 +346,7 @@ class Session:
         words yet)."""
         s = self.interruptions
         if ev.started_ms - self._turn_ended_ms <= s.continuation_ms:
-            return dataclasses.replace(s, min_confidence=0.0, partial_min_words=s.min_words)
+            return dataclasses.replace(s, min_confidence=0.0, partial_min_ms=0)
         return s
 
     async def _decode_overlap(self, pcm16k: bytes) -> str:
@@ -402,12 +402,13 @@ class Session:
             conversation_id=self.conversation_id, session_id=self.session_id)))
         self.first_speech.start(
             (turn_id, pause), reply, self.settings.voice, self.settings.output.sample_rate,
-            lambda t: self._synthesize(t, self.settings.output.sample_rate),
+            lambda t: self._synthesize(t, self.settings.output.sample_rate, ahead=True),
             lambda: self.runtime.speculative(sid))
 
-    async def _synthesize(self, text: str, out_rate: int) -> Speech:
+    async def _synthesize(self, text: str, out_rate: int, *, ahead: bool = False) -> Speech:
         return await self.runtime.synthesize(text, self.settings.voice, out_rate,
-                                             assistant_id=self.settings.assistant_id)
+                                             assistant_id=self.settings.assistant_id,
+                                             ahead=ahead)
 
     def _user_said(self, turn_id: int, text: str, stopped_at: float) -> None:
         """A turn's final transcript: to the client, and on to a reply."""

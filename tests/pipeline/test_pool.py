@@ -13,7 +13,7 @@ from gateway.config import Config
 from gateway.pipeline.pool import InferencePool, in_nicer_thread
 from gateway.pipeline.runtime import Runtime, _quick_stt
 from gateway.providers import registry
-from gateway.providers.base import ProviderError
+from gateway.providers.base import ProviderError, Speech
 
 
 def _nice() -> int:
@@ -131,3 +131,26 @@ def test_the_quick_model_has_its_own_beam(tmp_path: Path) -> None:
     assert quick is not None and quick.beam_size == cfg.stt.quick_beam_size == 5
     greedy = _quick_stt(cfg.replace(stt={"quick_beam_size": 1, "beam_size": 4}), {})
     assert greedy is not None and greedy.beam_size == 1
+
+
+class NiceVoice:
+    name = "nice-voice"
+
+    def synthesize(self, text: str, *, voice: str | None = None) -> Speech:
+        return Speech(_nice().to_bytes(2, "little"), 16000)
+
+
+async def test_speech_made_ahead_runs_nicer_and_the_replys_does_not() -> None:
+    """The speculative first sentence (made while a pause is judged) must not slow that
+    pause's checks; the reply's own speech runs at the process's priority."""
+    cfg = Config().replace(stt={"provider": "null"}, llm={"provider": "null"},
+                           turn={"detector": "silence"})
+    runtime = Runtime.load(cfg, overrides={"vad": registry.create_vad(cfg), "tts": NiceVoice()})
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        ahead = await runtime.synthesize("Hi.", None, 16000, ahead=True)
+        now = await runtime.synthesize("Hi.", None, 16000)
+        assert int.from_bytes(ahead.pcm, "little") == min(19, base + 5)
+        assert int.from_bytes(now.pcm, "little") == base
+    finally:
+        runtime.close()
