@@ -116,7 +116,7 @@ class InterruptionsConfig:
     mode: str = "words"
     backchannels: tuple[str, ...] = ()  # empty: the built-in list (interruptions.py)
     min_words: int = 1  # words that are not backchannels needed to interrupt
-    partial_min_words: int = 3  # ...heard while the speech goes on (or a word like "wait")
+    partial_min_ms: int = 700  # ...while the speech goes on: once it lasts this (or a "wait")
     min_confidence: float = 0.45  # less sure transcripts count as noise (whisper: 0..1)
     check_interval_ms: int = 500  # re-decode this often while the overlap goes on
     continuation_ms: int = 800  # speech this soon after the user's turn ended: their words

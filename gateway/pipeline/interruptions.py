@@ -11,11 +11,13 @@ says what it was (see ``classify``):
   they are spelled: "M. H. M.", "hmm", "uh huh"): the reply goes on.
 - ``Overlap.NO_WORDS``: a cough, a door, noise (or words the recogniser itself doubts,
   below ``min_confidence``: Whisper turns hums into words): the reply goes on.
-- ``Overlap.UNSURE``: a decode of speech still going on that heard fewer than
-  ``partial_min_words`` words, none of them a word people interrupt with ("wait",
-  "sorry", "stop" ...): the reply goes on and a later decode decides. tiny.en hears the
-  first 250 ms of a hummed "Mhm" as "and make." at the confidence of a real "Wait,"
-  (0.475 against 0.477 in one eval run); the whole hum, decoded when it ends, is a hum.
+- ``Overlap.UNSURE``: a decode of speech still going on, shorter than
+  ``partial_min_ms``, whose words hold none that people interrupt with ("wait",
+  "sorry", "stop" ...): the reply goes on and a later decode decides (the next one, or
+  the one when the speech ends). tiny.en hears the first 250 ms of a hummed "Mhm" as
+  "and make." or "and make chin." as surely as a real "Wait," (0.475-0.515 against
+  0.477); the whole hum, decoded when it ends, is a hum. Backchannels last 0.2-0.6 s
+  (Piper and espeak-ng); speech that goes on longer is not one.
 
 Why keep playing instead of pausing at the onset and resuming: backchannels and noises
 are the common case while someone listens, and a listener hears them cost nothing at
@@ -76,8 +78,9 @@ class InterruptionSettings:
     mode: str = "words"  # words: decided from the transcript | speech: any speech
     backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS
     min_words: int = 1  # words beyond backchannels that make an interruption
-    # ...in a decode of speech still going on (none of them an INTERRUPT_WORDS word)
-    partial_min_words: int = 3
+    # A decode of speech still going on interrupts once the speech lasts this long, or
+    # at once with a word people interrupt with (INTERRUPT_WORDS); before, it waits.
+    partial_min_ms: int = 700
     min_confidence: float = 0.45  # transcripts the STT is less sure of count as no words
     check_interval_ms: int = 500  # re-decode this often while overlapping speech goes on
     # Speech that starts this soon after the user's own turn ended is them going on (a
@@ -124,9 +127,10 @@ def content_words(text: str, backchannels: tuple[str, ...]) -> list[str]:
 
 
 def classify(text: str, settings: InterruptionSettings,
-             confidence: float | None = None, *, partial: bool = False) -> Overlap:
+             confidence: float | None = None, *, partial: bool = False,
+             speech_ms: float = 0.0) -> Overlap:
     """What the overlapping speech was, from its transcript (``partial``: of speech
-    still going on; its final decode comes when it ends)."""
+    still going on for ``speech_ms`` so far; its final decode comes when it ends)."""
     if not words(text):
         return Overlap.NO_WORDS
     content = content_words(text, settings.backchannels)
@@ -135,7 +139,7 @@ def classify(text: str, settings: InterruptionSettings,
     # Words that would interrupt, heard unsure: likely a hum or noise misheard.
     if confidence is not None and confidence < settings.min_confidence:
         return Overlap.NO_WORDS
-    if partial and len(content) < settings.partial_min_words \
+    if partial and speech_ms < settings.partial_min_ms \
             and not INTERRUPT_WORDS.intersection(content):
         return Overlap.UNSURE
     return Overlap.WORDS
@@ -144,7 +148,7 @@ def classify(text: str, settings: InterruptionSettings,
 _RULES = overrides.rules(
     "interruptions", (f.name for f in fields(InterruptionSettings)),
     choices={"mode": MODES, "on_overlap": ON_OVERLAP},
-    ints={"min_words": (1, 20), "partial_min_words": (1, 20), "check_interval_ms": (100, 10000),
+    ints={"min_words": (1, 20), "partial_min_ms": (0, 10000), "check_interval_ms": (100, 10000),
           "continuation_ms": (0, 5000), "resume_ms": (100, 10000)},
     numbers={"min_confidence": (0.0, 1.0)})
 
@@ -162,7 +166,7 @@ def parse_settings(base: InterruptionSettings, raw: Mapping[str, Any]) -> Interr
 def from_config(c: Any) -> InterruptionSettings:
     """The defaults from the config's ``[interruptions]`` (validated like an override)."""
     raw: dict[str, Any] = {"mode": c.mode, "min_words": c.min_words,
-                           "partial_min_words": c.partial_min_words,
+                           "partial_min_ms": c.partial_min_ms,
                            "min_confidence": c.min_confidence,
                            "check_interval_ms": c.check_interval_ms,
                            "continuation_ms": c.continuation_ms,
@@ -174,7 +178,7 @@ def from_config(c: Any) -> InterruptionSettings:
 
 def as_dict(s: InterruptionSettings) -> dict[str, Any]:
     return {"mode": s.mode, "backchannels": list(s.backchannels), "min_words": s.min_words,
-            "partial_min_words": s.partial_min_words,
+            "partial_min_ms": s.partial_min_ms,
             "min_confidence": s.min_confidence, "check_interval_ms": s.check_interval_ms,
             "continuation_ms": s.continuation_ms, "on_overlap": s.on_overlap,
             "resume_ms": s.resume_ms}

@@ -54,7 +54,8 @@ class OverlapChecks:
             # No words known: like noise, the reply goes on; the final check tries again.
             self.log.warning("overlap_decode_failed", turn_id=job.turn_id, error=str(exc))
             text = ""
-        kind = classify(text, settings, confidence_of(text), partial=not job.final)
+        kind = classify(text, settings, confidence_of(text), partial=not job.final,
+                        speech_ms=job.speech_ms)
         self.log.info("overlap", turn_id=job.turn_id, final=job.final, kind=kind.value,
                       chars=len(text), confidence=confidence_of(text),
                       decode_ms=round((time.perf_counter() - started) * 1000))

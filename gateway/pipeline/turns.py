@@ -71,6 +71,7 @@ class OverlapAudio:
     pcm: bytes
     final: bool
     started_ms: float  # audio time the speech began
+    speech_ms: float = 0.0  # how long it has gone on
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +278,8 @@ class Endpointer:
         if self._silence_run >= limit or self._frames >= self._max_frames:
             if not self._confirmed and self._overlap_at:
                 events.append(OverlapAudio(self.turn_id, bytes(self._utterance), True,
-                                           self._started_ms))
+                                           self._started_ms,
+                                           self._frames * self.settings.frame_ms))
             events.append(self._stop())
             return events
         if not self._confirmed:
@@ -303,7 +305,8 @@ class Endpointer:
         if self._overlap_at and self._frames - self._overlap_at < self._overlap_frames:
             return []
         self._overlap_at = self._frames
-        return [OverlapAudio(self.turn_id, bytes(self._utterance), False, self._started_ms)]
+        return [OverlapAudio(self.turn_id, bytes(self._utterance), False, self._started_ms,
+                             self._frames * self.settings.frame_ms)]
 
     def _check_due(self) -> bool:
         run, first = self._silence_run, self._check_frames

@@ -63,19 +63,23 @@ def test_min_words_and_confidence() -> None:
     assert classify("and momentum", sure, confidence=None) is Overlap.WORDS
 
 
-def test_a_decode_of_speech_going_on_needs_more_words_or_an_interrupting_one() -> None:
-    """tiny.en hears the first 250 ms of a hummed "Mhm" as "and make." (confidence
-    0.475, a real "Wait," 0.477): while the speech goes on, one or two words that are not
-    words people interrupt with leave the verdict to a later decode."""
-    assert classify("and make.", S, confidence=0.475, partial=True) is Overlap.UNSURE
-    assert classify("and make.", S, confidence=0.475) is Overlap.WORDS  # its final decode
+def test_a_decode_of_speech_going_on_waits_for_more_speech_or_an_interrupting_word() -> None:
+    """tiny.en hears the first 250 ms of a hummed "Mhm" as "and make chin." (confidence
+    0.515, a real "Wait," 0.477): until the speech has lasted partial_min_ms, only words
+    people interrupt with interrupt; the next decode (or the final one) decides."""
+    for hum in ("and make.", "and make chin.", "Emma Chen"):
+        assert classify(hum, S, confidence=0.515, partial=True, speech_ms=300) \
+            is Overlap.UNSURE, hum
+    assert classify("and make chin.", S, confidence=0.515) is Overlap.WORDS  # final decode
     for opening in ("Wait,", "Sorry,", "Actually,", "Stop.", "Hold on", "Excuse me,", "No."):
-        assert classify(opening, S, confidence=0.48, partial=True) is Overlap.WORDS, opening
-    assert classify("How deep is", S, partial=True) is Overlap.WORDS  # three words
-    assert classify("Mhm.", S, partial=True) is Overlap.BACKCHANNEL
+        assert classify(opening, S, confidence=0.48, partial=True, speech_ms=300) \
+            is Overlap.WORDS, opening
+    assert classify("How deep is the", S, partial=True, speech_ms=760) is Overlap.WORDS
+    assert classify("Mhm.", S, partial=True, speech_ms=300) is Overlap.BACKCHANNEL
     assert classify("", S, partial=True) is Overlap.NO_WORDS
-    one = itr.parse_settings(S, {"partial_min_words": 1})
-    assert classify("and make.", one, confidence=0.475, partial=True) is Overlap.WORDS
+    at_once = itr.parse_settings(S, {"partial_min_ms": 0})
+    assert classify("and make.", at_once, confidence=0.475, partial=True, speech_ms=300) \
+        is Overlap.WORDS
 
 
 def test_own_backchannel_list() -> None:
@@ -130,6 +134,8 @@ def test_overlap_is_decoded_not_a_barge_in() -> None:
     # At 250 ms of voice, every 200 ms while it lasts, and once more when it is over.
     assert [o.final for o in overlaps] == [False, False, True]
     assert len(overlaps[0].pcm) < len(overlaps[-1].pcm)
+    # How long the speech has gone on (from its start; the last with its 400 ms of silence).
+    assert [o.speech_ms for o in overlaps] == [260, 460, 1000]
     start = next(e for e in events if isinstance(e, SpeechStarted))
     assert all(o.started_ms == start.at_ms for o in overlaps)
     stop = next(e for e in events if isinstance(e, SpeechStopped))
