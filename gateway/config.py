@@ -215,9 +215,10 @@ class WorkersConfig:
     # Jobs waiting for a thread beyond this are refused, not queued forever.
     max_waiting: int = 32
     wait_timeout_s: float = 5.0
-    # Decodes made ahead of need (the final model's at a pause, in case the turn ends
-    # there) run in threads this much nicer, so the quick words and the turn checks the
-    # caller is waiting on get the cores first. 0: the STT pool itself.
+    # Work made ahead of need (the final model's decode at a pause, in case the turn ends
+    # there, on a copy of Whisper loaded nicer since CTranslate2 decodes in threads of
+    # its own; the speculative first sentence's TTS) runs this much nicer, so the quick
+    # words and the turn checks the caller is waiting on get the cores first. 0: off.
     ahead_nice: int = 5
 
 
