@@ -131,15 +131,17 @@ class Runtime:
             pools["stt_ahead"] = InferencePool("stt_ahead", w.threads, w.max_waiting,
                                                w.wait_timeout_s, nice=w.ahead_nice)
             stt = chains["stt"]
-            ahead_chain = Chain("stt", _nicer_copies(cfg, stt.providers, w.ahead_nice),
-                                pools["stt_ahead"], stt.timeouts, stt.breakers)
+            # (Injected providers are used as given: tests share one model everywhere.)
+            ahead = stt.providers if "stt" in overrides \
+                else _nicer_copies(stt.providers, w.ahead_nice)
+            ahead_chain = Chain("stt", ahead, pools["stt_ahead"], stt.timeouts, stt.breakers)
         ahead_tts = None
         if w.ahead_nice > 0:
             pools["tts_ahead"] = InferencePool("tts_ahead", w.threads, w.max_waiting,
                                                w.wait_timeout_s, nice=w.ahead_nice)
             tts = chains["tts"]
-            ahead_tts = Chain("tts", _nicer_copies(cfg, tts.providers, w.ahead_nice, "tts"),
-                              pools["tts_ahead"], tts.timeouts, tts.breakers)
+            ahead_tts = Chain("tts", tts.providers, pools["tts_ahead"], tts.timeouts,
+                              tts.breakers)  # Piper computes in the (nicer) pool thread
         return cls(cfg=cfg, vad=vad, chains=chains, pools=pools, tools=ToolRunner(cfg),
                    turn_detector=_turn_detector(cfg, overrides), embedder=embedder,
                    text_turn=_text_turn(cfg, overrides), quick_stt=quick_chain,
@@ -402,20 +404,20 @@ def _load(cfg: Config, stage: str, name: str) -> Any:
     return obj
 
 
-def _nicer_copies(cfg: Config, providers: list[Any], nice: int,
-                  stage: str = "stt") -> list[Any]:
+def _nicer_copies(providers: list[Any], nice: int) -> list[Any]:
     """``providers``, each one that computes in threads made at load (``own_threads``:
-    Whisper's CTranslate2 workers) replaced by a copy loaded in a nicer thread, so its
-    workers are nicer too (one more copy of the model in memory: ~75 MB for base).
-    A copy that cannot be loaded leaves the shared provider (at normal priority)."""
+    Whisper's CTranslate2 workers) replaced by its own ``copy()`` (the same model and
+    settings) made in a nicer thread, so its workers are nicer too (one more copy of
+    the model in memory: ~75 MB for base). A copy that cannot be made leaves the
+    shared provider (at normal priority)."""
     out = []
     for provider in providers:
-        name = getattr(provider, "name", None)
-        if getattr(provider, "own_threads", False) and name is not None:
+        if getattr(provider, "own_threads", False) and hasattr(provider, "copy"):
             try:
-                provider = in_nicer_thread(nice, functools.partial(_load, cfg, stage, name))
+                provider = in_nicer_thread(nice, provider.copy)
             except ProviderError as exc:
-                log.warning("nicer_copy_unavailable", provider=name, error=str(exc))
+                log.warning("nicer_copy_unavailable", provider=getattr(provider, "name", "?"),
+                            error=str(exc))
         out.append(provider)
     return out
 

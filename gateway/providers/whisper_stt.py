@@ -129,6 +129,7 @@ class WhisperSTT:
         except Exception as exc:
             raise ProviderError(f"cannot load whisper model from {model_dir}: {exc}") from exc
         self.model_dir = model_dir
+        self._threads = (workers, cpu_threads)
         self.multilingual = bool(self._model.model.is_multilingual)
         self.language = language
         self.beam_size = max(1, beam_size)
@@ -136,6 +137,14 @@ class WhisperSTT:
         # (see _transcribe_fitted); 0: always the full 30 s window.
         self.fit_window_s = fit_window_s
         self._fitted: _Fitted | None = None
+
+    def copy(self) -> WhisperSTT:
+        """Another instance of the same model and settings, with workers of its own
+        (made by the calling thread: they take its priority)."""
+        workers, cpu_threads = self._threads
+        return WhisperSTT(self.model_dir, language=self.language, beam_size=self.beam_size,
+                          workers=workers, cpu_threads=cpu_threads,
+                          fit_window_s=self.fit_window_s)
 
     @classmethod
     def from_config(cls, cfg: Config) -> WhisperSTT:

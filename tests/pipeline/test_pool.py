@@ -115,11 +115,21 @@ def test_whispers_decodes_ahead_run_in_a_nicer_copy_of_the_final_model(tmp_path:
         final, ahead = runtime.chains["stt"].primary, runtime.ahead_stt.primary if \
             runtime.ahead_stt is not None else None
         assert ahead is not None and ahead is not final and ahead.name == final.name
+        assert (ahead.model_dir, ahead.beam_size) == (final.model_dir, final.beam_size)
         new = {tid: n for tid, n in _task_nices().items() if tid not in before}
         assert sorted(new.values()).count(min(19, base + 5)) >= 1  # the copy's worker
         assert base in new.values()  # the shared model's worker
     finally:
         runtime.close()
+    # An injected model (tests share one everywhere) is used as given: no copy, and no
+    # model prepared in the data directory (base is 142 MB).
+    injected = Runtime.load(cfg.replace(stt={"model": "base"}),
+                            overrides={"stt": final, "stt_quick": quick})
+    try:
+        assert injected.ahead_stt is not None and injected.ahead_stt.primary is final
+        assert not (tmp_path / "models").exists()
+    finally:
+        injected.close()
 
 
 def test_the_quick_model_has_its_own_beam(tmp_path: Path) -> None:
