@@ -118,6 +118,8 @@ class InterruptionsConfig:
     min_words: int = 1  # words that are not backchannels needed to interrupt
     partial_min_ms: int = 700  # ...while the speech goes on: once it lasts this (or a "wait")
     min_confidence: float = 0.45  # less sure transcripts count as noise (whisper: 0..1)
+    # ...and speech shorter than partial_min_ms, decoded whole, without a "wait" word.
+    short_min_confidence: float = 0.5
     check_interval_ms: int = 500  # re-decode this often while the overlap goes on
     continuation_ms: int = 800  # speech this soon after the user's turn ended: their words
     on_overlap: str = "play"  # while deciding: play on | pause, resume if no words

@@ -95,7 +95,8 @@ class AssistantFields(BaseModel):
     turn_taking: JsonObject | None = Field(
         default=None,
         description="interruptions: {mode: words|speech, backchannels: [...], min_words, "
-        "partial_min_ms, min_confidence, check_interval_ms, continuation_ms, on_overlap, "
+        "partial_min_ms, min_confidence, short_min_confidence, check_interval_ms, "
+        "continuation_ms, on_overlap, "
         "resume_ms}; end_of_turn: "
         "{detector: smart_turn|silence, pause_ms, recheck_ms, max_wait_ms, threshold}; "
         "missing keys: the config's")

@@ -16,8 +16,11 @@ says what it was (see ``classify``):
   "sorry", "stop" ...): the reply goes on and a later decode decides (the next one, or
   the one when the speech ends). tiny.en hears the first 250 ms of a hummed "Mhm" as
   "and make." or "and make chin." as surely as a real "Wait," (0.475-0.515 against
-  0.477); the whole hum, decoded when it ends, is a hum. Backchannels last 0.2-0.6 s
-  (Piper and espeak-ng); speech that goes on longer is not one.
+  0.477); the whole hum, decoded when it ends, is mostly a hum. Backchannels last
+  0.2-0.6 s (Piper and espeak-ng); speech that goes on longer is not one.
+- Speech shorter than ``partial_min_ms``, decoded whole when it ends, with no such
+  word: its words count only from ``short_min_confidence`` (a whole hum was once heard
+  as "and make them." at 0.486; whole short questions score 0.53-0.71).
 
 Why keep playing instead of pausing at the onset and resuming: backchannels and noises
 are the common case while someone listens, and a listener hears them cost nothing at
@@ -82,6 +85,12 @@ class InterruptionSettings:
     # at once with a word people interrupt with (INTERRUPT_WORDS); before, it waits.
     partial_min_ms: int = 700
     min_confidence: float = 0.45  # transcripts the STT is less sure of count as no words
+    # Speech shorter than partial_min_ms (voiced), decoded whole when it ends: its words
+    # count from this confidence, or with a word people interrupt with. Whisper heard a
+    # whole hummed "Mhm" as "and make them." at 0.486 (live), "And make him..." at 0.398;
+    # whole short questions scored 0.53-0.71 ("What?", "How much?", "Which one?": Piper
+    # and three espeak-ng voices).
+    short_min_confidence: float = 0.5
     check_interval_ms: int = 500  # re-decode this often while overlapping speech goes on
     # Speech that starts this soon after the user's own turn ended is them going on (a
     # mid-sentence pause the end-of-turn check misjudged), not a sound over the reply:
@@ -128,9 +137,10 @@ def content_words(text: str, backchannels: tuple[str, ...]) -> list[str]:
 
 def classify(text: str, settings: InterruptionSettings,
              confidence: float | None = None, *, partial: bool = False,
-             speech_ms: float = 0.0) -> Overlap:
+             speech_ms: float = 0.0, voiced_ms: float = 0.0) -> Overlap:
     """What the overlapping speech was, from its transcript (``partial``: of speech
-    still going on for ``speech_ms`` so far; its final decode comes when it ends)."""
+    still going on for ``speech_ms`` so far; its final decode comes when it ends;
+    ``voiced_ms``: how much of it was voiced, 0 when not known)."""
     if not words(text):
         return Overlap.NO_WORDS
     content = content_words(text, settings.backchannels)
@@ -139,9 +149,13 @@ def classify(text: str, settings: InterruptionSettings,
     # Words that would interrupt, heard unsure: likely a hum or noise misheard.
     if confidence is not None and confidence < settings.min_confidence:
         return Overlap.NO_WORDS
-    if partial and speech_ms < settings.partial_min_ms \
-            and not INTERRUPT_WORDS.intersection(content):
+    if INTERRUPT_WORDS.intersection(content):
+        return Overlap.WORDS
+    if partial and speech_ms < settings.partial_min_ms:
         return Overlap.UNSURE
+    if not partial and 0 < voiced_ms < settings.partial_min_ms and confidence is not None \
+            and confidence < settings.short_min_confidence:
+        return Overlap.NO_WORDS  # a short sound, decoded whole, heard unsure: a hum
     return Overlap.WORDS
 
 
@@ -150,7 +164,7 @@ _RULES = overrides.rules(
     choices={"mode": MODES, "on_overlap": ON_OVERLAP},
     ints={"min_words": (1, 20), "partial_min_ms": (0, 10000), "check_interval_ms": (100, 10000),
           "continuation_ms": (0, 5000), "resume_ms": (100, 10000)},
-    numbers={"min_confidence": (0.0, 1.0)})
+    numbers={"min_confidence": (0.0, 1.0), "short_min_confidence": (0.0, 1.0)})
 
 
 def parse_settings(base: InterruptionSettings, raw: Mapping[str, Any]) -> InterruptionSettings:
@@ -168,6 +182,7 @@ def from_config(c: Any) -> InterruptionSettings:
     raw: dict[str, Any] = {"mode": c.mode, "min_words": c.min_words,
                            "partial_min_ms": c.partial_min_ms,
                            "min_confidence": c.min_confidence,
+                           "short_min_confidence": c.short_min_confidence,
                            "check_interval_ms": c.check_interval_ms,
                            "continuation_ms": c.continuation_ms,
                            "on_overlap": c.on_overlap, "resume_ms": c.resume_ms}
@@ -179,7 +194,9 @@ def from_config(c: Any) -> InterruptionSettings:
 def as_dict(s: InterruptionSettings) -> dict[str, Any]:
     return {"mode": s.mode, "backchannels": list(s.backchannels), "min_words": s.min_words,
             "partial_min_ms": s.partial_min_ms,
-            "min_confidence": s.min_confidence, "check_interval_ms": s.check_interval_ms,
+            "min_confidence": s.min_confidence,
+            "short_min_confidence": s.short_min_confidence,
+            "check_interval_ms": s.check_interval_ms,
             "continuation_ms": s.continuation_ms, "on_overlap": s.on_overlap,
             "resume_ms": s.resume_ms}
 

@@ -55,7 +55,7 @@ class OverlapChecks:
             self.log.warning("overlap_decode_failed", turn_id=job.turn_id, error=str(exc))
             text = ""
         kind = classify(text, settings, confidence_of(text), partial=not job.final,
-                        speech_ms=job.speech_ms)
+                        speech_ms=job.speech_ms, voiced_ms=job.voiced_ms)
         self.log.info("overlap", turn_id=job.turn_id, final=job.final, kind=kind.value,
                       chars=len(text), confidence=confidence_of(text),
                       decode_ms=round((time.perf_counter() - started) * 1000))

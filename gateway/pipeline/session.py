@@ -346,7 +346,8 @@ class Session:
         words yet)."""
         s = self.interruptions
         if ev.started_ms - self._turn_ended_ms <= s.continuation_ms:
-            return dataclasses.replace(s, min_confidence=0.0, partial_min_ms=0)
+            return dataclasses.replace(s, min_confidence=0.0, short_min_confidence=0.0,
+                                       partial_min_ms=0)
         return s
 
     async def _decode_overlap(self, pcm16k: bytes) -> str:

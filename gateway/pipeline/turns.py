@@ -72,6 +72,7 @@ class OverlapAudio:
     final: bool
     started_ms: float  # audio time the speech began
     speech_ms: float = 0.0  # how long it has gone on
+    voiced_ms: float = 0.0  # how much of it was voiced (the VAD's speech frames)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +280,8 @@ class Endpointer:
             if not self._confirmed and self._overlap_at:
                 events.append(OverlapAudio(self.turn_id, bytes(self._utterance), True,
                                            self._started_ms,
-                                           self._frames * self.settings.frame_ms))
+                                           self._frames * self.settings.frame_ms,
+                                           self._voiced * self.settings.frame_ms))
             events.append(self._stop())
             return events
         if not self._confirmed:
@@ -306,7 +308,8 @@ class Endpointer:
             return []
         self._overlap_at = self._frames
         return [OverlapAudio(self.turn_id, bytes(self._utterance), False, self._started_ms,
-                             self._frames * self.settings.frame_ms)]
+                             self._frames * self.settings.frame_ms,
+                             self._voiced * self.settings.frame_ms)]
 
     def _check_due(self) -> bool:
         run, first = self._silence_run, self._check_frames

@@ -82,6 +82,24 @@ def test_a_decode_of_speech_going_on_waits_for_more_speech_or_an_interrupting_wo
         is Overlap.WORDS
 
 
+def test_short_speech_decoded_whole_needs_a_surer_transcript() -> None:
+    """Live, Whisper heard a whole hummed "Mhm" (~540 ms voiced) as "and make them." at
+    0.486, above min_confidence; whole short questions score 0.53-0.71. Speech shorter
+    than partial_min_ms, decoded when it ends, counts from short_min_confidence (or with
+    a word people interrupt with); longer speech keeps min_confidence."""
+    assert classify("and make them.", S, confidence=0.486, voiced_ms=540) is Overlap.NO_WORDS
+    for short in ("What?", "How much?", "Which one?"):
+        assert classify(short, S, confidence=0.53, voiced_ms=300) is Overlap.WORDS, short
+    assert classify("Wait...", S, confidence=0.46, voiced_ms=240) is Overlap.WORDS
+    assert classify("and make them.", S, confidence=0.486, voiced_ms=900) is Overlap.WORDS
+    assert classify("and make them.", S, confidence=0.486) is Overlap.WORDS  # not known
+    # A decode of speech still going on is UNSURE before partial_min_ms anyway.
+    assert classify("and make them.", S, confidence=0.486, partial=True, speech_ms=400,
+                    voiced_ms=400) is Overlap.UNSURE
+    lax = itr.parse_settings(S, {"short_min_confidence": 0.45})
+    assert classify("and make them.", lax, confidence=0.486, voiced_ms=540) is Overlap.WORDS
+
+
 def test_own_backchannel_list() -> None:
     s = itr.parse_settings(S, {"backchannels": ["d'accord", "genau", "na ja"]})
     assert classify("Genau.", s) is Overlap.BACKCHANNEL
@@ -95,6 +113,7 @@ def test_own_backchannel_list() -> None:
     ({"min_words": 0}, "min_words must be an integer from 1 to 20"),
     ({"min_words": True}, "min_words must be an integer"),
     ({"min_confidence": 2}, "min_confidence must be a number from 0 to 1"),
+    ({"short_min_confidence": -1}, "short_min_confidence must be a number from 0 to 1"),
     ({"backchannels": "mhm"}, "must be a list"),
     ({"backchannels": ["!!"]}, "each entry is 1 to 6 words"),
     ({"check_interval_ms": 5}, "check_interval_ms must be an integer from 100"),
@@ -136,6 +155,7 @@ def test_overlap_is_decoded_not_a_barge_in() -> None:
     assert len(overlaps[0].pcm) < len(overlaps[-1].pcm)
     # How long the speech has gone on (from its start; the last with its 400 ms of silence).
     assert [o.speech_ms for o in overlaps] == [260, 460, 1000]
+    assert [o.voiced_ms for o in overlaps] == [260, 460, 600]  # voiced frames only
     start = next(e for e in events if isinstance(e, SpeechStarted))
     assert all(o.started_ms == start.at_ms for o in overlaps)
     stop = next(e for e in events if isinstance(e, SpeechStopped))
