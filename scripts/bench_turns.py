@@ -3,9 +3,10 @@
 Every question and mid-sentence pause scenario of the set is rendered with the eval's
 voices, followed by silence, and fed frame by frame through the gateway's own VAD input
 and ``Endpointer`` with the config's turn settings. Each ``TurnCheck`` is answered as
-``TurnChecks`` does: Smart Turn on the utterance so far; the words of the pause decoded
-at ``early_final_ms`` (the quick model's for checks before ``--final-ms`` of silence,
-the final model's from then on, when its decode is done in the server), scored by the
+``TurnChecks`` does: Smart Turn on the utterance so far; the words of the pause (the
+quick model's decode from ``stt.pause_words_ms`` for checks before ``--final-ms`` of
+silence, the final model's from ``early_final_ms`` after, when its decode is done in the
+server), scored by the
 SmolLM2 text model; ``turn_checks.combine`` makes the verdict, applied ``--verdict-ms``
 of audio later (a verdict on a pause the caller has since ended is stale, as live).
 
@@ -125,10 +126,11 @@ def replay(audio: bytes, cfg: Config, turn: TurnSettings, scores: Scores,
         frame_ms=frame_ms, start_ms=cfg.vad.start_ms, stop_ms=cfg.vad.stop_ms,
         barge_in_min_ms=cfg.vad.barge_in_min_ms, preroll_ms=cfg.vad.preroll_ms,
         interim_interval_ms=cfg.stt.interim_interval_ms, early_final_ms=cfg.stt.early_final_ms,
+        pause_words_ms=cfg.stt.pause_words_ms,
         max_utterance_ms=int(cfg.stt.max_utterance_s * 1000), turn=turn))
     out = Replay()
     pending: list[tuple[int, TurnCheck, bool | None]] = []
-    pause_pcm: dict[tuple[int, int], bytes] = {}
+    pause_pcm: dict[tuple[int, int, bool], bytes] = {}  # (turn, pause, words only)
     frames = vad_in.frames(audio + bytes(2 * PIPELINE_RATE * TAIL_MS // 1000))
     for i, frame in enumerate(frames):
         events = ep.push(frame, vad_in.stream.is_speech(frame), replying=False)
@@ -137,10 +139,11 @@ def replay(audio: bytes, cfg: Config, turn: TurnSettings, scores: Scores,
         pending = [p for p in pending if p[0] > i]
         for ev in events:
             if isinstance(ev, PauseAudio):
-                pause_pcm[(ev.turn_id, ev.pause)] = ev.pcm
+                pause_pcm[(ev.turn_id, ev.pause, ev.words_only)] = ev.pcm
             elif isinstance(ev, TurnCheck):
-                verdict = _judge(ev, pause_pcm.get((ev.turn_id, ev.pause)), turn, scores,
-                                 models, final_ms, out)
+                final = pause_pcm.get((ev.turn_id, ev.pause, False))
+                pcms = (pause_pcm.get((ev.turn_id, ev.pause, True), final), final)
+                verdict = _judge(ev, pcms, turn, scores, models, final_ms, out)
                 pending.append((i + max(1, verdict_ms // frame_ms), ev, verdict))
             elif isinstance(ev, SpeechStopped):
                 out.ends.append(ev.silence_ms)
@@ -148,13 +151,15 @@ def replay(audio: bytes, cfg: Config, turn: TurnSettings, scores: Scores,
     return out
 
 
-def _judge(check: TurnCheck, pause_pcm: bytes | None, turn: TurnSettings, scores: Scores,
-           models: tuple[str, str], final_ms: int, out: Replay) -> bool | None:
+def _judge(check: TurnCheck, pcms: tuple[bytes | None, bytes | None], turn: TurnSettings,
+           scores: Scores, models: tuple[str, str], final_ms: int, out: Replay) -> bool | None:
+    """``pcms``: the pause's audio as the quick model and the final model decoded it."""
     p = scores.sound(check.pcm)
-    model = models[1] if check.silence_ms >= final_ms else models[0]
+    later = check.silence_ms >= final_ms and pcms[1] is not None
+    model, pause_pcm = (models[1], pcms[1]) if later else (models[0], pcms[0])
     words = scores.words(model, pause_pcm) if pause_pcm else Transcript("")
-    if pause_pcm and model != models[0]:  # the quick model's doubt is kept, as live
-        words = with_doubt(words, scores.words(models[0], pause_pcm))
+    if later and pcms[0]:  # the quick model's doubt is kept, as live
+        words = with_doubt(words, scores.words(models[0], pcms[0]))
     text = scores.text(words)
     verdict = combine(p, words, text, check.silence_ms, turn)
     out.checks.append(f"{check.silence_ms:.0f}ms p={p:.2f} {model.split(':')[0]} "
@@ -184,12 +189,17 @@ def main() -> None:
                         help="the quick model's beam (default: stt.quick_beam_size)")
     parser.add_argument("--early-final-ms", type=int,
                         help="decode the pause from this much silence (stt.early_final_ms)")
+    parser.add_argument("--pause-words-ms", type=int,
+                        help="the quick model's decode of the pause from this much silence "
+                             "(stt.pause_words_ms)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     cfg = Config()
     if args.early_final_ms is not None:
         cfg = cfg.replace(stt={"early_final_ms": args.early_final_ms})
+    if args.pause_words_ms is not None:
+        cfg = cfg.replace(stt={"pause_words_ms": args.pause_words_ms})
     turn = TurnSettings.from_config(cfg.turn)
     for item in args.overrides:
         key, _, value = item.partition("=")

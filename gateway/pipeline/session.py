@@ -194,6 +194,7 @@ class Session:
                 preroll_ms=o.preroll_ms if o.preroll_ms is not None else cfg.vad.preroll_ms,
                 interim_interval_ms=cfg.stt.interim_interval_ms,
                 early_final_ms=cfg.stt.early_final_ms,
+                pause_words_ms=cfg.stt.pause_words_ms,
                 max_utterance_ms=int(cfg.stt.max_utterance_s * 1000),
                 turn=turn,
                 barge_in_words=self.interruptions.by_words,
@@ -306,7 +307,8 @@ class Session:
             elif isinstance(te, InterimAudio):
                 self.stt.put_interim(SttJob(te.turn_id, te.pcm, final=False))
             elif isinstance(te, PauseAudio):
-                self.stt.put(SttJob(te.turn_id, te.pcm, final=False, early=True, pause=te.pause))
+                self.stt.put(SttJob(te.turn_id, te.pcm, final=False, early=True, pause=te.pause,
+                                    words_only=te.words_only))
             elif isinstance(te, OverlapAudio):
                 s = self._overlap_settings(te)
                 if s.on_overlap == "pause" and self.response is not None and not te.final:

@@ -68,6 +68,7 @@ class SttJob:
     early: bool = False  # a speculative decode at a pause (see turns.PauseAudio)
     pause: int = 0  # which pause (turns.TurnCheck.pause)
     use_early: bool = False  # a final whose audio the early decode already covers
+    words_only: bool = False  # an early job for the pause's words only (PauseAudio)
 
 
 @dataclass(slots=True)

@@ -3,7 +3,8 @@
 Jobs wait in one bounded queue (policy: ``session_items.push_stt`` drops interim work
 before a final, and says which final it dropped). A pause's job starts a speculative
 decode at once (turn checks read its words; if the turn ends at that pause, it is the
-final transcript); one interim decode runs at a time, beside finals, never ahead of
+final transcript; with two models, the quick one's words may start sooner, alone, from
+a ``words_only`` job); one interim decode runs at a time, beside finals, never ahead of
 them; finals are decoded in order. Knows nothing of replies: a final goes to
 ``on_final``, a failed one to ``on_error``.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.providers.base import ProviderError
@@ -28,6 +30,21 @@ from .turn_checks import TurnChecks
 # ahead of need: nicer threads).
 Decode = Callable[[bytes, int, Callable[[str], None] | None, bool, bool, bool],
                   Awaitable[str]]
+
+
+@dataclass(slots=True)
+class _Early:
+    """A pause's decodes: the final model's (None until it starts) and the words'."""
+
+    turn_id: int
+    pause: int
+    full: asyncio.Task[str] | None
+    words: asyncio.Task[str]
+
+    def cancel(self, keep: asyncio.Task[str] | None = None) -> None:
+        for task in (self.full, self.words):
+            if task is not None and task is not keep:
+                task.cancel()
 
 
 class Transcriber:
@@ -74,35 +91,45 @@ class Transcriber:
         self._finalized_turn = turn_id
 
     async def run(self) -> None:
-        early: tuple[int, asyncio.Task[str], asyncio.Task[str]] | None = None
+        early: _Early | None = None
         while True:
             job = await self.q.get()
             if job.early:
-                # A pause: decode now; if the turn ends here, this is its transcript.
-                if early is not None:
-                    early[1].cancel()
-                    early[2].cancel()
-                # Both with the last word's probability: the turn checks judge them.
-                full = asyncio.create_task(self._decode(job, pause=True))
-                words = (asyncio.create_task(self._decode(job, quick=True, pause=True))
-                         if await self._quick_too() else full)
-                early = (job.turn_id, full, words)
-                self._turn_checks.decoding(job.turn_id, job.pause, words, full)
-                if self._on_pause_words is not None:
-                    words.add_done_callback(functools.partial(self._pause_done, job))
+                early = await self._pause(job, early)
                 continue
             if not job.final:
                 if self._interim_task is None or self._interim_task.done():
                     self._interim_task = asyncio.create_task(self._interim(job))
                 continue
-            reuse = early if early is not None and early[0] == job.turn_id else None
-            if early is not None and (reuse is None or not job.use_early):
-                early[1].cancel()
-                reuse = None
-            if early is not None and early[2] is not early[1]:
-                early[2].cancel()  # its words were for the turn checks, now over
+            reuse = None
+            if early is not None:
+                if early.turn_id == job.turn_id and job.use_early:
+                    reuse = early.full
+                early.cancel(keep=reuse)  # the words were for the turn checks, now over
             early = None
-            await self._final(job, reuse[1] if reuse else None)
+            await self._final(job, reuse)
+
+    async def _pause(self, job: SttJob, early: _Early | None) -> _Early:
+        """A pause: decode now; if the turn ends here, the final decode is its transcript.
+        Both decodes carry the last word's probability (the turn checks judge them). A
+        ``words_only`` job (two models) starts the quick decode alone; the final one
+        starts with the pause's next job, unless speech resumes first."""
+        two = await self._quick_too()
+        if early is not None and (early.turn_id, early.pause) == (job.turn_id, job.pause):
+            if early.full is None and not job.words_only:
+                early.full = asyncio.create_task(self._decode(job, pause=True))
+                self._turn_checks.decoding(job.turn_id, job.pause, early.words, early.full)
+            return early
+        if early is not None:
+            early.cancel()
+        full = None if job.words_only and two else \
+            asyncio.create_task(self._decode(job, pause=True))
+        words = asyncio.create_task(self._decode(job, quick=True, pause=True)) \
+            if two or full is None else full
+        self._turn_checks.decoding(job.turn_id, job.pause, words, full)
+        if self._on_pause_words is not None:
+            words.add_done_callback(functools.partial(self._pause_done, job))
+        return _Early(job.turn_id, job.pause, full, words)
 
     async def _quick_too(self) -> bool:
         if self._two is None:

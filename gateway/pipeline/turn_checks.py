@@ -107,16 +107,17 @@ class TurnChecks:
         self.semantic = True  # the session's pauses are judged (not the silence timer)
 
     def decoding(self, turn_id: int, pause: int, words: asyncio.Task[str],
-                 final: asyncio.Task[str]) -> None:
-        """The STT stage's decodes of a pause (``stt.early_final_ms`` before its first
-        check): the quick model's words and the final model's (the same task with one
-        model). The words are scored as soon as they are decoded, so the first check
+                 final: asyncio.Task[str] | None) -> None:
+        """The STT stage's decodes of a pause (before its first check): the quick
+        model's words (from ``stt.pause_words_ms``) and the final model's (from
+        ``stt.early_final_ms``: None until it starts, told by a second call; the same
+        task with one model). The words are scored as soon as they are decoded, so the first check
         waits only for the sound's model. (Judging the sound at this point too was
         measured and not kept: with 100 ms less trailing silence Smart Turn scores
         finished questions lower, and more of them waited for a recheck:
         scripts/bench_turns.py.)"""
         self.pause_decode = (turn_id, pause, words)
-        self.pause_final = (turn_id, pause, final)
+        self.pause_final = None if final is None else (turn_id, pause, final)
         if self.english and self.semantic:
             self._scored((turn_id, pause))
 

@@ -42,12 +42,15 @@ class PauseAudio:
     """The user paused for ``early_final_ms``: decode now, in case this is the end.
 
     If the turn does end with no further speech, the final transcript is this decode's
-    result, which is ready up to ``stop_ms - early_final_ms`` sooner.
+    result, which is ready up to ``stop_ms - early_final_ms`` sooner. ``words_only``:
+    sent earlier, at ``pause_words_ms``, for the words the turn checks judge (the quick
+    model's decode); the final decode's comes at ``early_final_ms``.
     """
 
     turn_id: int
     pcm: bytes
     pause: int = 0  # the pause it was taken at (as in TurnCheck)
+    words_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,9 @@ class EndpointerSettings:
     interim_interval_ms: int = 1000
     max_utterance_ms: int = 30000
     early_final_ms: int = 200  # 0: no speculative decode at pauses
+    # The words of a pause decoded sooner than its final decode (PauseAudio.words_only);
+    # 0 (or not under early_final_ms): with the final decode.
+    pause_words_ms: int = 0
     turn: TurnSettings = TurnSettings(detector="silence")
     # True: speech over a reply is a barge-in only once its words say so (OverlapAudio,
     # re-sent every overlap_check_ms while it goes on); False: at barge_in_min_ms.
@@ -181,7 +187,10 @@ class Endpointer:
         self._pause_frames = _frames(s.early_final_ms, s.frame_ms) if s.early_final_ms else 0
         if self._pause_frames >= self._end_frames:
             self._pause_frames = 0  # the pause would come after the stop: pointless
-        self._pause_sent = False
+        words = _frames(s.pause_words_ms, s.frame_ms) if s.pause_words_ms else 0
+        self._words_frames = words if 0 < words < self._pause_frames else 0
+        self._pause_sent = False  # this pause is being decoded (no interim decode)
+        self._final_sent = False  # ...by its final decode (the turn's, if it ends here)
         # Holds the start run itself plus preroll_ms before it.
         self._preroll: deque[bytes] = deque(
             maxlen=self._start_frames + s.preroll_ms // s.frame_ms
@@ -269,7 +278,7 @@ class Endpointer:
                 self._pause += 1  # speech resumed: verdicts on the last pause are stale
             self._silence_run = 0
             self._limit = self._end_frames
-            self._pause_sent = False
+            self._pause_sent = self._final_sent = False
         else:
             self._silence_run += 1
         if not self._confirmed and is_speech and self._voiced >= self._barge_frames:
@@ -286,9 +295,12 @@ class Endpointer:
             return events
         if not self._confirmed:
             return events
-        pause = bool(self._pause_frames) and self._silence_run == self._pause_frames
-        if pause:
+        if self._words_frames and self._silence_run == self._words_frames:
             self._pause_sent = True
+            events.append(PauseAudio(self.turn_id, bytes(self._utterance), self._pause,
+                                     words_only=True))
+        if self._pause_frames and self._silence_run == self._pause_frames:
+            self._pause_sent = self._final_sent = True
             events.append(PauseAudio(self.turn_id, bytes(self._utterance), self._pause))
         if self._check_due():
             events.append(TurnCheck(self.turn_id, self._pause, bytes(self._utterance),
@@ -324,6 +336,7 @@ class Endpointer:
         self._speech_run = 0
         pcm_data = bytes(self._utterance)
         self._utterance = bytearray()
-        pause_is_final, self._pause_sent = self._pause_sent, False
+        pause_is_final = self._final_sent
+        self._pause_sent = self._final_sent = False
         return SpeechStopped(self.turn_id, self.now_ms, pcm_data, discarded=not self._confirmed,
                              pause_is_final=pause_is_final, silence_ms=silence_ms)

@@ -29,11 +29,13 @@ class Decodes:
         return f"{name} words"
 
 
-async def run_pause_then_final(two_models: bool, gap: float = 0.08
-                               ) -> tuple[Decodes, list[str], Any]:
+async def feed(jobs: list[tuple[SttJob, float]], two_models: bool = True
+               ) -> tuple[Decodes, list[str], TurnChecks]:
+    """Each job put after the time beside it; waits for a final transcript."""
     decodes = Decodes()
     finals: list[str] = []
     checks = TurnChecks(None, lambda _c, _v: None, structlog.get_logger())  # type: ignore[arg-type]
+    checks.semantic = False  # no words scored: no runtime here
 
     async def two() -> bool:
         return two_models
@@ -43,9 +45,9 @@ async def run_pause_then_final(two_models: bool, gap: float = 0.08
                       lambda _s, _e: None, checks, structlog.get_logger(), two_models=two)
     runner = asyncio.create_task(stt.run())
     try:
-        stt.put(SttJob(1, b"\0\0" * 1600, final=False, early=True, pause=0))
-        await asyncio.sleep(gap)  # the pause lasts this long, then the turn ends
-        stt.put(SttJob(1, b"\0\0" * 1600, final=True, use_early=True))
+        for job, after in jobs:
+            await asyncio.sleep(after)
+            stt.put(job)
         for _ in range(100):
             if finals:
                 break
@@ -53,6 +55,16 @@ async def run_pause_then_final(two_models: bool, gap: float = 0.08
     finally:
         runner.cancel()
     return decodes, finals, checks
+
+
+PCM = b"\0\0" * 1600
+
+
+async def run_pause_then_final(two_models: bool, gap: float = 0.08
+                               ) -> tuple[Decodes, list[str], Any]:
+    """A pause's job, then (``gap`` later) the turn ends there."""
+    return await feed([(SttJob(1, PCM, final=False, early=True, pause=0), 0),
+                       (SttJob(1, PCM, final=True, use_early=True), gap)], two_models)
 
 
 async def test_two_models_decode_a_pause_at_once_and_the_final_one_is_the_transcript(
@@ -79,3 +91,36 @@ async def test_one_model_decodes_a_pause_once() -> None:
     assert finals == ["full words"]
     assert checks.pause_decode is not None and checks.pause_final is not None
     assert checks.pause_decode[2] is checks.pause_final[2]
+
+
+async def test_the_words_of_a_pause_first_then_its_final_decode() -> None:
+    """stt.pause_words_ms: the quick decode starts alone; the final model's starts with
+    the pause's next job and is the turn's transcript."""
+    decodes, finals, checks = await feed([
+        (SttJob(1, PCM, final=False, early=True, pause=0, words_only=True), 0),
+        (SttJob(1, PCM, final=False, early=True, pause=0), 0.02),
+        (SttJob(1, PCM, final=True, use_early=True), 0.08)])
+    assert decodes.log[0] == "quick start last_word=True"
+    assert decodes.log.index("full start last_word=True ahead") > 0
+    assert decodes.log.count("full start last_word=True ahead") == 1  # reused as final
+    assert finals == ["full words"]
+    assert checks.pause_final is not None and checks.pause_decode is not None
+    assert checks.pause_final[2] is not checks.pause_decode[2]
+
+
+async def test_a_gap_between_words_costs_only_the_quick_decode() -> None:
+    decodes, finals, _ = await feed([
+        (SttJob(1, PCM, final=False, early=True, pause=0, words_only=True), 0),
+        (SttJob(1, PCM, final=True), 0.08)])  # speech went on, then the timer ended it
+    assert [e for e in decodes.log if "start" in e] == \
+        ["quick start last_word=True", "full start last_word=False"]
+    assert finals == ["full words"]
+
+
+async def test_one_model_decodes_the_words_of_a_pause_as_its_final() -> None:
+    decodes, finals, _ = await feed([
+        (SttJob(1, PCM, final=False, early=True, pause=0, words_only=True), 0),
+        (SttJob(1, PCM, final=False, early=True, pause=0), 0.02),
+        (SttJob(1, PCM, final=True, use_early=True), 0.08)], two_models=False)
+    assert decodes.log == ["full start last_word=True", "full end"]
+    assert finals == ["full words"]

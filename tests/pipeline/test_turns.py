@@ -502,3 +502,35 @@ def test_speech_during_a_reply_is_not_checked_until_it_is_a_barge_in() -> None:
     assert not checks(f)
     ((_, stop),) = f.of(SpeechStopped)
     assert isinstance(stop, SpeechStopped) and stop.discarded
+
+
+def test_the_words_of_a_pause_are_decoded_before_its_final_decode() -> None:
+    """pause_words_ms (60) under early_final_ms (100): the quick model's words first, the
+    final model's decode later; a gap between words shorter than early_final_ms costs
+    only the words' decode."""
+    f = Feeder(EndpointerSettings(early_final_ms=100, pause_words_ms=60))  # 5 and 3 frames
+    f.feed([T] * 10 + [F] * 4 + [T] * 5)  # a gap of 80 ms inside the sentence
+    ((i, gap),) = f.of(PauseAudio)
+    assert i == 12 and isinstance(gap, PauseAudio) and gap.words_only
+    (ev,) = f.ep.force_stop()  # the gap's words were never a final decode
+    assert isinstance(ev, SpeechStopped) and not ev.pause_is_final
+
+    f = Feeder(EndpointerSettings(early_final_ms=100, pause_words_ms=60,
+                                  interim_interval_ms=60))
+    f.feed([T] * 10 + [F] * 20)
+    words, final = (e for _, e in f.of(PauseAudio))
+    assert isinstance(words, PauseAudio) and isinstance(final, PauseAudio)
+    assert [i for i, _ in f.of(PauseAudio)] == [12, 14]
+    assert words.words_only and not final.words_only and words.pause == final.pause
+    # Interim decodes while the caller speaks, none once the pause is being decoded.
+    assert f.of(InterimAudio) and all(i < 12 for i, _ in f.of(InterimAudio))
+    ((_, stopped),) = f.of(SpeechStopped)
+    assert isinstance(stopped, SpeechStopped) and stopped.pause_is_final
+
+
+def test_no_separate_words_decode_unless_it_comes_first() -> None:
+    for words_ms in (0, 100, 200):
+        f = Feeder(EndpointerSettings(early_final_ms=100, pause_words_ms=words_ms))
+        f.feed([T] * 10 + [F] * 20)
+        ((_, pause),) = f.of(PauseAudio)
+        assert isinstance(pause, PauseAudio) and not pause.words_only
