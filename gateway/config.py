@@ -91,14 +91,14 @@ class STTConfig:
     interim_interval_ms: int = 1000
     # Decode speculatively after this much silence; if the turn then ends with no more
     # speech, that decode is the final transcript (saves stop_ms - early_final_ms). 0: off.
-    # The final decode is on the first audio's path: from 60 ms (against 100) first audio
-    # p50 629 -> 584-614 ms (live eval). The price: gaps of 60-100 ms between words get
-    # a decode too (113 base decodes at pauses in a run against 83): under load, 100.
-    early_final_ms: int = 60
+    # 100, not 60: gaps of 60-100 ms between words are common, and each got the final
+    # model's decode too (113 of them at pauses in a run against 83), which crowded the
+    # end of turn's own: first audio p95 1068-1070 ms in 3 of 5 live evals from 60 ms.
+    early_final_ms: int = 100
     # Two models: the quick model's decode of a pause (the words the turn checks at
     # turn.pause_ms wait on, with their score) starts after this much silence; 0 (or not
-    # under early_final_ms): with the final model's. From 60 ms (against 100) complete
-    # questions' end of turn p50 405 -> 355-385 ms (live eval, early_final_ms 60 or 100).
+    # under early_final_ms): with the final model's. 60 against 100: complete questions'
+    # end of turn p50 405-443 -> 368-379 ms (live evals, README "evening").
     pause_words_ms: int = 60
     # Whisper beam search: on the eval's espeak/Piper callers tiny.en's WER falls from
     # 20 % (greedy) to 13 % for ~30 % more decode time (scripts/bench_stt.py). 1: greedy.
