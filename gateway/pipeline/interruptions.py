@@ -19,8 +19,9 @@ says what it was (see ``classify``):
   0.477); the whole hum, decoded when it ends, is mostly a hum. Backchannels last
   0.2-0.6 s (Piper and espeak-ng); speech that goes on longer is not one.
 - Speech shorter than ``partial_min_ms``, decoded whole when it ends, with no such
-  word: its words count only from ``short_min_confidence`` (a whole hum was once heard
-  as "and make them." at 0.486; whole short questions score 0.53-0.71).
+  word: its words count only from ``short_min_confidence`` (a whole "Mhm" was heard as
+  "and make them." at 0.486; whole short questions score 0.53-0.89). Not a cure: the
+  eval's voices spell "Mhm" ("em aitch em"), heard so at up to 0.74 by tiny.en and base.
 
 Why keep playing instead of pausing at the onset and resuming: backchannels and noises
 are the common case while someone listens, and a listener hears them cost nothing at
@@ -87,9 +88,9 @@ class InterruptionSettings:
     min_confidence: float = 0.45  # transcripts the STT is less sure of count as no words
     # Speech shorter than partial_min_ms (voiced), decoded whole when it ends: its words
     # count from this confidence, or with a word people interrupt with. Whisper heard a
-    # whole hummed "Mhm" as "and make them." at 0.486 (live), "And make him..." at 0.398;
-    # whole short questions scored 0.53-0.71 ("What?", "How much?", "Which one?": Piper
-    # and three espeak-ng voices).
+    # whole "Mhm" as "and make them." at 0.486 (live), "And make him..." at 0.398; whole
+    # short questions scored 0.53-0.89 ("What?", "How much?", "Which one?": Piper and
+    # three espeak-ng voices).
     short_min_confidence: float = 0.5
     check_interval_ms: int = 500  # re-decode this often while overlapping speech goes on
     # Speech that starts this soon after the user's own turn ended is them going on (a

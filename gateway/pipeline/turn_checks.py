@@ -111,8 +111,8 @@ class TurnChecks:
         """The STT stage's decodes of a pause (before its first check): the quick
         model's words (from ``stt.pause_words_ms``) and the final model's (from
         ``stt.early_final_ms``: None until it starts, told by a second call; the same
-        task with one model). The words are scored as soon as they are decoded, so the first check
-        waits only for the sound's model. (Judging the sound at this point too was
+        task with one model). The words are scored as soon as they are decoded, so the
+        first check waits only for the sound's model. (Judging the sound at this point too was
         measured and not kept: with 100 ms less trailing silence Smart Turn scores
         finished questions lower, and more of them waited for a recheck:
         scripts/bench_turns.py.)"""
